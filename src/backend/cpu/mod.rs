@@ -1,0 +1,256 @@
+//! The CPU backend: the chunked gated delta rule in two stages (column write, scan),
+//! parallel across sequences, heads and value slices.
+
+mod column_write;
+mod exp;
+pub mod gemm;
+mod scan;
+mod workspace;
+
+use std::marker::PhantomData;
+
+use rayon::prelude::*;
+
+use crate::backend::Backend;
+use crate::config::MemoryConfig;
+use crate::error::{Error, Result};
+use crate::inputs::ForwardInputs;
+use crate::state::State;
+use crate::tensor::Data;
+
+pub use gemm::Isa;
+use gemm::LANES;
+use workspace::Workspace;
+
+/// Runs the memory on the CPU with rayon threads.
+pub struct CpuBackend {
+    isa: Isa,
+    pool: Option<rayon::ThreadPool>,
+}
+
+impl Default for CpuBackend {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl CpuBackend {
+    /// Uses the best instruction set of this CPU and rayon's global thread pool.
+    pub fn new() -> Self {
+        CpuBackend {
+            isa: Isa::detect(),
+            pool: None,
+        }
+    }
+
+    /// Forces an instruction set (the portable kernels run everywhere).
+    pub fn with_isa(mut self, isa: Isa) -> Self {
+        if isa == Isa::Avx512 && Isa::detect() != Isa::Avx512 {
+            return self;
+        }
+        self.isa = isa;
+        self
+    }
+
+    /// Runs on a pool of its own with `threads` threads.
+    pub fn with_threads(mut self, threads: usize) -> Result<Self> {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .map_err(|e| Error::Device(format!("cannot start {threads} CPU threads: {e}")))?;
+        self.pool = Some(pool);
+        Ok(self)
+    }
+
+    pub fn isa(&self) -> Isa {
+        self.isa
+    }
+
+    fn threads(&self) -> usize {
+        self.pool
+            .as_ref()
+            .map_or_else(rayon::current_num_threads, |p| p.current_num_threads())
+    }
+}
+
+impl Backend for CpuBackend {
+    fn name(&self) -> String {
+        format!("cpu ({}, {} threads)", self.isa.name(), self.threads())
+    }
+
+    fn forward_into(
+        &self,
+        config: &MemoryConfig,
+        inputs: &ForwardInputs<'_>,
+        state: &mut State,
+        out: &mut [f32],
+    ) -> Result<()> {
+        inputs.validate(config)?;
+        state.check_matches(config, inputs.batch)?;
+        let want = inputs.output_len(config);
+        if out.len() != want {
+            return Err(Error::Shape {
+                tensor: "o".into(),
+                expected: format!("{want} values"),
+                found: format!("{} values", out.len()),
+            });
+        }
+        let tokens_seen = state.tokens_seen() + inputs.tokens as u64;
+        if inputs.tokens > 0 {
+            let tasks = split_tasks(config, inputs.batch, self.threads());
+            let out = SharedMut::new(out);
+            let state_values = SharedMut::new(state.values_mut());
+            let run = || {
+                tasks.par_iter().for_each(|task| {
+                    run_task(self.isa, config, inputs, task, &state_values, &out);
+                })
+            };
+            match &self.pool {
+                Some(pool) => pool.install(run),
+                None => run(),
+            }
+        }
+        state.set_tokens_seen(tokens_seen);
+        Ok(())
+    }
+}
+
+/// One unit of parallel work: a sequence, a head and a slice of value columns.
+/// Value columns of the delta rule never mix, so slices are independent.
+struct Task {
+    b: usize,
+    h: usize,
+    v0: usize,
+    v1: usize,
+}
+
+/// Enough tasks to keep every thread busy; value slices only when sequences × heads
+/// are too few, since each slice repeats the chunk preparation.
+fn split_tasks(config: &MemoryConfig, batch: usize, threads: usize) -> Vec<Task> {
+    let heads = batch * config.heads;
+    let max_slices = config.value_dim.div_ceil(LANES);
+    let slices = threads.div_ceil(heads).clamp(1, max_slices);
+    let width = config.value_dim.div_ceil(slices).div_ceil(LANES) * LANES;
+    let mut tasks = Vec::new();
+    for b in 0..batch {
+        for h in 0..config.heads {
+            let mut v0 = 0;
+            while v0 < config.value_dim {
+                let v1 = (v0 + width).min(config.value_dim);
+                tasks.push(Task { b, h, v0, v1 });
+                v0 = v1;
+            }
+        }
+    }
+    tasks
+}
+
+fn run_task(
+    isa: Isa,
+    config: &MemoryConfig,
+    inputs: &ForwardInputs<'_>,
+    task: &Task,
+    state: &SharedMut<'_>,
+    out: &SharedMut<'_>,
+) {
+    let seq = SequenceView {
+        q: inputs.q,
+        k: inputs.k,
+        v: inputs.v,
+        beta: inputs.beta,
+        g: inputs.g,
+        tokens: inputs.tokens,
+        heads: config.heads,
+        key_dim: config.key_dim,
+        value_dim: config.value_dim,
+        v_cols: task.v1 - task.v0,
+        scale: config.effective_scale(),
+        b: task.b,
+        h: task.h,
+        v0: task.v0,
+    };
+    let mut ws = Workspace::new(config.chunk_size, config.key_dim, seq.v_cols);
+    let head_start = (task.b * config.heads + task.h) * config.key_dim * config.value_dim;
+    for a in 0..config.key_dim {
+        let row = head_start + a * config.value_dim + task.v0;
+        state.read(row, &mut ws.s[a * ws.vs..a * ws.vs + seq.v_cols]);
+    }
+    scan::run_sequence(isa, &mut ws, &seq, config.chunk_size, out);
+    for a in 0..config.key_dim {
+        let row = head_start + a * config.value_dim + task.v0;
+        state.write(row, &ws.s[a * ws.vs..a * ws.vs + seq.v_cols]);
+    }
+}
+
+/// One task's window onto the `[B, T, H, *]` inputs and outputs.
+pub(crate) struct SequenceView<'a> {
+    pub q: Data<'a>,
+    pub k: Data<'a>,
+    pub v: Data<'a>,
+    pub beta: Data<'a>,
+    pub g: Data<'a>,
+    pub tokens: usize,
+    pub heads: usize,
+    pub key_dim: usize,
+    pub value_dim: usize,
+    /// Value columns of this task's slice.
+    pub v_cols: usize,
+    pub scale: f32,
+    pub b: usize,
+    pub h: usize,
+    pub v0: usize,
+}
+
+impl SequenceView<'_> {
+    #[inline(always)]
+    pub(crate) fn gate_offset(&self, t: usize) -> usize {
+        (self.b * self.tokens + t) * self.heads + self.h
+    }
+    #[inline(always)]
+    pub(crate) fn qk_offset(&self, t: usize) -> usize {
+        self.gate_offset(t) * self.key_dim
+    }
+    #[inline(always)]
+    pub(crate) fn v_offset(&self, t: usize) -> usize {
+        self.gate_offset(t) * self.value_dim + self.v0
+    }
+    #[inline(always)]
+    pub(crate) fn out_offset(&self, t: usize) -> usize {
+        self.v_offset(t)
+    }
+}
+
+/// A mutable buffer that parallel tasks write in disjoint ranges.
+pub(crate) struct SharedMut<'a> {
+    ptr: *mut f32,
+    len: usize,
+    _buf: PhantomData<&'a mut [f32]>,
+}
+
+// SAFETY: every task reads and writes only the ranges of its own (sequence, head,
+// value slice), which no other task touches, and the buffer outlives the tasks.
+unsafe impl Send for SharedMut<'_> {}
+unsafe impl Sync for SharedMut<'_> {}
+
+impl<'a> SharedMut<'a> {
+    fn new(buf: &'a mut [f32]) -> Self {
+        SharedMut {
+            ptr: buf.as_mut_ptr(),
+            len: buf.len(),
+            _buf: PhantomData,
+        }
+    }
+
+    #[inline(always)]
+    fn write(&self, start: usize, values: &[f32]) {
+        assert!(start + values.len() <= self.len, "write out of range");
+        // SAFETY: in bounds by the assert; the range belongs to the calling task.
+        unsafe { std::ptr::copy_nonoverlapping(values.as_ptr(), self.ptr.add(start), values.len()) }
+    }
+
+    fn read(&self, start: usize, dst: &mut [f32]) {
+        assert!(start + dst.len() <= self.len, "read out of range");
+        // SAFETY: as for `write`.
+        unsafe { std::ptr::copy_nonoverlapping(self.ptr.add(start), dst.as_mut_ptr(), dst.len()) }
+    }
+}

@@ -1,0 +1,104 @@
+//! Device selection and what the machine offers.
+
+use std::str::FromStr;
+
+use crate::error::Error;
+
+/// Where to run: `auto` picks a CUDA device when this build can use one, else the CPU.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Device {
+    #[default]
+    Auto,
+    Cpu,
+    Cuda(usize),
+}
+
+impl FromStr for Device {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Error> {
+        match s {
+            "auto" => Ok(Device::Auto),
+            "cpu" => Ok(Device::Cpu),
+            "cuda" => Ok(Device::Cuda(0)),
+            _ => s
+                .strip_prefix("cuda:")
+                .and_then(|n| n.parse().ok())
+                .map(Device::Cuda)
+                .ok_or_else(|| {
+                    Error::Device(format!(
+                        "unknown device `{s}` (expected auto, cpu, cuda or cuda:N)"
+                    ))
+                }),
+        }
+    }
+}
+
+/// A CUDA device as the driver reports it.
+#[derive(Clone, Debug)]
+pub struct CudaDeviceInfo {
+    pub ordinal: usize,
+    pub name: String,
+    pub compute_capability: (i32, i32),
+    pub memory_bytes: usize,
+}
+
+/// What the CUDA driver reports, without failing when there is none.
+#[derive(Clone, Debug)]
+pub enum CudaProbe {
+    NoDriver,
+    DriverError(String),
+    Devices(Vec<CudaDeviceInfo>),
+}
+
+/// Asks the driver for its devices. The library is loaded dynamically, so a machine
+/// without one gets `NoDriver` rather than a failed start.
+pub fn probe_cuda() -> CudaProbe {
+    use cudarc::driver::{result, sys, CudaContext};
+    // SAFETY: only looks for the shared library; calls nothing in it.
+    if !unsafe { sys::is_culib_present() } {
+        return CudaProbe::NoDriver;
+    }
+    if let Err(e) = result::init() {
+        return CudaProbe::DriverError(e.to_string());
+    }
+    let count = match CudaContext::device_count() {
+        Ok(n) => n.max(0) as usize,
+        Err(e) => return CudaProbe::DriverError(e.to_string()),
+    };
+    let mut devices = Vec::with_capacity(count);
+    for ordinal in 0..count {
+        match CudaContext::new(ordinal) {
+            Ok(ctx) => {
+                let attr = |a| ctx.attribute(a).unwrap_or(0);
+                use sys::CUdevice_attribute::*;
+                devices.push(CudaDeviceInfo {
+                    ordinal,
+                    name: ctx.name().unwrap_or_else(|_| "unknown".into()),
+                    compute_capability: (
+                        attr(CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR),
+                        attr(CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR),
+                    ),
+                    memory_bytes: ctx.total_mem().unwrap_or(0),
+                });
+            }
+            Err(e) => return CudaProbe::DriverError(e.to_string()),
+        }
+    }
+    CudaProbe::Devices(devices)
+}
+
+/// Why `--device cuda` cannot run here, and what to do about it.
+pub(crate) fn cuda_unavailable(ordinal: usize) -> Error {
+    let found = match probe_cuda() {
+        CudaProbe::NoDriver => "no CUDA driver (libcuda) was found on this machine".to_string(),
+        CudaProbe::DriverError(e) => format!("the CUDA driver failed: {e}"),
+        CudaProbe::Devices(d) if ordinal >= d.len() => {
+            format!("device cuda:{ordinal} does not exist ({} found)", d.len())
+        }
+        CudaProbe::Devices(_) => "a CUDA device is present".to_string(),
+    };
+    Error::Device(format!(
+        "cuda:{ordinal} requested, but {found}; this version of ltm-engine has no CUDA \
+         kernels yet, so the CPU backend is the only one: use --device cpu or --device auto"
+    ))
+}

@@ -1,0 +1,43 @@
+//! The command line: parses arguments, calls the library, prints. Errors become
+//! messages here and nowhere else.
+
+mod info;
+mod kernel;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "ltm-engine",
+    version,
+    about = "Stream very long contexts through a fixed-size memory"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// One forward of the gated delta rule over tensors in a safetensors file.
+    Kernel(kernel::Args),
+    /// Version, build features, kernels and devices, and what `--device auto` picks.
+    Info(info::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Kernel(args) => kernel::run(args),
+        Command::Info(args) => info::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

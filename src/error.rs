@@ -1,0 +1,54 @@
+//! Typed errors of the library; the CLI turns them into messages.
+
+use std::path::PathBuf;
+
+/// Every failure the library reports. Messages name the tensor, file or field at fault
+/// and what was expected versus found, so the CLI can print them as they are.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid configuration: {0}")]
+    Config(String),
+
+    #[error("tensor `{tensor}`: expected shape {expected}, found {found}")]
+    Shape {
+        tensor: String,
+        expected: String,
+        found: String,
+    },
+
+    #[error("tensor `{tensor}`: unsupported dtype {found} (expected one of f32, f16, bf16)")]
+    DType { tensor: String, found: String },
+
+    #[error("tensor `{tensor}` is missing from {path}")]
+    MissingTensor { tensor: String, path: PathBuf },
+
+    #[error("{path}: {problem}")]
+    File { path: PathBuf, problem: String },
+
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("state file {path}: {problem}")]
+    StateFile { path: PathBuf, problem: String },
+
+    #[error("state does not match: {0}")]
+    StateMismatch(String),
+
+    #[error("device: {0}")]
+    Device(String),
+}
+
+impl Error {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,93 @@
+//! The `kernel` job: one forward over tensors read from a safetensors file, written to
+//! another, timed apart from the file I/O.
+
+use std::path::Path;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::backend::{backend_for, Device};
+use crate::error::Result;
+use crate::safetensors_io::{read_kernel_inputs, write_kernel_outputs};
+
+/// What a `kernel` run did and how fast.
+#[derive(Clone, Debug, Serialize)]
+pub struct KernelReport {
+    pub backend: String,
+    pub batch: usize,
+    pub tokens: usize,
+    pub heads: usize,
+    pub key_dim: usize,
+    pub value_dim: usize,
+    pub chunk_size: usize,
+    pub scale: f32,
+    pub input_dtypes: [String; 5],
+    /// Median seconds of the forward alone (without reading or writing files) over
+    /// the timed runs, each from the initial state after one untimed warm-up run.
+    pub forward_seconds: f64,
+    pub forward_seconds_all: Vec<f64>,
+    /// Tokens of all sequences per second of forward.
+    pub tokens_per_second: f64,
+    pub read_seconds: f64,
+    pub write_seconds: f64,
+}
+
+pub fn run_kernel_file(
+    input: &Path,
+    output: &Path,
+    chunk_size: usize,
+    scale: Option<f32>,
+    device: Device,
+    repeats: usize,
+) -> Result<KernelReport> {
+    let t_read = Instant::now();
+    let kin = read_kernel_inputs(input, chunk_size, scale)?;
+    let read_seconds = t_read.elapsed().as_secs_f64();
+    let backend = backend_for(device)?;
+    let inputs = kin.forward_inputs();
+    // Poisoned, so an element the backend failed to write cannot pass for a result;
+    // writing it also faults the pages in before the clock starts.
+    let mut o = vec![f32::NAN; inputs.output_len(&kin.config)];
+    let mut state = kin.state();
+    let mut times = Vec::with_capacity(repeats);
+    for run in 0..=repeats.max(1) {
+        state = kin.state();
+        let t_fwd = Instant::now();
+        backend.forward_into(&kin.config, &inputs, &mut state, &mut o)?;
+        if run > 0 {
+            times.push(t_fwd.elapsed().as_secs_f64());
+        }
+    }
+    let forward_seconds = median(&mut times.clone());
+    let t_write = Instant::now();
+    write_kernel_outputs(output, kin.batch, kin.tokens, &o, &state)?;
+    let write_seconds = t_write.elapsed().as_secs_f64();
+    let dt = |d: crate::tensor::Data<'_>| d.dtype().to_string();
+    Ok(KernelReport {
+        backend: backend.name(),
+        batch: kin.batch,
+        tokens: kin.tokens,
+        heads: kin.config.heads,
+        key_dim: kin.config.key_dim,
+        value_dim: kin.config.value_dim,
+        chunk_size: kin.config.chunk_size,
+        scale: kin.config.effective_scale(),
+        input_dtypes: [
+            dt(inputs.q),
+            dt(inputs.k),
+            dt(inputs.v),
+            dt(inputs.beta),
+            dt(inputs.g),
+        ],
+        forward_seconds,
+        forward_seconds_all: times,
+        tokens_per_second: (kin.batch * kin.tokens) as f64 / forward_seconds.max(1e-12),
+        read_seconds,
+        write_seconds,
+    })
+}
+
+fn median(xs: &mut [f64]) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    xs[xs.len() / 2]
+}

@@ -1,0 +1,214 @@
+//! Reading kernel inputs from and writing outputs to safetensors files, in the layout
+//! of flash-linear-attention's gated delta rule, so that other implementations can
+//! cross-check this one.
+
+use std::fs::File;
+use std::path::Path;
+
+use half::{bf16, f16};
+use safetensors::tensor::{Dtype, TensorView};
+use safetensors::SafeTensors;
+
+use crate::atomic_file::write_bytes_atomically;
+use crate::config::MemoryConfig;
+use crate::error::{Error, Result};
+use crate::inputs::ForwardInputs;
+use crate::state::State;
+use crate::tensor::{shape_string, Data};
+
+/// Values of one tensor, in the element type it was stored with.
+#[derive(Clone, Debug)]
+pub enum OwnedData {
+    F32(Vec<f32>),
+    F16(Vec<f16>),
+    BF16(Vec<bf16>),
+}
+
+impl OwnedData {
+    pub fn as_data(&self) -> Data<'_> {
+        match self {
+            OwnedData::F32(v) => Data::F32(v),
+            OwnedData::F16(v) => Data::F16(v),
+            OwnedData::BF16(v) => Data::BF16(v),
+        }
+    }
+}
+
+/// The tensors of a kernel input file, checked against each other.
+#[derive(Debug)]
+pub struct KernelInputs {
+    pub config: MemoryConfig,
+    pub batch: usize,
+    pub tokens: usize,
+    pub q: OwnedData,
+    pub k: OwnedData,
+    pub v: OwnedData,
+    pub beta: OwnedData,
+    pub g: OwnedData,
+    pub initial_state: Option<State>,
+}
+
+impl KernelInputs {
+    pub fn forward_inputs(&self) -> ForwardInputs<'_> {
+        ForwardInputs {
+            batch: self.batch,
+            tokens: self.tokens,
+            q: self.q.as_data(),
+            k: self.k.as_data(),
+            v: self.v.as_data(),
+            beta: self.beta.as_data(),
+            g: self.g.as_data(),
+        }
+    }
+
+    /// The initial state, or zeros when the file had none.
+    pub fn state(&self) -> State {
+        self.initial_state
+            .clone()
+            .unwrap_or_else(|| State::zeros(&self.config, self.batch))
+    }
+}
+
+/// Reads `q, k [B,T,H,K]`, `v [B,T,H,V]`, `beta, g [B,T,H]` and an optional
+/// `initial_state [B,H,K,V]` from `path`. Shapes are checked against `q` and each
+/// other; errors name the tensor and the shapes expected and found.
+pub fn read_kernel_inputs(
+    path: &Path,
+    chunk_size: usize,
+    scale: Option<f32>,
+) -> Result<KernelInputs> {
+    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    // SAFETY: the map is read-only and dropped before this function returns; a file
+    // changed underneath by another process can at worst give wrong numbers.
+    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
+    let st = SafeTensors::deserialize(&map).map_err(|e| Error::File {
+        path: path.to_path_buf(),
+        problem: format!("not a valid safetensors file: {e}"),
+    })?;
+    let get = |name: &str| -> Result<TensorView<'_>> {
+        st.tensor(name).map_err(|_| Error::MissingTensor {
+            tensor: name.into(),
+            path: path.to_path_buf(),
+        })
+    };
+    let q = get("q")?;
+    let &[b, t, h, kd] = q.shape() else {
+        return Err(rank_error("q", "[B, T, H, K]", q.shape()));
+    };
+    let v = get("v")?;
+    let vd = match v.shape() {
+        &[vb, vt, vh, vd] if (vb, vt, vh) == (b, t, h) => vd,
+        other => return Err(shape_error("v", &format!("[{b}, {t}, {h}, V]"), other)),
+    };
+    let k = get("k")?;
+    expect_shape("k", &k, &[b, t, h, kd])?;
+    let beta = get("beta")?;
+    expect_shape("beta", &beta, &[b, t, h])?;
+    let g = get("g")?;
+    expect_shape("g", &g, &[b, t, h])?;
+
+    let mut config = MemoryConfig::new(h, kd, vd).with_chunk_size(chunk_size);
+    config.scale = scale;
+    config.validate()?;
+    let initial_state = match st.tensor("initial_state") {
+        Ok(s) => {
+            expect_shape("initial_state", &s, &[b, h, kd, vd])?;
+            let values = match to_owned("initial_state", &s)? {
+                OwnedData::F32(v) => v,
+                OwnedData::F16(v) => v.iter().map(|x| x.to_f32()).collect(),
+                OwnedData::BF16(v) => v.iter().map(|x| x.to_f32()).collect(),
+            };
+            Some(State::from_values(&config, b, values)?)
+        }
+        Err(_) => None,
+    };
+    Ok(KernelInputs {
+        config,
+        batch: b,
+        tokens: t,
+        q: to_owned("q", &q)?,
+        k: to_owned("k", &k)?,
+        v: to_owned("v", &v)?,
+        beta: to_owned("beta", &beta)?,
+        g: to_owned("g", &g)?,
+        initial_state,
+    })
+}
+
+/// Writes `o [B,T,H,V]` and `final_state [B,H,K,V]` as f32, atomically.
+pub fn write_kernel_outputs(
+    path: &Path,
+    batch: usize,
+    tokens: usize,
+    o: &[f32],
+    state: &State,
+) -> Result<()> {
+    let [b, h, _, vd] = state.dims();
+    assert_eq!(b, batch);
+    let o_shape = vec![batch, tokens, h, vd];
+    let views = [
+        (
+            "o",
+            TensorView::new(Dtype::F32, o_shape, bytemuck::cast_slice(o)),
+        ),
+        (
+            "final_state",
+            TensorView::new(
+                Dtype::F32,
+                state.dims().to_vec(),
+                bytemuck::cast_slice(state.values()),
+            ),
+        ),
+    ];
+    let mut tensors = Vec::with_capacity(2);
+    for (name, view) in views {
+        let view = view.map_err(|e| Error::File {
+            path: path.to_path_buf(),
+            problem: format!("cannot describe tensor `{name}`: {e}"),
+        })?;
+        tensors.push((name, view));
+    }
+    let bytes = safetensors::serialize(tensors, None).map_err(|e| Error::File {
+        path: path.to_path_buf(),
+        problem: format!("cannot serialise outputs: {e}"),
+    })?;
+    write_bytes_atomically(path, &bytes)
+}
+
+fn to_owned(name: &str, view: &TensorView<'_>) -> Result<OwnedData> {
+    let bytes = view.data();
+    Ok(match view.dtype() {
+        Dtype::F32 => OwnedData::F32(bytemuck::pod_collect_to_vec(bytes)),
+        Dtype::F16 => OwnedData::F16(bytemuck::pod_collect_to_vec(bytes)),
+        Dtype::BF16 => OwnedData::BF16(bytemuck::pod_collect_to_vec(bytes)),
+        other => {
+            return Err(Error::DType {
+                tensor: name.into(),
+                found: other.to_string(),
+            })
+        }
+    })
+}
+
+fn expect_shape(name: &str, view: &TensorView<'_>, want: &[usize]) -> Result<()> {
+    if view.shape() != want {
+        return Err(shape_error(name, &shape_string(want), view.shape()));
+    }
+    Ok(())
+}
+
+fn shape_error(name: &str, expected: &str, found: &[usize]) -> Error {
+    Error::Shape {
+        tensor: name.into(),
+        expected: expected.into(),
+        found: shape_string(found),
+    }
+}
+
+fn rank_error(name: &str, expected: &str, found: &[usize]) -> Error {
+    Error::Shape {
+        tensor: name.into(),
+        expected: format!("rank {} {expected}", expected.matches(',').count() + 1),
+        found: format!("rank {} {}", found.len(), shape_string(found)),
+    }
+}

@@ -1,0 +1,115 @@
+//! The fixed-size memory of a batch of sequences.
+
+use std::sync::Arc;
+
+use crate::config::MemoryConfig;
+use crate::error::{Error, Result};
+use crate::tensor::shape_string;
+
+/// The memory `S` of each sequence and head: f32 `[B, H, K, V]`, row-major.
+///
+/// Cloning is O(1): clones share the values until one of them is written, so a state
+/// can be snapshotted after a long context and queried from many times.
+#[derive(Clone, Debug, PartialEq)]
+pub struct State {
+    batch: usize,
+    heads: usize,
+    key_dim: usize,
+    value_dim: usize,
+    tokens_seen: u64,
+    values: Arc<Vec<f32>>,
+}
+
+impl State {
+    /// An empty memory for `batch` sequences.
+    pub fn zeros(config: &MemoryConfig, batch: usize) -> Self {
+        State {
+            batch,
+            heads: config.heads,
+            key_dim: config.key_dim,
+            value_dim: config.value_dim,
+            tokens_seen: 0,
+            values: Arc::new(vec![0.0; batch * config.state_len()]),
+        }
+    }
+
+    /// A memory with given values, laid out `[B, H, K, V]`.
+    pub fn from_values(config: &MemoryConfig, batch: usize, values: Vec<f32>) -> Result<Self> {
+        let dims = [batch, config.heads, config.key_dim, config.value_dim];
+        let want: usize = dims.iter().product();
+        if values.len() != want {
+            return Err(Error::Shape {
+                tensor: "state".into(),
+                expected: format!("{} ({want} values)", shape_string(&dims)),
+                found: format!("{} values", values.len()),
+            });
+        }
+        Ok(State {
+            batch,
+            heads: config.heads,
+            key_dim: config.key_dim,
+            value_dim: config.value_dim,
+            tokens_seen: 0,
+            values: Arc::new(values),
+        })
+    }
+
+    pub fn batch(&self) -> usize {
+        self.batch
+    }
+    pub fn heads(&self) -> usize {
+        self.heads
+    }
+    pub fn key_dim(&self) -> usize {
+        self.key_dim
+    }
+    pub fn value_dim(&self) -> usize {
+        self.value_dim
+    }
+    /// `[B, H, K, V]`.
+    pub fn dims(&self) -> [usize; 4] {
+        [self.batch, self.heads, self.key_dim, self.value_dim]
+    }
+
+    /// Tokens written into each sequence's memory so far.
+    pub fn tokens_seen(&self) -> u64 {
+        self.tokens_seen
+    }
+    pub fn set_tokens_seen(&mut self, tokens: u64) {
+        self.tokens_seen = tokens;
+    }
+
+    pub fn values(&self) -> &[f32] {
+        &self.values
+    }
+
+    /// Mutable values; copies them first if a clone still shares them.
+    pub fn values_mut(&mut self) -> &mut [f32] {
+        Arc::make_mut(&mut self.values).as_mut_slice()
+    }
+
+    /// The `K × V` memory of sequence `b`, head `h`.
+    pub fn head(&self, b: usize, h: usize) -> &[f32] {
+        let len = self.key_dim * self.value_dim;
+        let start = (b * self.heads + h) * len;
+        &self.values[start..start + len]
+    }
+
+    /// Bytes of f32 state: fixed by the configuration, never by the context length.
+    pub fn size_bytes(&self) -> usize {
+        self.values.len() * std::mem::size_of::<f32>()
+    }
+
+    /// Fails unless this state belongs to `config` and a batch of `batch` sequences.
+    pub fn check_matches(&self, config: &MemoryConfig, batch: usize) -> Result<()> {
+        let want = [batch, config.heads, config.key_dim, config.value_dim];
+        if self.dims() != want {
+            return Err(Error::StateMismatch(format!(
+                "expected state [B, H, K, V] = {}, found {}",
+                shape_string(&want),
+                shape_string(&self.dims())
+            )));
+        }
+        Ok(())
+    }
+}
