@@ -38,11 +38,14 @@ pub mod config;
 pub mod error;
 pub mod inputs;
 pub mod kernel_file;
+pub mod model;
 pub mod reference;
 pub mod safetensors_io;
 pub mod state;
 pub mod state_file;
+pub mod stream;
 pub mod tensor;
+pub mod vec_math;
 
 pub use backend::cpu::CpuBackend;
 pub use backend::{backend_for, Backend, Device};

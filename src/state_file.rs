@@ -21,12 +21,24 @@ const HEADER_LEN: usize = 8 + 4 + 8 + 4 * 4 + 8 + 8 + 4;
 /// Saves `state` to `path` with the fingerprint of `config`; the previous file, if
 /// any, stays intact until the new one is complete.
 pub fn save_state(path: &Path, config: &MemoryConfig, state: &State) -> Result<()> {
+    save_state_tagged(path, config, config.fingerprint(), state)
+}
+
+/// Saves `state` with a caller-chosen fingerprint: a model that makes its keys and
+/// values in its own way tags its states with its own fingerprint, so a state is
+/// never read back by a model that would misread it.
+pub fn save_state_tagged(
+    path: &Path,
+    config: &MemoryConfig,
+    fingerprint: u64,
+    state: &State,
+) -> Result<()> {
     state.check_matches(config, state.batch())?;
     let payload: &[u8] = bytemuck::cast_slice(state.values());
     let mut header = Vec::with_capacity(HEADER_LEN);
     header.extend_from_slice(MAGIC);
     header.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-    header.extend_from_slice(&config.fingerprint().to_le_bytes());
+    header.extend_from_slice(&fingerprint.to_le_bytes());
     for d in state.dims() {
         header.extend_from_slice(&(d as u32).to_le_bytes());
     }
@@ -46,6 +58,11 @@ pub fn save_state(path: &Path, config: &MemoryConfig, state: &State) -> Result<(
 /// Loads a state saved for `config`, checking magic, version, configuration, length
 /// and checksum; each failure names the file and the problem.
 pub fn load_state(path: &Path, config: &MemoryConfig) -> Result<State> {
+    load_state_tagged(path, config, config.fingerprint())
+}
+
+/// Loads a state saved with [`save_state_tagged`] under `fingerprint`.
+pub fn load_state_tagged(path: &Path, config: &MemoryConfig, expected: u64) -> Result<State> {
     let bad = |problem: String| Error::StateFile {
         path: path.to_path_buf(),
         problem,
@@ -95,11 +112,11 @@ pub fn load_state(path: &Path, config: &MemoryConfig) -> Result<State> {
     if crc.finalize() != stored_crc {
         return Err(bad("checksum mismatch: the file is corrupted".into()));
     }
-    if fingerprint != config.fingerprint() {
+    if fingerprint != expected {
         return Err(bad(format!(
             "written for another configuration (fingerprint {fingerprint:016x}, this one is {:016x}; \
              saved state is [B, H, K, V] = {dims:?}, expected H = {}, K = {}, V = {})",
-            config.fingerprint(),
+            expected,
             config.heads,
             config.key_dim,
             config.value_dim

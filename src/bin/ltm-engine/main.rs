@@ -3,6 +3,7 @@
 
 mod info;
 mod kernel;
+mod run;
 
 use std::process::ExitCode;
 
@@ -21,6 +22,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Stream a context file through the memory (the main job).
+    Run(run::Args),
     /// One forward of the gated delta rule over tensors in a safetensors file.
     Kernel(kernel::Args),
     /// Version, build features, kernels and devices, and what `--device auto` picks.
@@ -30,6 +33,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Run(args) => run::run(args),
         Command::Kernel(args) => kernel::run(args),
         Command::Info(args) => info::run(args),
     };

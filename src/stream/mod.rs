@@ -1,0 +1,9 @@
+//! Streaming a context of any length through the memory, window by window.
+
+pub mod context_file;
+pub mod scheduler;
+pub mod tokenizer;
+
+pub use context_file::{ContextFile, Format};
+pub use scheduler::{stream_context, Observer, Progress, Quiet, StreamOptions, StreamSummary};
+pub use tokenizer::Tokenizer;

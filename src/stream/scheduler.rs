@@ -1,0 +1,388 @@
+//! The scheduler: a reader thread tokenizes and featurizes window i+1 while the
+//! backend computes window i; a fixed set of window buffers circulates between them,
+//! so memory is the same for a thousand tokens or a hundred million.
+
+use std::path::PathBuf;
+use std::sync::mpsc;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::backend::Backend;
+use crate::error::{Error, Result};
+use crate::model::{Features, Model};
+use crate::state::State;
+use crate::state_file::save_state_tagged;
+use crate::stream::context_file::ContextFile;
+use crate::stream::tokenizer::Tokenizer;
+use crate::vec_math::dot;
+
+/// Window buffers in circulation: one computing, one being filled, one spare so the
+/// reader never waits for the hand-back.
+const WINDOW_BUFFERS: usize = 3;
+
+#[derive(Clone, Debug)]
+pub struct StreamOptions {
+    /// Tokens per window, rounded up to a multiple of the chunk size so that every
+    /// window size gives bit-identical results.
+    pub window_tokens: usize,
+    /// Stop after this many tokens of this run.
+    pub max_tokens: Option<u64>,
+    /// Skip the tokens the state has already consumed (continue an interrupted run).
+    pub resume: bool,
+    /// Save the state to `checkpoint_path` every this many tokens (at window ends).
+    pub checkpoint_every: Option<u64>,
+    pub checkpoint_path: Option<PathBuf>,
+    /// Compute a CRC-32 of every output value (costs a pass over the outputs).
+    pub digest: bool,
+    /// Token ids of `bytes` and `u32` files must be below this; `None` (or more than
+    /// the model takes) means the model's vocabulary.
+    pub vocab_size: Option<u64>,
+}
+
+impl Default for StreamOptions {
+    fn default() -> Self {
+        StreamOptions {
+            window_tokens: 1 << 14,
+            max_tokens: None,
+            resume: false,
+            checkpoint_every: None,
+            checkpoint_path: None,
+            digest: false,
+            vocab_size: None,
+        }
+    }
+}
+
+/// Watches a run: progress for displays, outputs for whoever wants the reads.
+pub trait Observer {
+    /// After each window.
+    fn progress(&mut self, _progress: Progress) {}
+    /// The reads `o: [T, H, V]` of each window, in order.
+    fn outputs(&mut self, _o: &[f32]) {}
+}
+
+/// An observer that watches nothing.
+pub struct Quiet;
+impl Observer for Quiet {}
+
+/// Where a run stands, for progress displays.
+#[derive(Clone, Copy, Debug)]
+pub struct Progress {
+    pub tokens: u64,
+    pub seconds: f64,
+    /// Share of the file read so far, in [0, 1].
+    pub fraction: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct StreamSummary {
+    pub file: PathBuf,
+    pub format: String,
+    pub model: String,
+    pub backend: String,
+    /// Tokens streamed by this run.
+    pub tokens: u64,
+    /// Tokens skipped at the start because the loaded state had consumed them.
+    pub skipped_tokens: u64,
+    /// Tokens in the state after the run.
+    pub state_tokens: u64,
+    pub windows: u64,
+    pub window_tokens: usize,
+    pub wall_seconds: f64,
+    pub tokens_per_second: f64,
+    /// Seconds the backend computed; the rest was waiting for the reader.
+    pub compute_seconds: f64,
+    pub state_bytes: usize,
+    pub peak_host_bytes: Option<u64>,
+    pub peak_device_bytes: Option<u64>,
+    /// Mean cosine between each read and the next token's value: how well the memory
+    /// predicted what came next.
+    pub next_token_cosine: f64,
+    pub output_digest: Option<String>,
+    pub checkpoints: u64,
+}
+
+/// A filled window on its way from the reader to the backend.
+struct Window {
+    features: Features,
+    tokens: Vec<u64>,
+    /// File bytes read up to the end of this window.
+    offset: usize,
+}
+
+/// Streams `file` through `state`. Returns when the file (or `max_tokens`) is done.
+pub fn stream_context(
+    file: &mut ContextFile,
+    model: &dyn Model,
+    backend: &dyn Backend,
+    state: &mut State,
+    options: &StreamOptions,
+    observer: &mut dyn Observer,
+) -> Result<StreamSummary> {
+    let config = model.memory_config().clone();
+    state.check_matches(&config, 1)?;
+    if options.checkpoint_every.is_some() && options.checkpoint_path.is_none() {
+        return Err(Error::Config(
+            "checkpoints need a path to save the state to".into(),
+        ));
+    }
+    let chunk = config.chunk_size;
+    let window = options.window_tokens.max(1).div_ceil(chunk) * chunk;
+    let skip = if options.resume {
+        state.tokens_seen()
+    } else {
+        0
+    };
+    let budget = options.max_tokens.unwrap_or(u64::MAX);
+    let started = Instant::now();
+    let file_len = file.len() as f64;
+    let vocab = options
+        .vocab_size
+        .map_or(model.vocab_size(), |v| v.min(model.vocab_size()));
+
+    let (full_tx, full_rx) = mpsc::sync_channel::<Result<Window>>(WINDOW_BUFFERS);
+    let (free_tx, free_rx) = mpsc::channel::<Window>();
+    for _ in 0..WINDOW_BUFFERS {
+        free_tx
+            .send(Window {
+                features: Features::default(),
+                tokens: Vec::with_capacity(window),
+                offset: 0,
+            })
+            .expect("receiver alive");
+    }
+
+    let mut acc = Accumulator::new(options.digest, config.heads, config.value_dim);
+    let mut out = vec![0.0f32; window * config.heads * config.value_dim];
+    let (mut tokens, mut windows, mut checkpoints, mut compute) = (0u64, 0u64, 0u64, 0.0f64);
+    let mut since_checkpoint = 0u64;
+
+    std::thread::scope(|scope| -> Result<()> {
+        let file = &mut *file;
+        // The reader owns its ends of both channels: when it finishes, `full_rx` ends.
+        let reader = scope.spawn(move || {
+            read_windows(file, model, vocab, window, skip, budget, &full_tx, &free_rx)
+        });
+        let result = (|| -> Result<()> {
+            for filled in full_rx.iter() {
+                let filled = filled?;
+                let n = filled.features.tokens;
+                let t0 = Instant::now();
+                let o = &mut out[..n * config.heads * config.value_dim];
+                backend.forward_into(&config, &filled.features.inputs(), state, o)?;
+                compute += t0.elapsed().as_secs_f64();
+                acc.add(o, &filled.features.v);
+                observer.outputs(o);
+                tokens += n as u64;
+                windows += 1;
+                since_checkpoint += n as u64;
+                let offset = filled.offset;
+                let _ = free_tx.send(filled);
+                if let (Some(every), Some(path)) =
+                    (options.checkpoint_every, &options.checkpoint_path)
+                {
+                    if since_checkpoint >= every {
+                        save_state_tagged(path, &config, model.fingerprint(), state)?;
+                        checkpoints += 1;
+                        since_checkpoint = 0;
+                    }
+                }
+                observer.progress(Progress {
+                    tokens,
+                    seconds: started.elapsed().as_secs_f64(),
+                    fraction: offset as f64 / file_len,
+                });
+            }
+            Ok(())
+        })();
+        // Unblocks the reader if computing stopped early: it may wait to send a window
+        // or to get a buffer back.
+        drop(full_rx);
+        drop(free_tx);
+        let read = reader.join().expect("reader thread panicked");
+        result.and(read)
+    })?;
+
+    if let (Some(_), Some(path)) = (options.checkpoint_every, &options.checkpoint_path) {
+        if since_checkpoint > 0 {
+            save_state_tagged(path, &config, model.fingerprint(), state)?;
+            checkpoints += 1;
+        }
+    }
+    let wall = started.elapsed().as_secs_f64();
+    Ok(StreamSummary {
+        file: file.path().to_path_buf(),
+        format: file.format().name().into(),
+        model: model.name(),
+        backend: backend.name(),
+        tokens,
+        skipped_tokens: skip,
+        state_tokens: state.tokens_seen(),
+        windows,
+        window_tokens: window,
+        wall_seconds: wall,
+        tokens_per_second: tokens as f64 / wall.max(1e-9),
+        compute_seconds: compute,
+        state_bytes: state.size_bytes(),
+        peak_host_bytes: peak_resident_bytes(),
+        peak_device_bytes: None,
+        next_token_cosine: acc.mean_cosine(),
+        output_digest: acc.digest(),
+        checkpoints,
+    })
+}
+
+/// The reader thread: tokenizes, skips what a resumed state already holds, featurizes
+/// and hands windows over until the file or the budget ends.
+#[allow(clippy::too_many_arguments)]
+fn read_windows(
+    file: &mut ContextFile,
+    model: &dyn Model,
+    vocab: u64,
+    window: usize,
+    skip: u64,
+    budget: u64,
+    full: &mpsc::SyncSender<Result<Window>>,
+    free: &mpsc::Receiver<Window>,
+) -> Result<()> {
+    let mut tokenizer = Tokenizer::new(file, vocab);
+    let ctx = model.context_len();
+    let mut prefix: Vec<u64> = Vec::with_capacity(ctx);
+    let mut scratch = Vec::with_capacity(window);
+    let mut remaining_skip = skip;
+    while remaining_skip > 0 {
+        scratch.clear();
+        let want = remaining_skip.min(window as u64) as usize;
+        let got = tokenizer.fill(file, &mut scratch, want);
+        let got = match got {
+            Ok(n) => n,
+            Err(e) => return send_error(full, e),
+        };
+        if got == 0 {
+            let e = Error::StateMismatch(format!(
+                "the loaded state has consumed {skip} tokens, but {} has only {}",
+                file.path().display(),
+                tokenizer.tokens_read()
+            ));
+            return send_error(full, e);
+        }
+        keep_tail(&mut prefix, &scratch, ctx);
+        remaining_skip -= got as u64;
+        file.release_before(tokenizer.offset());
+    }
+    let mut sent = 0u64;
+    while sent < budget {
+        let Ok(mut w) = free.recv() else {
+            return Ok(());
+        };
+        w.tokens.clear();
+        let want = (budget - sent).min(window as u64) as usize;
+        match tokenizer.fill(file, &mut w.tokens, want) {
+            Ok(0) => return Ok(()),
+            Ok(_) => {}
+            Err(e) => return send_error(full, e),
+        }
+        file.release_before(tokenizer.offset());
+        model.featurize(&prefix, &w.tokens, &mut w.features);
+        keep_tail(&mut prefix, &w.tokens, ctx);
+        w.offset = tokenizer.offset();
+        sent += w.tokens.len() as u64;
+        if full.send(Ok(w)).is_err() {
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+fn send_error(full: &mpsc::SyncSender<Result<Window>>, e: Error) -> Result<()> {
+    let _ = full.send(Err(e));
+    Ok(())
+}
+
+/// Keeps the last `ctx` tokens of `prefix ++ tokens` in `prefix`.
+fn keep_tail(prefix: &mut Vec<u64>, tokens: &[u64], ctx: usize) {
+    prefix.extend_from_slice(&tokens[tokens.len().saturating_sub(ctx)..]);
+    let excess = prefix.len().saturating_sub(ctx);
+    prefix.drain(..excess);
+}
+
+/// Running measures over the outputs, independent of how the run is cut in windows.
+struct Accumulator {
+    crc: Option<crc32fast::Hasher>,
+    heads: usize,
+    value_dim: usize,
+    cos_sum: f64,
+    cos_count: u64,
+    /// The last token's reads, waiting for the next token's values.
+    last_read: Vec<f32>,
+}
+
+impl Accumulator {
+    fn new(digest: bool, heads: usize, value_dim: usize) -> Self {
+        Accumulator {
+            crc: digest.then(crc32fast::Hasher::new),
+            heads,
+            value_dim,
+            cos_sum: 0.0,
+            cos_count: 0,
+            last_read: Vec::new(),
+        }
+    }
+
+    /// `o` and `v` are `[T, H, V]` of one window.
+    fn add(&mut self, o: &[f32], v: &[f32]) {
+        if let Some(crc) = &mut self.crc {
+            crc.update(bytemuck::cast_slice(o));
+        }
+        let row = self.heads * self.value_dim;
+        if o.is_empty() {
+            return;
+        }
+        if !self.last_read.is_empty() {
+            let prev = std::mem::take(&mut self.last_read);
+            self.add_pair(&prev, &v[..row]);
+        }
+        for (read, next) in o.chunks_exact(row).zip(v.chunks_exact(row).skip(1)) {
+            self.add_pair(read, next);
+        }
+        self.last_read = o[o.len() - row..].to_vec();
+    }
+
+    fn add_pair(&mut self, read: &[f32], next: &[f32]) {
+        for (r, n) in read
+            .chunks_exact(self.value_dim)
+            .zip(next.chunks_exact(self.value_dim))
+        {
+            let denom = (dot(r, r) * dot(n, n)).sqrt();
+            self.cos_sum += if denom > 0.0 {
+                (dot(r, n) / denom) as f64
+            } else {
+                0.0
+            };
+            self.cos_count += 1;
+        }
+    }
+
+    fn mean_cosine(&self) -> f64 {
+        if self.cos_count == 0 {
+            0.0
+        } else {
+            self.cos_sum / self.cos_count as f64
+        }
+    }
+
+    fn digest(&self) -> Option<String> {
+        self.crc
+            .as_ref()
+            .map(|c| format!("{:08x}", c.clone().finalize()))
+    }
+}
+
+/// Peak resident set size of this process (Linux's VmHWM), if the OS reports it.
+pub fn peak_resident_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}

@@ -1,0 +1,150 @@
+//! Turning the bytes of a context file into a stream of 64-bit token ids.
+//!
+//! The built-in text tokenizer needs no vocabulary file: it splits UTF-8 text into
+//! words (runs of letters and digits), single punctuation or symbol characters, and
+//! single line breaks (other white space only separates), and names each token by the
+//! FNV-1a hash of its bytes. A model sees the same id wherever the same word occurs.
+
+use crate::error::{Error, Result};
+use crate::stream::context_file::{ContextFile, Format};
+
+/// Reads tokens from a context file in order, a buffer at a time.
+pub struct Tokenizer {
+    format: Format,
+    /// Byte offset of the next unread byte.
+    offset: usize,
+    /// Tokens produced so far.
+    tokens: u64,
+    vocab_size: u64,
+}
+
+impl Tokenizer {
+    /// `vocab_size` bounds the ids of `u32` and `bytes` files (text ids are hashes).
+    pub fn new(file: &ContextFile, vocab_size: u64) -> Self {
+        Tokenizer {
+            format: file.format(),
+            offset: 0,
+            tokens: 0,
+            vocab_size,
+        }
+    }
+
+    pub fn offset(&self) -> usize {
+        self.offset
+    }
+
+    pub fn tokens_read(&self) -> u64 {
+        self.tokens
+    }
+
+    /// Appends up to `max` tokens to `out`; fewer only at the end of the file.
+    pub fn fill(&mut self, file: &ContextFile, out: &mut Vec<u64>, max: usize) -> Result<usize> {
+        let bytes = file.bytes();
+        let before = out.len();
+        match self.format {
+            Format::Bytes => {
+                let end = (self.offset + max).min(bytes.len());
+                for (i, &b) in bytes[self.offset..end].iter().enumerate() {
+                    if b as u64 >= self.vocab_size {
+                        return Err(out_of_range(
+                            file,
+                            self.tokens + i as u64,
+                            self.offset + i,
+                            b as u64,
+                            self.vocab_size,
+                        ));
+                    }
+                }
+                out.extend(bytes[self.offset..end].iter().map(|&b| b as u64));
+                self.offset = end;
+            }
+            Format::U32 => {
+                let end = (self.offset + 4 * max).min(bytes.len());
+                for (i, c) in bytes[self.offset..end].chunks_exact(4).enumerate() {
+                    let id = u32::from_le_bytes([c[0], c[1], c[2], c[3]]) as u64;
+                    if id >= self.vocab_size {
+                        return Err(out_of_range(
+                            file,
+                            self.tokens + i as u64,
+                            self.offset + 4 * i,
+                            id,
+                            self.vocab_size,
+                        ));
+                    }
+                    out.push(id);
+                }
+                self.offset = end;
+            }
+            Format::Text => self.fill_text(file, out, max)?,
+        }
+        let n = out.len() - before;
+        self.tokens += n as u64;
+        Ok(n)
+    }
+
+    fn fill_text(&mut self, file: &ContextFile, out: &mut Vec<u64>, max: usize) -> Result<()> {
+        let bytes = file.bytes();
+        let target = out.len() + max;
+        let mut i = self.offset;
+        while i < bytes.len() && out.len() < target {
+            let (ch, len) = decode_char(bytes, i).ok_or_else(|| Error::File {
+                path: file.path().to_path_buf(),
+                problem: format!("invalid UTF-8 at byte {i} (use --format bytes for binary files)"),
+            })?;
+            if ch.is_alphanumeric() {
+                let start = i;
+                i += len;
+                while i < bytes.len() {
+                    match decode_char(bytes, i) {
+                        Some((c, l)) if c.is_alphanumeric() => i += l,
+                        _ => break,
+                    }
+                }
+                out.push(fnv1a(&bytes[start..i]));
+            } else {
+                if ch == '\n' || !ch.is_whitespace() {
+                    out.push(fnv1a(&bytes[i..i + len]));
+                }
+                i += len;
+            }
+        }
+        self.offset = i;
+        Ok(())
+    }
+}
+
+fn out_of_range(file: &ContextFile, token: u64, byte: usize, id: u64, vocab: u64) -> Error {
+    Error::File {
+        path: file.path().to_path_buf(),
+        problem: format!(
+            "token {token} (byte offset {byte}) has id {id}, out of range for a vocabulary of {vocab}"
+        ),
+    }
+}
+
+/// The character starting at byte `i`, and its length; `None` if it is not valid UTF-8.
+#[inline]
+fn decode_char(bytes: &[u8], i: usize) -> Option<(char, usize)> {
+    let b = bytes[i];
+    if b < 0x80 {
+        return Some((b as char, 1));
+    }
+    let len = match b {
+        0xC2..=0xDF => 2,
+        0xE0..=0xEF => 3,
+        0xF0..=0xF4 => 4,
+        _ => return None,
+    };
+    let s = std::str::from_utf8(bytes.get(i..i + len)?).ok()?;
+    s.chars().next().map(|c| (c, len))
+}
+
+/// FNV-1a, 64 bits: stable across platforms and releases, so token ids never change.
+pub fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h = 0xcbf2_9ce4_8422_2325u64;
+    for &b in bytes {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
