@@ -44,6 +44,7 @@ pub mod safetensors_io;
 pub mod state;
 pub mod state_file;
 pub mod stream;
+pub mod synthetic;
 pub mod tensor;
 pub mod vec_math;
 

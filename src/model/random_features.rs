@@ -7,8 +7,9 @@
 //! the last time they occurred: a next-token memory whose quality is measured by the
 //! cosine between `o_t` and the next token's value code.
 
+use crate::backend::cpu::Isa;
 use crate::config::{Fnv64, MemoryConfig};
-use crate::model::{Features, Model};
+use crate::model::{FeaturesMut, Model};
 use crate::vec_math::dot;
 
 /// Rows of each random table; a feature sums two rows chosen by a hash, so distinct
@@ -35,10 +36,18 @@ impl RandomFeatureModel {
 
     pub fn new(config: MemoryConfig, seed: u64) -> Self {
         let mut rng = SplitMix(seed ^ 0x005E_ED0F_FEA7);
+        // Unit rows scaled by 1/√2: the sum or difference of two of them has a norm
+        // within a few percent of 1 (their cosine is about ±1/√dim), so features need
+        // no normalisation of their own.
         let mut table = |dim: usize| -> Vec<f32> {
-            (0..config.heads * ROWS * dim)
+            let mut t: Vec<f32> = (0..config.heads * ROWS * dim)
                 .map(|_| rng.normal())
-                .collect()
+                .collect();
+            for row in t.chunks_exact_mut(dim) {
+                let scale = std::f32::consts::FRAC_1_SQRT_2 / dot(row, row).sqrt().max(1e-12);
+                row.iter_mut().for_each(|x| *x *= scale);
+            }
+            t
         };
         let key_table = table(config.key_dim);
         let value_table = table(config.value_dim);
@@ -52,8 +61,8 @@ impl RandomFeatureModel {
         }
     }
 
-    /// A unit vector for `hash` in head `h`, from two table rows and a sign.
-    #[inline]
+    /// A vector of norm ≈ 1 for `hash` in head `h`: two table rows, added or subtracted.
+    #[inline(always)]
     fn feature(table: &[f32], dim: usize, h: usize, hash: u64, out: &mut [f32]) {
         let mixed = mix(hash ^ (h as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
         let a = (mixed as usize) % ROWS;
@@ -67,45 +76,17 @@ impl RandomFeatureModel {
         for ((o, &x), &y) in out.iter_mut().zip(ra).zip(rb) {
             *o = x + sign * y;
         }
-        let inv = 1.0 / dot(out, out).sqrt().max(1e-12);
-        out.iter_mut().for_each(|o| *o *= inv);
-    }
-}
-
-impl Model for RandomFeatureModel {
-    fn name(&self) -> String {
-        format!(
-            "random-features (H={}, K={}, V={}, seed {})",
-            self.config.heads, self.config.key_dim, self.config.value_dim, self.seed
-        )
     }
 
-    fn memory_config(&self) -> &MemoryConfig {
-        &self.config
-    }
-
-    fn fingerprint(&self) -> u64 {
-        let mut h = Fnv64::new();
-        h.write(b"random-features/v1");
-        h.write(&self.config.fingerprint().to_le_bytes());
-        h.write(&self.seed.to_le_bytes());
-        h.write(&self.beta.to_bits().to_le_bytes());
-        h.write(&self.log_decay.to_bits().to_le_bytes());
-        h.finish()
-    }
-
-    fn context_len(&self) -> usize {
-        2
-    }
-
-    fn vocab_size(&self) -> u64 {
-        1 << 32
-    }
-
-    fn featurize(&self, prefix: &[u64], window: &[u64], out: &mut Features) {
+    #[inline(always)]
+    fn featurize_impl(&self, prefix: &[u64], window: &[u64], out: FeaturesMut<'_>) {
         let cfg = &self.config;
         let (heads, kd, vd) = (cfg.heads, cfg.key_dim, cfg.value_dim);
-        out.resize(cfg, window.len());
+        assert_eq!(
+            out.tokens(cfg),
+            window.len(),
+            "feature buffers sized for the window"
+        );
         // Token at absolute position i of prefix ++ window; before the context, 0.
         let p = prefix.len();
         let at = |i: isize| -> u64 {
@@ -161,6 +142,55 @@ impl Model for RandomFeatureModel {
     }
 }
 
+impl Model for RandomFeatureModel {
+    fn name(&self) -> String {
+        format!(
+            "random-features (H={}, K={}, V={}, seed {})",
+            self.config.heads, self.config.key_dim, self.config.value_dim, self.seed
+        )
+    }
+
+    fn memory_config(&self) -> &MemoryConfig {
+        &self.config
+    }
+
+    fn fingerprint(&self) -> u64 {
+        let mut h = Fnv64::new();
+        h.write(b"random-features/v1");
+        h.write(&self.config.fingerprint().to_le_bytes());
+        h.write(&self.seed.to_le_bytes());
+        h.write(&self.beta.to_bits().to_le_bytes());
+        h.write(&self.log_decay.to_bits().to_le_bytes());
+        h.finish()
+    }
+
+    fn context_len(&self) -> usize {
+        2
+    }
+
+    fn vocab_size(&self) -> u64 {
+        1 << 32
+    }
+
+    fn featurize(&self, prefix: &[u64], window: &[u64], out: FeaturesMut<'_>) {
+        #[cfg(target_arch = "x86_64")]
+        if Isa::detect() == Isa::Avx512 {
+            // SAFETY: the CPU reported AVX-512F.
+            return unsafe { self.featurize_avx512(prefix, window, out) };
+        }
+        self.featurize_impl(prefix, window, out)
+    }
+}
+
+impl RandomFeatureModel {
+    /// The same code compiled for AVX-512: the row sums vectorise 16 wide.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn featurize_avx512(&self, prefix: &[u64], window: &[u64], out: FeaturesMut<'_>) {
+        self.featurize_impl(prefix, window, out)
+    }
+}
+
 fn pair_hash(a: u64, b: u64) -> u64 {
     mix(a.wrapping_mul(0xA24B_AED4_963E_E407) ^ b.rotate_left(29))
 }
@@ -193,6 +223,7 @@ impl SplitMix {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::{featurize_parallel, Features};
 
     /// Features of one token computed on their own, the obvious way.
     fn single(m: &RandomFeatureModel, before2: u64, before1: u64, token: u64) -> Features {
@@ -225,9 +256,18 @@ mod tests {
         let m = RandomFeatureModel::new(MemoryConfig::new(2, 16, 8), 7);
         let tokens: Vec<u64> = (0..40).map(|i| (i * 7919 % 13) as u64).collect();
         let mut whole = Features::default();
-        m.featurize(&[], &tokens, &mut whole);
+        whole.resize(&m.config, tokens.len());
+        m.featurize(&[], &tokens, whole.as_mut());
         let mut part = Features::default();
-        m.featurize(&tokens[15..17], &tokens[17..], &mut part);
+        part.resize(&m.config, tokens.len() - 17);
+        m.featurize(&tokens[15..17], &tokens[17..], part.as_mut());
+        // Cut in pieces on all cores: the same.
+        let long: Vec<u64> = (0..3000).map(|i| (i * 31 % 97) as u64).collect();
+        let (mut one, mut par) = (Features::default(), Features::default());
+        one.resize(&m.config, long.len());
+        m.featurize(&[5, 6], &long, one.as_mut());
+        featurize_parallel(&m, &[5, 6], &long, &mut par);
+        assert_eq!((one.q, one.k, one.v), (par.q, par.k, par.v));
         let (hk, hv) = (2 * 16, 2 * 8);
         for t in 0..tokens.len() {
             let at = |i: isize| if i < 0 { 0 } else { tokens[i as usize] };
@@ -245,8 +285,13 @@ mod tests {
                 assert_eq!(&part.q[s * hk..][..hk], &one.q[..]);
             }
         }
-        let norm: f32 = whole.k[..16].iter().map(|x| x * x).sum();
-        assert!((norm - 1.0).abs() < 1e-5, "keys are unit vectors");
+        for row in whole.k.chunks_exact(16).chain(whole.v.chunks_exact(8)) {
+            let norm = dot(row, row).sqrt();
+            assert!(
+                (0.5..1.5).contains(&norm),
+                "features have norm about 1, found {norm}"
+            );
+        }
         assert!(whole.beta.iter().all(|&b| b == 0.5) && whole.g.iter().all(|&g| g == 0.0));
     }
 }

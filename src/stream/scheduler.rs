@@ -1,16 +1,20 @@
-//! The scheduler: a reader thread tokenizes and featurizes window i+1 while the
-//! backend computes window i; a fixed set of window buffers circulates between them,
-//! so memory is the same for a thousand tokens or a hundred million.
+//! The scheduler: a reader thread reads and tokenizes window i+1 while window i is
+//! featurized and computed on all cores; a fixed set of window buffers circulates
+//! between them, so memory is the same for a thousand tokens or a hundred million.
+//!
+//! Featurizing is CPU work like the forward, so it runs on the compute side, split
+//! across cores: on a reader thread it would only compete with the forward for them.
 
 use std::path::PathBuf;
 use std::sync::mpsc;
 use std::time::Instant;
 
+use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::backend::Backend;
 use crate::error::{Error, Result};
-use crate::model::{Features, Model};
+use crate::model::{featurize_parallel, Features, Model};
 use crate::state::State;
 use crate::state_file::save_state_tagged;
 use crate::stream::context_file::ContextFile;
@@ -40,10 +44,16 @@ pub struct StreamOptions {
     pub vocab_size: Option<u64>,
 }
 
+impl StreamOptions {
+    /// Chosen by measurement (README): smaller windows keep the buffers in cache,
+    /// larger ones only cost memory.
+    pub const DEFAULT_WINDOW: usize = 4096;
+}
+
 impl Default for StreamOptions {
     fn default() -> Self {
         StreamOptions {
-            window_tokens: 1 << 14,
+            window_tokens: Self::DEFAULT_WINDOW,
             max_tokens: None,
             resume: false,
             checkpoint_every: None,
@@ -91,8 +101,11 @@ pub struct StreamSummary {
     pub window_tokens: usize,
     pub wall_seconds: f64,
     pub tokens_per_second: f64,
-    /// Seconds the backend computed; the rest was waiting for the reader.
+    /// Seconds spent featurizing, computing and measuring; the rest was waiting for
+    /// the reader.
     pub compute_seconds: f64,
+    pub featurize_seconds: f64,
+    pub forward_seconds: f64,
     pub state_bytes: usize,
     pub peak_host_bytes: Option<u64>,
     pub peak_device_bytes: Option<u64>,
@@ -105,7 +118,8 @@ pub struct StreamSummary {
 
 /// A filled window on its way from the reader to the backend.
 struct Window {
-    features: Features,
+    /// The model's context before the window's first token.
+    prefix: Vec<u64>,
     tokens: Vec<u64>,
     /// File bytes read up to the end of this window.
     offset: usize,
@@ -146,7 +160,7 @@ pub fn stream_context(
     for _ in 0..WINDOW_BUFFERS {
         free_tx
             .send(Window {
-                features: Features::default(),
+                prefix: Vec::new(),
                 tokens: Vec::with_capacity(window),
                 offset: 0,
             })
@@ -154,8 +168,10 @@ pub fn stream_context(
     }
 
     let mut acc = Accumulator::new(options.digest, config.heads, config.value_dim);
+    let mut features = Features::default();
     let mut out = vec![0.0f32; window * config.heads * config.value_dim];
-    let (mut tokens, mut windows, mut checkpoints, mut compute) = (0u64, 0u64, 0u64, 0.0f64);
+    let (mut tokens, mut windows, mut checkpoints) = (0u64, 0u64, 0u64);
+    let (mut compute, mut featurize, mut forward) = (0.0f64, 0.0f64, 0.0f64);
     let mut since_checkpoint = 0u64;
 
     std::thread::scope(|scope| -> Result<()> {
@@ -167,12 +183,17 @@ pub fn stream_context(
         let result = (|| -> Result<()> {
             for filled in full_rx.iter() {
                 let filled = filled?;
-                let n = filled.features.tokens;
+                let n = filled.tokens.len();
                 let t0 = Instant::now();
+                featurize_parallel(model, &filled.prefix, &filled.tokens, &mut features);
+                let t1 = Instant::now();
                 let o = &mut out[..n * config.heads * config.value_dim];
-                backend.forward_into(&config, &filled.features.inputs(), state, o)?;
+                backend.forward_into(&config, &features.inputs(), state, o)?;
+                let t2 = Instant::now();
+                acc.add(o, &features.v);
+                featurize += (t1 - t0).as_secs_f64();
+                forward += (t2 - t1).as_secs_f64();
                 compute += t0.elapsed().as_secs_f64();
-                acc.add(o, &filled.features.v);
                 observer.outputs(o);
                 tokens += n as u64;
                 windows += 1;
@@ -224,6 +245,8 @@ pub fn stream_context(
         wall_seconds: wall,
         tokens_per_second: tokens as f64 / wall.max(1e-9),
         compute_seconds: compute,
+        featurize_seconds: featurize,
+        forward_seconds: forward,
         state_bytes: state.size_bytes(),
         peak_host_bytes: peak_resident_bytes(),
         peak_device_bytes: None,
@@ -284,7 +307,7 @@ fn read_windows(
             Err(e) => return send_error(full, e),
         }
         file.release_before(tokenizer.offset());
-        model.featurize(&prefix, &w.tokens, &mut w.features);
+        w.prefix.clone_from(&prefix);
         keep_tail(&mut prefix, &w.tokens, ctx);
         w.offset = tokenizer.offset();
         sent += w.tokens.len() as u64;
@@ -339,29 +362,24 @@ impl Accumulator {
         if o.is_empty() {
             return;
         }
+        let vd = self.value_dim;
         if !self.last_read.is_empty() {
             let prev = std::mem::take(&mut self.last_read);
-            self.add_pair(&prev, &v[..row]);
+            self.cos_sum += cosine_sum(&prev, &v[..row], vd);
+            self.cos_count += self.heads as u64;
         }
-        for (read, next) in o.chunks_exact(row).zip(v.chunks_exact(row).skip(1)) {
-            self.add_pair(read, next);
-        }
+        // Token t's reads against token t + 1's values, in pieces on all cores.
+        let tokens = o.len() / row;
+        let piece = 256;
+        self.cos_sum += (0..(tokens - 1).div_ceil(piece))
+            .into_par_iter()
+            .map(|p| {
+                let (a, b) = (p * piece, ((p + 1) * piece).min(tokens - 1));
+                cosine_sum(&o[a * row..b * row], &v[(a + 1) * row..(b + 1) * row], vd)
+            })
+            .sum::<f64>();
+        self.cos_count += ((tokens - 1) * self.heads) as u64;
         self.last_read = o[o.len() - row..].to_vec();
-    }
-
-    fn add_pair(&mut self, read: &[f32], next: &[f32]) {
-        for (r, n) in read
-            .chunks_exact(self.value_dim)
-            .zip(next.chunks_exact(self.value_dim))
-        {
-            let denom = (dot(r, r) * dot(n, n)).sqrt();
-            self.cos_sum += if denom > 0.0 {
-                (dot(r, n) / denom) as f64
-            } else {
-                0.0
-            };
-            self.cos_count += 1;
-        }
     }
 
     fn mean_cosine(&self) -> f64 {
@@ -377,6 +395,22 @@ impl Accumulator {
             .as_ref()
             .map(|c| format!("{:08x}", c.clone().finalize()))
     }
+}
+
+/// Sum over rows of `value_dim` values of the cosine between `reads` and `next`.
+fn cosine_sum(reads: &[f32], next: &[f32], value_dim: usize) -> f64 {
+    reads
+        .chunks_exact(value_dim)
+        .zip(next.chunks_exact(value_dim))
+        .map(|(r, n)| {
+            let denom = (dot(r, r) * dot(n, n)).sqrt();
+            if denom > 0.0 {
+                (dot(r, n) / denom) as f64
+            } else {
+                0.0
+            }
+        })
+        .sum()
 }
 
 /// Peak resident set size of this process (Linux's VmHWM), if the OS reports it.

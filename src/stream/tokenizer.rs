@@ -148,3 +148,57 @@ pub fn fnv1a(bytes: &[u8]) -> u64 {
     }
     h
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn tokens_of(text: &[u8], format: Option<Format>, piece: usize) -> Result<Vec<u64>> {
+        let mut f = tempfile::Builder::new().suffix(".txt").tempfile().unwrap();
+        f.write_all(text).unwrap();
+        let file = ContextFile::open(f.path(), format)?;
+        let mut tok = Tokenizer::new(&file, 1 << 32);
+        let mut out = Vec::new();
+        while tok.fill(&file, &mut out, piece)? > 0 {}
+        assert_eq!(tok.tokens_read(), out.len() as u64);
+        Ok(out)
+    }
+
+    #[test]
+    fn words_punctuation_and_line_breaks() {
+        let got = tokens_of("Grüße, world  42!\nnext".as_bytes(), None, 1000).unwrap();
+        let want: Vec<u64> = ["Grüße", ",", "world", "42", "!", "\n", "next"]
+            .iter()
+            .map(|t| fnv1a(t.as_bytes()))
+            .collect();
+        assert_eq!(got, want);
+        // Any fill size gives the same tokens.
+        assert_eq!(
+            tokens_of("Grüße, world  42!\nnext".as_bytes(), None, 1).unwrap(),
+            want
+        );
+    }
+
+    #[test]
+    fn bytes_and_u32_formats() {
+        assert_eq!(
+            tokens_of(b"\x00\xffA", Some(Format::Bytes), 2).unwrap(),
+            vec![0, 255, 65]
+        );
+        let ids: Vec<u8> = [7u32, 1 << 31]
+            .iter()
+            .flat_map(|x| x.to_le_bytes())
+            .collect();
+        assert_eq!(
+            tokens_of(&ids, Some(Format::U32), 1).unwrap(),
+            vec![7, 1 << 31]
+        );
+    }
+
+    #[test]
+    fn invalid_utf8_names_the_byte() {
+        let err = tokens_of(b"ok \xc3\x28 no", Some(Format::Text), 100).unwrap_err();
+        assert!(err.to_string().contains("invalid UTF-8 at byte 3"), "{err}");
+    }
+}

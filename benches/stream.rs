@@ -1,0 +1,71 @@
+//! End-to-end `run` throughput next to the kernel-only forward on the same model,
+//! window size and tokens: what reading, tokenizing and featurizing cost on top.
+//! `cargo bench --bench stream`; compare the two medians (tokens/s = "thrpt").
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use ltm_engine::model::{featurize_parallel, Features, Model, RandomFeatureModel};
+use ltm_engine::stream::{stream_context, ContextFile, Quiet, StreamOptions, Tokenizer};
+use ltm_engine::{Backend, CpuBackend, State};
+
+const TOKENS: u64 = 1 << 20;
+const WINDOW: usize = StreamOptions::DEFAULT_WINDOW;
+
+fn stream(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ctx.txt");
+    ltm_engine::synthetic::write_text_context(&path, TOKENS, 1).unwrap();
+    let model = RandomFeatureModel::new(RandomFeatureModel::default_config(), 0);
+    let config = model.memory_config().clone();
+    let backend = CpuBackend::new();
+
+    // The file's first window, featurized once, for the kernel-only side.
+    let mut file = ContextFile::open(&path, None).unwrap();
+    let mut tokens = Vec::new();
+    Tokenizer::new(&file, model.vocab_size())
+        .fill(&file, &mut tokens, WINDOW)
+        .unwrap();
+    let mut features = Features::default();
+    featurize_parallel(&model, &[], &tokens, &mut features);
+    let windows = TOKENS as usize / WINDOW;
+
+    let mut group = c.benchmark_group("stream_1M_tokens");
+    group.sample_size(10);
+    group.throughput(Throughput::Elements((windows * WINDOW) as u64));
+    group.bench_function("kernel_only", |b| {
+        let mut out = vec![0.0; WINDOW * config.heads * config.value_dim];
+        b.iter(|| {
+            let mut state = State::zeros(&config, 1);
+            for _ in 0..windows {
+                backend
+                    .forward_into(&config, &features.inputs(), &mut state, &mut out)
+                    .unwrap();
+            }
+        })
+    });
+    group.bench_function("featurize_only", |b| {
+        let mut f = Features::default();
+        b.iter(|| {
+            for _ in 0..windows {
+                featurize_parallel(&model, &[], &tokens, &mut f);
+            }
+        })
+    });
+    group.bench_function("end_to_end", |b| {
+        let options = StreamOptions {
+            max_tokens: Some((windows * WINDOW) as u64),
+            ..Default::default()
+        };
+        b.iter(|| {
+            let mut state = State::zeros(&config, 1);
+            file = ContextFile::open(&path, None).unwrap();
+            stream_context(
+                &mut file, &model, &backend, &mut state, &options, &mut Quiet,
+            )
+            .unwrap()
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, stream);
+criterion_main!(benches);
