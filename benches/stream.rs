@@ -1,9 +1,10 @@
 //! End-to-end `run` throughput next to the kernel-only forward on the same model,
-//! window size and tokens: what reading, tokenizing and featurizing cost on top.
+//! window size and tokens (features computed beforehand and read from memory): what
+//! reading, tokenizing and making features cost on top.
 //! `cargo bench --bench stream`; compare the two medians (tokens/s = "thrpt").
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use ltm_engine::model::{featurize_parallel, Features, Model, RandomFeatureModel};
+use ltm_engine::model::{Features, Model, RandomFeatureModel};
 use ltm_engine::stream::{stream_context, ContextFile, Quiet, StreamOptions, Tokenizer};
 use ltm_engine::{Backend, CpuBackend, State};
 
@@ -24,8 +25,7 @@ fn stream(c: &mut Criterion) {
     Tokenizer::new(&file, model.vocab_size())
         .fill(&file, &mut tokens, WINDOW)
         .unwrap();
-    let mut features = Features::default();
-    featurize_parallel(&model, &[], &tokens, &mut features);
+    let features = Features::compute(&model, &[], &tokens);
     let windows = TOKENS as usize / WINDOW;
 
     let mut group = c.benchmark_group("stream_1M_tokens");
@@ -39,14 +39,6 @@ fn stream(c: &mut Criterion) {
                 backend
                     .forward_into(&config, &features.inputs(), &mut state, &mut out)
                     .unwrap();
-            }
-        })
-    });
-    group.bench_function("featurize_only", |b| {
-        let mut f = Features::default();
-        b.iter(|| {
-            for _ in 0..windows {
-                featurize_parallel(&model, &[], &tokens, &mut f);
             }
         })
     });

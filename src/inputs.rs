@@ -50,3 +50,63 @@ impl<'a> ForwardInputs<'a> {
         self.batch * self.tokens * config.heads * config.value_dim
     }
 }
+
+/// Where a backend reads a forward's inputs from, one (sequence, token, head) row at a
+/// time: from tensors in memory ([`ForwardInputs`]) or computed on the fly by a model,
+/// so that a streamed context never needs its features written out and read back.
+pub trait InputRows: Sync {
+    fn batch(&self) -> usize;
+    fn tokens(&self) -> usize;
+    /// Fails unless the rows fit `config`.
+    fn check(&self, config: &MemoryConfig) -> Result<()>;
+    /// Writes token `t` of sequence `b`, head `h`: `q` (times `scale`) and `k`, each
+    /// `key_dim` long, and value columns `v0..v0 + v.len()`; returns `(β, g)`.
+    #[allow(clippy::too_many_arguments)]
+    fn row(
+        &self,
+        config: &MemoryConfig,
+        b: usize,
+        t: usize,
+        h: usize,
+        scale: f32,
+        q: &mut [f32],
+        k: &mut [f32],
+        v0: usize,
+        v: &mut [f32],
+    ) -> (f32, f32);
+}
+
+impl InputRows for ForwardInputs<'_> {
+    fn batch(&self) -> usize {
+        self.batch
+    }
+
+    fn tokens(&self) -> usize {
+        self.tokens
+    }
+
+    fn check(&self, config: &MemoryConfig) -> Result<()> {
+        self.validate(config)
+    }
+
+    #[inline(always)]
+    fn row(
+        &self,
+        config: &MemoryConfig,
+        b: usize,
+        t: usize,
+        h: usize,
+        scale: f32,
+        q: &mut [f32],
+        k: &mut [f32],
+        v0: usize,
+        v: &mut [f32],
+    ) -> (f32, f32) {
+        let gate = (b * self.tokens + t) * config.heads + h;
+        let (kd, vd) = (config.key_dim, config.value_dim);
+        self.q.read_scaled(gate * kd, q, scale);
+        self.k.read_scaled(gate * kd, k, 1.0);
+        self.v.read_scaled(gate * vd + v0, v, 1.0);
+        (self.beta.get(gate), self.g.get(gate))
+    }
+}

@@ -5,7 +5,7 @@ pub mod device;
 
 use crate::config::MemoryConfig;
 use crate::error::Result;
-use crate::inputs::ForwardInputs;
+use crate::inputs::{ForwardInputs, InputRows};
 use crate::state::State;
 
 pub use device::Device;
@@ -16,15 +16,26 @@ pub trait Backend: Send + Sync {
     /// Human-readable description, e.g. `cpu (avx512, 2 threads)`.
     fn name(&self) -> String;
 
-    /// Streams `inputs` through `state` (updated in place) and writes the reads
-    /// `o: [B, T, H, V]` into `out`.
+    /// Streams the inputs `rows` gives through `state` (updated in place) and writes
+    /// the reads `o: [B, T, H, V]` into `out`.
+    fn forward_rows(
+        &self,
+        config: &MemoryConfig,
+        rows: &dyn InputRows,
+        state: &mut State,
+        out: &mut [f32],
+    ) -> Result<()>;
+
+    /// [`Backend::forward_rows`] over tensors in memory.
     fn forward_into(
         &self,
         config: &MemoryConfig,
         inputs: &ForwardInputs<'_>,
         state: &mut State,
         out: &mut [f32],
-    ) -> Result<()>;
+    ) -> Result<()> {
+        self.forward_rows(config, inputs, state, out)
+    }
 
     /// [`Backend::forward_into`] into a new buffer.
     fn forward(

@@ -2,18 +2,22 @@
 
 pub mod random_features;
 
+use std::cell::RefCell;
+
 use rayon::prelude::*;
 
 use crate::config::MemoryConfig;
-use crate::inputs::ForwardInputs;
+use crate::error::{Error, Result};
+use crate::inputs::{ForwardInputs, InputRows};
 
 pub use random_features::RandomFeatureModel;
 
 /// A map from tokens (and the tokens just before them) to the memory's inputs.
 ///
-/// Models are stateless between windows: whatever context they need comes in as
-/// `prefix`, the `context_len()` tokens before the window, so a run can be cut into
-/// windows anywhere, or resumed from a state file, with the same result.
+/// A token's features depend only on it and the `context_len()` tokens before it, so a
+/// run can be cut into windows anywhere, or resumed from a state file, with the same
+/// result; and the backend can ask for them row by row while it computes, without
+/// features ever being written out for a whole window.
 pub trait Model: Send + Sync {
     fn name(&self) -> String;
     /// The memory the model writes into.
@@ -24,38 +28,94 @@ pub trait Model: Send + Sync {
     fn context_len(&self) -> usize;
     /// Largest token id accepted from `bytes` and `u32` files, plus one.
     fn vocab_size(&self) -> u64;
-    /// Writes the features of `window` into `out`, whose slices are sized for it.
-    /// `prefix` holds up to `context_len()` tokens before it; fewer at the start of a
-    /// context.
-    fn featurize(&self, prefix: &[u64], window: &[u64], out: FeaturesMut<'_>);
+    /// Features of `tokens[t]` for head `h`: writes `q`, `k` (`key_dim`) and `v`
+    /// (`value_dim`), returns `(β, g)`. `tokens[..t]` holds the tokens before it, at
+    /// least `context_len()` of them unless the context starts there.
+    fn token_features(
+        &self,
+        tokens: &[u64],
+        t: usize,
+        h: usize,
+        q: &mut [f32],
+        k: &mut [f32],
+        v: &mut [f32],
+    ) -> (f32, f32);
 }
 
-/// Featurizes `window` into `out` (resized to fit) on all cores: the window is cut
-/// into pieces, each with the tokens before it as its prefix.
-pub fn featurize_parallel(model: &dyn Model, prefix: &[u64], window: &[u64], out: &mut Features) {
-    const PIECE: usize = 512;
-    out.resize(model.memory_config(), window.len());
-    let ctx = model.context_len();
-    let mut pieces = Vec::with_capacity(window.len().div_ceil(PIECE));
-    let mut rest = out.as_mut();
-    let mut start = 0;
-    while start < window.len() {
-        let end = (start + PIECE).min(window.len());
-        let (piece, tail) = rest.split_at(end - start, model.memory_config());
-        rest = tail;
-        pieces.push((start, end, piece));
-        start = end;
+/// A window of tokens as the backend's input rows, features computed on demand.
+pub struct ModelRows<'a> {
+    pub model: &'a dyn Model,
+    /// The context before the window, then the window.
+    pub tokens: &'a [u64],
+    /// Where the window starts in `tokens`.
+    pub start: usize,
+}
+
+thread_local! {
+    /// A whole value row, for backends that ask for a slice of one.
+    static VALUE_ROW: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+impl InputRows for ModelRows<'_> {
+    fn batch(&self) -> usize {
+        1
     }
-    pieces.into_par_iter().for_each(|(start, end, piece)| {
-        // The piece's prefix: the `ctx` tokens before it, from the window or before it.
-        let mut before: Vec<u64> = prefix.to_vec();
-        before.extend_from_slice(&window[start.saturating_sub(ctx)..start]);
-        let before = &before[before.len().saturating_sub(ctx)..];
-        model.featurize(before, &window[start..end], piece);
-    });
+
+    fn tokens(&self) -> usize {
+        self.tokens.len() - self.start
+    }
+
+    fn check(&self, config: &MemoryConfig) -> Result<()> {
+        let own = self.model.memory_config();
+        if (own.heads, own.key_dim, own.value_dim)
+            != (config.heads, config.key_dim, config.value_dim)
+        {
+            return Err(Error::Config(format!(
+                "model {} makes H={}, K={}, V={}, the memory is H={}, K={}, V={}",
+                self.model.name(),
+                own.heads,
+                own.key_dim,
+                own.value_dim,
+                config.heads,
+                config.key_dim,
+                config.value_dim
+            )));
+        }
+        Ok(())
+    }
+
+    fn row(
+        &self,
+        config: &MemoryConfig,
+        _b: usize,
+        t: usize,
+        h: usize,
+        scale: f32,
+        q: &mut [f32],
+        k: &mut [f32],
+        v0: usize,
+        v: &mut [f32],
+    ) -> (f32, f32) {
+        let t = self.start + t;
+        let gates = if v0 == 0 && v.len() == config.value_dim {
+            self.model.token_features(self.tokens, t, h, q, k, v)
+        } else {
+            VALUE_ROW.with_borrow_mut(|row| {
+                row.resize(config.value_dim, 0.0);
+                let gates = self.model.token_features(self.tokens, t, h, q, k, row);
+                v.copy_from_slice(&row[v0..v0 + v.len()]);
+                gates
+            })
+        };
+        if scale != 1.0 {
+            q.iter_mut().for_each(|x| *x *= scale);
+        }
+        gates
+    }
 }
 
-/// The memory's inputs for one window of one sequence, `[T, H, *]` row-major, f32.
+/// A window's features written out as tensors `[T, H, *]`, for tests, benchmarks and
+/// other backends that want them materialised.
 #[derive(Default, Clone, Debug)]
 pub struct Features {
     pub tokens: usize,
@@ -67,26 +127,31 @@ pub struct Features {
 }
 
 impl Features {
-    /// Sizes every buffer for `tokens` tokens; capacity is kept, so a reused
-    /// `Features` allocates only on its first, largest window.
-    pub fn resize(&mut self, config: &MemoryConfig, tokens: usize) {
-        let rows = tokens * config.heads;
-        self.tokens = tokens;
-        self.q.resize(rows * config.key_dim, 0.0);
-        self.k.resize(rows * config.key_dim, 0.0);
-        self.v.resize(rows * config.value_dim, 0.0);
-        self.beta.resize(rows, 0.0);
-        self.g.resize(rows, 0.0);
-    }
-
-    pub fn as_mut(&mut self) -> FeaturesMut<'_> {
-        FeaturesMut {
-            q: &mut self.q,
-            k: &mut self.k,
-            v: &mut self.v,
-            beta: &mut self.beta,
-            g: &mut self.g,
-        }
+    /// Computes the features of `window` (after `prefix`) on all cores.
+    pub fn compute(model: &dyn Model, prefix: &[u64], window: &[u64]) -> Features {
+        let c = model.memory_config();
+        let (heads, kd, vd) = (c.heads, c.key_dim, c.value_dim);
+        let mut tokens = prefix.to_vec();
+        tokens.extend_from_slice(window);
+        let rows = window.len() * heads;
+        let mut f = Features {
+            tokens: window.len(),
+            q: vec![0.0; rows * kd],
+            k: vec![0.0; rows * kd],
+            v: vec![0.0; rows * vd],
+            beta: vec![0.0; rows],
+            g: vec![0.0; rows],
+        };
+        f.q.par_chunks_mut(kd)
+            .zip(f.k.par_chunks_mut(kd))
+            .zip(f.v.par_chunks_mut(vd))
+            .zip(f.beta.par_iter_mut().zip(f.g.par_iter_mut()))
+            .enumerate()
+            .for_each(|(row, (((q, k), v), (beta, g)))| {
+                let (t, h) = (prefix.len() + row / heads, row % heads);
+                (*beta, *g) = model.token_features(&tokens, t, h, q, k, v);
+            });
+        f
     }
 
     pub fn inputs(&self) -> ForwardInputs<'_> {
@@ -99,51 +164,5 @@ impl Features {
             beta: (&self.beta).into(),
             g: (&self.g).into(),
         }
-    }
-}
-
-/// Mutable views of the feature buffers of some tokens, `[T, H, *]`.
-pub struct FeaturesMut<'a> {
-    pub q: &'a mut [f32],
-    pub k: &'a mut [f32],
-    pub v: &'a mut [f32],
-    pub beta: &'a mut [f32],
-    pub g: &'a mut [f32],
-}
-
-impl<'a> FeaturesMut<'a> {
-    /// Tokens these buffers hold.
-    pub fn tokens(&self, config: &MemoryConfig) -> usize {
-        self.beta.len() / config.heads
-    }
-
-    /// The first `tokens` tokens, and the rest.
-    pub fn split_at(
-        self,
-        tokens: usize,
-        config: &MemoryConfig,
-    ) -> (FeaturesMut<'a>, FeaturesMut<'a>) {
-        let rows = tokens * config.heads;
-        let (q0, q1) = self.q.split_at_mut(rows * config.key_dim);
-        let (k0, k1) = self.k.split_at_mut(rows * config.key_dim);
-        let (v0, v1) = self.v.split_at_mut(rows * config.value_dim);
-        let (b0, b1) = self.beta.split_at_mut(rows);
-        let (g0, g1) = self.g.split_at_mut(rows);
-        (
-            FeaturesMut {
-                q: q0,
-                k: k0,
-                v: v0,
-                beta: b0,
-                g: g0,
-            },
-            FeaturesMut {
-                q: q1,
-                k: k1,
-                v: v1,
-                beta: b1,
-                g: g1,
-            },
-        )
     }
 }

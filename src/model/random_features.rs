@@ -7,9 +7,8 @@
 //! the last time they occurred: a next-token memory whose quality is measured by the
 //! cosine between `o_t` and the next token's value code.
 
-use crate::backend::cpu::Isa;
 use crate::config::{Fnv64, MemoryConfig};
-use crate::model::{FeaturesMut, Model};
+use crate::model::Model;
 use crate::vec_math::dot;
 
 /// Rows of each random table; a feature sums two rows chosen by a hash, so distinct
@@ -77,69 +76,6 @@ impl RandomFeatureModel {
             *o = x + sign * y;
         }
     }
-
-    #[inline(always)]
-    fn featurize_impl(&self, prefix: &[u64], window: &[u64], out: FeaturesMut<'_>) {
-        let cfg = &self.config;
-        let (heads, kd, vd) = (cfg.heads, cfg.key_dim, cfg.value_dim);
-        assert_eq!(
-            out.tokens(cfg),
-            window.len(),
-            "feature buffers sized for the window"
-        );
-        // Token at absolute position i of prefix ++ window; before the context, 0.
-        let p = prefix.len();
-        let at = |i: isize| -> u64 {
-            if i < 0 {
-                0
-            } else if (i as usize) < p {
-                prefix[i as usize]
-            } else {
-                window[i as usize - p]
-            }
-        };
-        let row_k = heads * kd;
-        for t in 0..window.len() {
-            let i = (p + t) as isize;
-            let read_key = pair_hash(at(i - 1), at(i));
-            let token = at(i);
-            // The key token t is written under is the query of token t - 1.
-            if t == 0 {
-                let write_key = pair_hash(at(i - 2), at(i - 1));
-                for h in 0..heads {
-                    Self::feature(
-                        &self.key_table,
-                        kd,
-                        h,
-                        write_key,
-                        &mut out.k[h * kd..][..kd],
-                    );
-                }
-            } else {
-                let prev = &out.q[(t - 1) * row_k..t * row_k];
-                out.k[t * row_k..(t + 1) * row_k].copy_from_slice(prev);
-            }
-            for h in 0..heads {
-                let row = t * heads + h;
-                Self::feature(
-                    &self.key_table,
-                    kd,
-                    h,
-                    read_key,
-                    &mut out.q[row * kd..][..kd],
-                );
-                Self::feature(
-                    &self.value_table,
-                    vd,
-                    h,
-                    token,
-                    &mut out.v[row * vd..][..vd],
-                );
-            }
-        }
-        out.beta.fill(self.beta);
-        out.g.fill(self.log_decay);
-    }
 }
 
 impl Model for RandomFeatureModel {
@@ -172,22 +108,29 @@ impl Model for RandomFeatureModel {
         1 << 32
     }
 
-    fn featurize(&self, prefix: &[u64], window: &[u64], out: FeaturesMut<'_>) {
-        #[cfg(target_arch = "x86_64")]
-        if Isa::detect() == Isa::Avx512 {
-            // SAFETY: the CPU reported AVX-512F.
-            return unsafe { self.featurize_avx512(prefix, window, out) };
-        }
-        self.featurize_impl(prefix, window, out)
-    }
-}
-
-impl RandomFeatureModel {
-    /// The same code compiled for AVX-512: the row sums vectorise 16 wide.
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f")]
-    unsafe fn featurize_avx512(&self, prefix: &[u64], window: &[u64], out: FeaturesMut<'_>) {
-        self.featurize_impl(prefix, window, out)
+    fn token_features(
+        &self,
+        tokens: &[u64],
+        t: usize,
+        h: usize,
+        q: &mut [f32],
+        k: &mut [f32],
+        v: &mut [f32],
+    ) -> (f32, f32) {
+        let at = |i: usize| {
+            if i <= t && i < tokens.len() {
+                tokens[i]
+            } else {
+                0
+            }
+        };
+        // t - 1 and t - 2 wrap to huge indices before the context, which read as 0.
+        let (before2, before1) = (at(t.wrapping_sub(2)), at(t.wrapping_sub(1)));
+        let (kd, vd) = (self.config.key_dim, self.config.value_dim);
+        Self::feature(&self.key_table, kd, h, pair_hash(before2, before1), k);
+        Self::feature(&self.key_table, kd, h, pair_hash(before1, tokens[t]), q);
+        Self::feature(&self.value_table, vd, h, tokens[t], v);
+        (self.beta, self.log_decay)
     }
 }
 
@@ -223,75 +166,72 @@ impl SplitMix {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{featurize_parallel, Features};
+    use crate::model::Features;
 
-    /// Features of one token computed on their own, the obvious way.
-    fn single(m: &RandomFeatureModel, before2: u64, before1: u64, token: u64) -> Features {
+    fn features(m: &RandomFeatureModel, tokens: &[u64], t: usize, h: usize) -> [Vec<f32>; 3] {
         let c = &m.config;
-        let mut f = Features::default();
-        f.resize(c, 1);
-        for h in 0..c.heads {
-            let (k, v) = (c.key_dim, c.value_dim);
-            RandomFeatureModel::feature(
-                &m.key_table,
-                k,
-                h,
-                pair_hash(before2, before1),
-                &mut f.k[h * k..][..k],
-            );
-            RandomFeatureModel::feature(
-                &m.key_table,
-                k,
-                h,
-                pair_hash(before1, token),
-                &mut f.q[h * k..][..k],
-            );
-            RandomFeatureModel::feature(&m.value_table, v, h, token, &mut f.v[h * v..][..v]);
-        }
-        f
+        let (mut q, mut k, mut v) = (
+            vec![0.0; c.key_dim],
+            vec![0.0; c.key_dim],
+            vec![0.0; c.value_dim],
+        );
+        assert_eq!(
+            m.token_features(tokens, t, h, &mut q, &mut k, &mut v),
+            (0.5, 0.0)
+        );
+        [q, k, v]
     }
 
     #[test]
-    fn windows_and_prefixes_give_the_per_token_features() {
+    fn features_depend_only_on_the_token_and_two_before() {
         let m = RandomFeatureModel::new(MemoryConfig::new(2, 16, 8), 7);
         let tokens: Vec<u64> = (0..40).map(|i| (i * 7919 % 13) as u64).collect();
-        let mut whole = Features::default();
-        whole.resize(&m.config, tokens.len());
-        m.featurize(&[], &tokens, whole.as_mut());
-        let mut part = Features::default();
-        part.resize(&m.config, tokens.len() - 17);
-        m.featurize(&tokens[15..17], &tokens[17..], part.as_mut());
-        // Cut in pieces on all cores: the same.
-        let long: Vec<u64> = (0..3000).map(|i| (i * 31 % 97) as u64).collect();
-        let (mut one, mut par) = (Features::default(), Features::default());
-        one.resize(&m.config, long.len());
-        m.featurize(&[5, 6], &long, one.as_mut());
-        featurize_parallel(&m, &[5, 6], &long, &mut par);
-        assert_eq!((one.q, one.k, one.v), (par.q, par.k, par.v));
-        let (hk, hv) = (2 * 16, 2 * 8);
-        for t in 0..tokens.len() {
-            let at = |i: isize| if i < 0 { 0 } else { tokens[i as usize] };
-            let one = single(&m, at(t as isize - 2), at(t as isize - 1), tokens[t]);
-            assert_eq!(&whole.k[t * hk..][..hk], &one.k[..], "key of token {t}");
-            assert_eq!(&whole.q[t * hk..][..hk], &one.q[..], "query of token {t}");
-            assert_eq!(&whole.v[t * hv..][..hv], &one.v[..], "value of token {t}");
-            if t >= 17 {
-                let s = t - 17;
+        for t in 2..tokens.len() {
+            for h in 0..2 {
+                let full = features(&m, &tokens, t, h);
                 assert_eq!(
-                    &part.k[s * hk..][..hk],
-                    &one.k[..],
-                    "key of token {t} after a prefix"
+                    full,
+                    features(&m, &tokens[t - 2..], 2, h),
+                    "token {t} head {h}"
                 );
-                assert_eq!(&part.q[s * hk..][..hk], &one.q[..]);
+                let [q_prev, _, _] = features(&m, &tokens, t - 1, h);
+                assert_eq!(
+                    full[1], q_prev,
+                    "token t is written under the key read at t - 1"
+                );
+                for row in &full {
+                    let norm = dot(row, row).sqrt();
+                    assert!(
+                        (0.5..1.5).contains(&norm),
+                        "features have norm about 1, found {norm}"
+                    );
+                }
             }
         }
-        for row in whole.k.chunks_exact(16).chain(whole.v.chunks_exact(8)) {
-            let norm = dot(row, row).sqrt();
-            assert!(
-                (0.5..1.5).contains(&norm),
-                "features have norm about 1, found {norm}"
-            );
+        // Before the context everything reads as token 0.
+        let start = features(&m, &tokens, 0, 1);
+        assert_eq!(start, features(&m, &[0, 0, tokens[0]], 2, 1));
+        // Heads differ.
+        assert_ne!(
+            features(&m, &tokens, 5, 0)[0],
+            features(&m, &tokens, 5, 1)[0]
+        );
+    }
+
+    #[test]
+    fn materialised_features_match_token_features() {
+        let m = RandomFeatureModel::new(MemoryConfig::new(3, 16, 24), 1);
+        let tokens: Vec<u64> = (0..700).map(|i| (i * 31 % 97) as u64).collect();
+        let f = Features::compute(&m, &tokens[..5], &tokens[5..]);
+        assert_eq!(f.tokens, 695);
+        for t in [0, 1, 350, 694] {
+            for h in 0..3 {
+                let [q, k, v] = features(&m, &tokens, t + 5, h);
+                let row = t * 3 + h;
+                assert_eq!(&f.q[row * 16..][..16], &q[..]);
+                assert_eq!(&f.k[row * 16..][..16], &k[..]);
+                assert_eq!(&f.v[row * 24..][..24], &v[..]);
+            }
         }
-        assert!(whole.beta.iter().all(|&b| b == 0.5) && whole.g.iter().all(|&g| g == 0.0));
     }
 }

@@ -1,9 +1,11 @@
 //! The scheduler: a reader thread reads and tokenizes window i+1 while window i is
-//! featurized and computed on all cores; a fixed set of window buffers circulates
-//! between them, so memory is the same for a thousand tokens or a hundred million.
+//! computed on all cores; a fixed set of token buffers circulates between them, so
+//! memory is the same for a thousand tokens or a hundred million.
 //!
-//! Featurizing is CPU work like the forward, so it runs on the compute side, split
-//! across cores: on a reader thread it would only compete with the forward for them.
+//! The backend asks the model for each token's features as it gathers a chunk
+//! ([`ModelRows`]): computing them is cheaper than writing a window's worth out to
+//! memory and reading it back, and on a reader thread it would only compete with the
+//! forward for the same cores.
 
 use std::path::PathBuf;
 use std::sync::mpsc;
@@ -14,7 +16,7 @@ use serde::Serialize;
 
 use crate::backend::Backend;
 use crate::error::{Error, Result};
-use crate::model::{featurize_parallel, Features, Model};
+use crate::model::{Model, ModelRows};
 use crate::state::State;
 use crate::state_file::save_state_tagged;
 use crate::stream::context_file::ContextFile;
@@ -101,10 +103,9 @@ pub struct StreamSummary {
     pub window_tokens: usize,
     pub wall_seconds: f64,
     pub tokens_per_second: f64,
-    /// Seconds spent featurizing, computing and measuring; the rest was waiting for
-    /// the reader.
+    /// Seconds spent computing (the forward, with features made on the way) and
+    /// measuring; the rest was waiting for the reader.
     pub compute_seconds: f64,
-    pub featurize_seconds: f64,
     pub forward_seconds: f64,
     pub state_bytes: usize,
     pub peak_host_bytes: Option<u64>,
@@ -118,9 +119,10 @@ pub struct StreamSummary {
 
 /// A filled window on its way from the reader to the backend.
 struct Window {
-    /// The model's context before the window's first token.
-    prefix: Vec<u64>,
+    /// The model's context before the window, then the window's tokens.
     tokens: Vec<u64>,
+    /// Where the window starts in `tokens`.
+    start: usize,
     /// File bytes read up to the end of this window.
     offset: usize,
 }
@@ -160,18 +162,17 @@ pub fn stream_context(
     for _ in 0..WINDOW_BUFFERS {
         free_tx
             .send(Window {
-                prefix: Vec::new(),
-                tokens: Vec::with_capacity(window),
+                start: 0,
+                tokens: Vec::with_capacity(window + 64),
                 offset: 0,
             })
             .expect("receiver alive");
     }
 
     let mut acc = Accumulator::new(options.digest, config.heads, config.value_dim);
-    let mut features = Features::default();
     let mut out = vec![0.0f32; window * config.heads * config.value_dim];
     let (mut tokens, mut windows, mut checkpoints) = (0u64, 0u64, 0u64);
-    let (mut compute, mut featurize, mut forward) = (0.0f64, 0.0f64, 0.0f64);
+    let (mut compute, mut forward) = (0.0f64, 0.0f64);
     let mut since_checkpoint = 0u64;
 
     std::thread::scope(|scope| -> Result<()> {
@@ -183,16 +184,17 @@ pub fn stream_context(
         let result = (|| -> Result<()> {
             for filled in full_rx.iter() {
                 let filled = filled?;
-                let n = filled.tokens.len();
+                let n = filled.tokens.len() - filled.start;
                 let t0 = Instant::now();
-                featurize_parallel(model, &filled.prefix, &filled.tokens, &mut features);
-                let t1 = Instant::now();
+                let rows = ModelRows {
+                    model,
+                    tokens: &filled.tokens,
+                    start: filled.start,
+                };
                 let o = &mut out[..n * config.heads * config.value_dim];
-                backend.forward_into(&config, &features.inputs(), state, o)?;
-                let t2 = Instant::now();
-                acc.add(o, &features.v);
-                featurize += (t1 - t0).as_secs_f64();
-                forward += (t2 - t1).as_secs_f64();
+                backend.forward_rows(&config, &rows, state, o)?;
+                forward += t0.elapsed().as_secs_f64();
+                acc.add(o, &rows);
                 compute += t0.elapsed().as_secs_f64();
                 observer.outputs(o);
                 tokens += n as u64;
@@ -245,7 +247,6 @@ pub fn stream_context(
         wall_seconds: wall,
         tokens_per_second: tokens as f64 / wall.max(1e-9),
         compute_seconds: compute,
-        featurize_seconds: featurize,
         forward_seconds: forward,
         state_bytes: state.size_bytes(),
         peak_host_bytes: peak_resident_bytes(),
@@ -299,18 +300,18 @@ fn read_windows(
         let Ok(mut w) = free.recv() else {
             return Ok(());
         };
-        w.tokens.clear();
+        w.tokens.clone_from(&prefix);
+        w.start = prefix.len();
         let want = (budget - sent).min(window as u64) as usize;
-        match tokenizer.fill(file, &mut w.tokens, want) {
+        let got = match tokenizer.fill(file, &mut w.tokens, want) {
             Ok(0) => return Ok(()),
-            Ok(_) => {}
+            Ok(n) => n,
             Err(e) => return send_error(full, e),
-        }
+        };
         file.release_before(tokenizer.offset());
-        w.prefix.clone_from(&prefix);
-        keep_tail(&mut prefix, &w.tokens, ctx);
+        keep_tail(&mut prefix, &w.tokens[w.start..], ctx);
         w.offset = tokenizer.offset();
-        sent += w.tokens.len() as u64;
+        sent += got as u64;
         if full.send(Ok(w)).is_err() {
             return Ok(());
         }
@@ -337,9 +338,12 @@ struct Accumulator {
     value_dim: usize,
     cos_sum: f64,
     cos_count: u64,
-    /// The last token's reads, waiting for the next token's values.
-    last_read: Vec<f32>,
 }
+
+/// The next-token measure looks at every this many tokens: the values it compares
+/// against are made again, and a sample of one in eight costs little and measures the
+/// same thing.
+const MEASURE_EVERY: usize = 8;
 
 impl Accumulator {
     fn new(digest: bool, heads: usize, value_dim: usize) -> Self {
@@ -349,37 +353,39 @@ impl Accumulator {
             value_dim,
             cos_sum: 0.0,
             cos_count: 0,
-            last_read: Vec::new(),
         }
     }
 
-    /// `o` and `v` are `[T, H, V]` of one window.
-    fn add(&mut self, o: &[f32], v: &[f32]) {
+    /// `o: [T, H, V]` of one window, read from `rows`.
+    fn add(&mut self, o: &[f32], rows: &ModelRows<'_>) {
         if let Some(crc) = &mut self.crc {
             crc.update(bytemuck::cast_slice(o));
         }
-        let row = self.heads * self.value_dim;
-        if o.is_empty() {
-            return;
-        }
-        let vd = self.value_dim;
-        if !self.last_read.is_empty() {
-            let prev = std::mem::take(&mut self.last_read);
-            self.cos_sum += cosine_sum(&prev, &v[..row], vd);
-            self.cos_count += self.heads as u64;
-        }
-        // Token t's reads against token t + 1's values, in pieces on all cores.
-        let tokens = o.len() / row;
-        let piece = 256;
-        self.cos_sum += (0..(tokens - 1).div_ceil(piece))
-            .into_par_iter()
-            .map(|p| {
-                let (a, b) = (p * piece, ((p + 1) * piece).min(tokens - 1));
-                cosine_sum(&o[a * row..b * row], &v[(a + 1) * row..(b + 1) * row], vd)
+        let (heads, vd) = (self.heads, self.value_dim);
+        let c = rows.model.memory_config();
+        let tokens = o.len() / (heads * vd);
+        let sampled: Vec<usize> = (0..tokens.saturating_sub(1))
+            .step_by(MEASURE_EVERY)
+            .collect();
+        let (sum, count) = sampled
+            .par_chunks(64)
+            .map(|ts| {
+                let (mut q, mut k, mut v) =
+                    (vec![0.0; c.key_dim], vec![0.0; c.key_dim], vec![0.0; vd]);
+                let mut sum = 0.0;
+                for &t in ts {
+                    for h in 0..heads {
+                        let next = rows.start + t + 1;
+                        rows.model
+                            .token_features(rows.tokens, next, h, &mut q, &mut k, &mut v);
+                        sum += cosine(&o[(t * heads + h) * vd..][..vd], &v);
+                    }
+                }
+                (sum, ts.len() * heads)
             })
-            .sum::<f64>();
-        self.cos_count += ((tokens - 1) * self.heads) as u64;
-        self.last_read = o[o.len() - row..].to_vec();
+            .reduce(|| (0.0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
+        self.cos_sum += sum;
+        self.cos_count += count as u64;
     }
 
     fn mean_cosine(&self) -> f64 {
@@ -397,20 +403,13 @@ impl Accumulator {
     }
 }
 
-/// Sum over rows of `value_dim` values of the cosine between `reads` and `next`.
-fn cosine_sum(reads: &[f32], next: &[f32], value_dim: usize) -> f64 {
-    reads
-        .chunks_exact(value_dim)
-        .zip(next.chunks_exact(value_dim))
-        .map(|(r, n)| {
-            let denom = (dot(r, r) * dot(n, n)).sqrt();
-            if denom > 0.0 {
-                (dot(r, n) / denom) as f64
-            } else {
-                0.0
-            }
-        })
-        .sum()
+fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let denom = (dot(a, a) * dot(b, b)).sqrt();
+    if denom > 0.0 {
+        (dot(a, b) / denom) as f64
+    } else {
+        0.0
+    }
 }
 
 /// Peak resident set size of this process (Linux's VmHWM), if the OS reports it.

@@ -6,12 +6,18 @@ use super::exp::exp;
 use super::gemm::{gemm, Isa, Mat, Part};
 use super::workspace::Workspace;
 use super::SequenceView;
+use crate::inputs::InputRows;
 
 /// Loads chunk rows `t0..t0+len` of one (sequence, head, value slice) into the
 /// workspace, converting to f32 and folding the read scale into the queries. Rows past
 /// `len` become padding.
 #[inline(always)]
-pub(crate) fn gather(ws: &mut Workspace, seq: &SequenceView<'_>, t0: usize, len: usize) {
+pub(crate) fn gather<R: InputRows + ?Sized>(
+    ws: &mut Workspace,
+    seq: &SequenceView<'_, R>,
+    t0: usize,
+    len: usize,
+) {
     let (cp, kp, vs) = (ws.cp, ws.kp, ws.vs);
     let (kd, vw) = (seq.key_dim, seq.v_cols);
     for i in 0..cp {
@@ -21,12 +27,19 @@ pub(crate) fn gather(ws: &mut Workspace, seq: &SequenceView<'_>, t0: usize, len:
         };
         let x_row = &mut ws.x[i * vs..i * vs + vw];
         if i < len {
-            let t = t0 + i;
-            seq.q.read_scaled(seq.qk_offset(t), q_row, seq.scale);
-            seq.k.read_scaled(seq.qk_offset(t), k_row, 1.0);
-            seq.v.read_scaled(seq.v_offset(t), x_row, 1.0);
-            ws.beta[i] = seq.beta.get(seq.gate_offset(t));
-            ws.gamma[i] = seq.g.get(seq.gate_offset(t));
+            let (beta, g) = seq.rows.row(
+                seq.config,
+                seq.b,
+                t0 + i,
+                seq.h,
+                seq.scale,
+                q_row,
+                k_row,
+                seq.v0,
+                x_row,
+            );
+            ws.beta[i] = beta;
+            ws.gamma[i] = g;
         } else {
             q_row.fill(0.0);
             k_row.fill(0.0);

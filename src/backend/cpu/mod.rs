@@ -14,9 +14,8 @@ use rayon::prelude::*;
 use crate::backend::Backend;
 use crate::config::MemoryConfig;
 use crate::error::{Error, Result};
-use crate::inputs::ForwardInputs;
+use crate::inputs::{ForwardInputs, InputRows};
 use crate::state::State;
-use crate::tensor::Data;
 
 pub use gemm::Isa;
 use gemm::LANES;
@@ -78,6 +77,18 @@ impl Backend for CpuBackend {
         format!("cpu ({}, {} threads)", self.isa.name(), self.threads())
     }
 
+    fn forward_rows(
+        &self,
+        config: &MemoryConfig,
+        inputs: &dyn InputRows,
+        state: &mut State,
+        out: &mut [f32],
+    ) -> Result<()> {
+        self.forward_generic(config, inputs, state, out)
+    }
+
+    /// Tensors in memory get their own instance of the loop, with the row reads
+    /// inlined instead of called through the trait object.
     fn forward_into(
         &self,
         config: &MemoryConfig,
@@ -85,9 +96,22 @@ impl Backend for CpuBackend {
         state: &mut State,
         out: &mut [f32],
     ) -> Result<()> {
-        inputs.validate(config)?;
-        state.check_matches(config, inputs.batch)?;
-        let want = inputs.output_len(config);
+        self.forward_generic(config, inputs, state, out)
+    }
+}
+
+impl CpuBackend {
+    fn forward_generic<R: InputRows + ?Sized>(
+        &self,
+        config: &MemoryConfig,
+        inputs: &R,
+        state: &mut State,
+        out: &mut [f32],
+    ) -> Result<()> {
+        inputs.check(config)?;
+        let (batch, tokens) = (inputs.batch(), inputs.tokens());
+        state.check_matches(config, batch)?;
+        let want = batch * tokens * config.heads * config.value_dim;
         if out.len() != want {
             return Err(Error::Shape {
                 tensor: "o".into(),
@@ -95,9 +119,9 @@ impl Backend for CpuBackend {
                 found: format!("{} values", out.len()),
             });
         }
-        let tokens_seen = state.tokens_seen() + inputs.tokens as u64;
-        if inputs.tokens > 0 {
-            let tasks = split_tasks(config, inputs.batch, self.threads());
+        let tokens_seen = state.tokens_seen() + tokens as u64;
+        if tokens > 0 {
+            let tasks = split_tasks(config, batch, self.threads());
             let out = SharedMut::new(out);
             let state_values = SharedMut::new(state.values_mut());
             let run = || {
@@ -145,21 +169,18 @@ fn split_tasks(config: &MemoryConfig, batch: usize, threads: usize) -> Vec<Task>
     tasks
 }
 
-fn run_task(
+fn run_task<R: InputRows + ?Sized>(
     isa: Isa,
     config: &MemoryConfig,
-    inputs: &ForwardInputs<'_>,
+    inputs: &R,
     task: &Task,
     state: &SharedMut<'_>,
     out: &SharedMut<'_>,
 ) {
     let seq = SequenceView {
-        q: inputs.q,
-        k: inputs.k,
-        v: inputs.v,
-        beta: inputs.beta,
-        g: inputs.g,
-        tokens: inputs.tokens,
+        config,
+        rows: inputs,
+        tokens: inputs.tokens(),
         heads: config.heads,
         key_dim: config.key_dim,
         value_dim: config.value_dim,
@@ -183,12 +204,9 @@ fn run_task(
 }
 
 /// One task's window onto the `[B, T, H, *]` inputs and outputs.
-pub(crate) struct SequenceView<'a> {
-    pub q: Data<'a>,
-    pub k: Data<'a>,
-    pub v: Data<'a>,
-    pub beta: Data<'a>,
-    pub g: Data<'a>,
+pub(crate) struct SequenceView<'a, R: InputRows + ?Sized> {
+    pub config: &'a MemoryConfig,
+    pub rows: &'a R,
     pub tokens: usize,
     pub heads: usize,
     pub key_dim: usize,
@@ -201,22 +219,11 @@ pub(crate) struct SequenceView<'a> {
     pub v0: usize,
 }
 
-impl SequenceView<'_> {
-    #[inline(always)]
-    pub(crate) fn gate_offset(&self, t: usize) -> usize {
-        (self.b * self.tokens + t) * self.heads + self.h
-    }
-    #[inline(always)]
-    pub(crate) fn qk_offset(&self, t: usize) -> usize {
-        self.gate_offset(t) * self.key_dim
-    }
-    #[inline(always)]
-    pub(crate) fn v_offset(&self, t: usize) -> usize {
-        self.gate_offset(t) * self.value_dim + self.v0
-    }
+impl<R: InputRows + ?Sized> SequenceView<'_, R> {
+    /// Where row `t` of this task's value slice goes in `o: [B, T, H, V]`.
     #[inline(always)]
     pub(crate) fn out_offset(&self, t: usize) -> usize {
-        self.v_offset(t)
+        ((self.b * self.tokens + t) * self.heads + self.h) * self.value_dim + self.v0
     }
 }
 

@@ -5,13 +5,14 @@ use super::column_write::{gather, prepare, write_state};
 use super::gemm::{gemm, Isa, Mat, Part, LANES};
 use super::workspace::Workspace;
 use super::{SequenceView, SharedMut};
+use crate::inputs::InputRows;
 
 /// Runs every chunk of one (sequence, head, value slice) in order; the state slice
 /// lives in `ws.s` from before the first chunk to after the last.
-pub(crate) fn run_sequence(
+pub(crate) fn run_sequence<R: InputRows + ?Sized>(
     isa: Isa,
     ws: &mut Workspace,
-    seq: &SequenceView<'_>,
+    seq: &SequenceView<'_, R>,
     chunk: usize,
     out: &SharedMut<'_>,
 ) {
@@ -27,10 +28,10 @@ pub(crate) fn run_sequence(
 /// matrix products (decays, masks, the in-block solve) vectorise 16 wide too.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
-unsafe fn run_sequence_avx512(
+unsafe fn run_sequence_avx512<R: InputRows + ?Sized>(
     isa: Isa,
     ws: &mut Workspace,
-    seq: &SequenceView<'_>,
+    seq: &SequenceView<'_, R>,
     chunk: usize,
     out: &SharedMut<'_>,
 ) {
@@ -38,10 +39,10 @@ unsafe fn run_sequence_avx512(
 }
 
 #[inline(always)]
-fn run_sequence_impl(
+fn run_sequence_impl<R: InputRows + ?Sized>(
     isa: Isa,
     ws: &mut Workspace,
-    seq: &SequenceView<'_>,
+    seq: &SequenceView<'_, R>,
     chunk: usize,
     out: &SharedMut<'_>,
 ) {
