@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Re-measures the README's CPU numbers in one go; run it on a quiet machine.
+# Writes everything under ${OUT:-measure-out}/ and prints a summary.
+#   bash scripts/measure-cpu.sh            # benches, 1M and 100M-token runs
+#   ANCHOR=1 bash scripts/measure-cpu.sh   # also the flash-linear-attention anchor
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=${OUT:-measure-out}
+mkdir -p "$out"
+cargo build --release --all-targets --examples >/dev/null
+
+echo "== machine"
+nproc; grep -m1 "model name" /proc/cpuinfo; uptime
+cargo run --release --example cpu_peak | tee "$out/cpu_peak.txt"
+
+echo "== forward bench"
+cargo bench --bench forward -- --warm-up-time 1 --measurement-time 5 2>&1 | grep -E "^cpu_forward|time:|thrpt:" | tee "$out/forward.txt"
+
+echo "== stream bench (kernel only vs end to end)"
+cargo bench --bench stream -- --warm-up-time 1 --measurement-time 8 2>&1 | grep -E "^stream|time:|thrpt:" | tee "$out/stream.txt"
+
+echo "== run: 1M and 100M tokens of synthetic text"
+for n in 1000000 100000000; do
+    f="$out/ctx$n.txt"
+    [ -f "$f" ] || ./target/release/examples/make_context "$f" "$n"
+    /usr/bin/time -v ./target/release/ltm-engine run --context-file "$f" --json \
+        --save-state "$out/state$n.ltmstate" > "$out/run$n.json" 2> "$out/run$n.time"
+    echo "$n tokens: $(cat "$out/run$n.json")"
+    grep -E "Maximum resident|Elapsed" "$out/run$n.time"
+done
+
+if [ "${ANCHOR:-0}" = 1 ]; then
+    echo "== flash-linear-attention anchor"
+    py=$(bash scripts/setup-anchor.sh | tail -1)
+    "$py" scripts/fla_anchor.py --repeats 5 --json-out "$out/anchor.json" | tail -8
+fi
+uptime
