@@ -454,7 +454,7 @@ fn split_calls_match_one_call() {
 #[test]
 #[ignore = "needs a CUDA GPU"]
 fn a_million_tokens() {
-    let config = MemoryConfig::new(4, 64, 64);
+    let config = MemoryConfig::new(2, 64, 64);
     let mut rng = rng("million");
     let x = random_inputs(&mut rng, &config, 1, 1_000_000, Gates::Typical);
     let initial = random_state(&mut rng, &config, 1);

@@ -212,7 +212,7 @@ fn read_layout(module: &Arc<CudaModule>, stream: &Arc<CudaStream>) -> Result<Sca
         smem_bytes: v[4] as u32,
         combine_threads: v[5] as u32,
     };
-    if layout.chunk != 64 || layout.slice == 0 || layout.kmax % 16 != 0 {
+    if layout.chunk != 64 || layout.slice == 0 || !layout.kmax.is_multiple_of(16) {
         return Err(Error::Device(format!(
             "unexpected kernel layout {layout:?}: kernels and host code disagree"
         )));
