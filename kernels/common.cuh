@@ -9,6 +9,13 @@
 typedef unsigned int u32;
 typedef unsigned short u16;
 
+// LTM_HOST_EMU: the kernels compiled as host C++ by kernels/emu/ (a SIMT emulator for
+// checking their indexing without a GPU); it defines the CUDA built-ins used below and
+// host versions of the three PTX instructions.
+#ifndef LTM_HOST_EMU
+#define LTM_DYNAMIC_SMEM(name) extern __shared__ __align__(16) float name[]
+#endif
+
 // Tokens per chunk. Fixed on the GPU: every shared-memory tile below is sized for it, and
 // 64 rows are four 16-row MMA tiles, one per warp in the 128-thread kernels.
 #define LTM_CHUNK 64
@@ -26,9 +33,13 @@ __device__ __forceinline__ float to_f32(bf16_t x) {
     return __uint_as_float(((u32)x.bits) << 16);
 }
 __device__ __forceinline__ float to_f32(f16_t x) {
+#ifdef LTM_HOST_EMU
+    return ltm_emu::f16_to_f32(x.bits);
+#else
     float f;
     asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(x.bits));
     return f;
+#endif
 }
 
 // Values of this type are exact in bf16, so their MMA operand needs no low part.
@@ -49,9 +60,13 @@ template <> struct ExactInBf16<bf16_t> { static constexpr bool value = true; };
 // Packs two floats to bf16x2 (round to nearest even); `lo_elem` goes to the low half,
 // which mma.sync reads as the lower column/row index.
 __device__ __forceinline__ u32 pack_bf16x2(float lo_elem, float hi_elem) {
+#ifdef LTM_HOST_EMU
+    return ltm_emu::pack_bf16x2(lo_elem, hi_elem);
+#else
     u32 d;
     asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(d) : "f"(hi_elem), "f"(lo_elem));
     return d;
+#endif
 }
 
 // hi/lo split of a pair; `lo` is unused (and dead code) when EXACT.
@@ -66,11 +81,15 @@ __device__ __forceinline__ void split_pair(float x0, float x1, u32& hi, u32& lo)
 }
 
 __device__ __forceinline__ void mma_bf16_16816(float (&c)[4], const u32 (&a)[4], const u32 (&b)[2]) {
+#ifdef LTM_HOST_EMU
+    ltm_emu::mma_bf16_16816(c, a, b);
+#else
     asm volatile(
         "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
         "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
         : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+#endif
 }
 
 // A 16×16 A operand (row-major) as hi/lo bf16 fragments. Lane (g = lane/4, t = lane%4)

@@ -79,9 +79,17 @@ constexpr int SMEM_BYTES = SMEM_FLOATS * 4;
 
 // Layout constants the host reads from the module itself, so they never drift apart:
 // chunk, largest key dim, columns per scan block, scan threads, scan dynamic shared
-// memory bytes, combine threads.
-extern "C" __constant__ int ltm_scan_layout[6] = {
+// memory bytes, combine threads. The host launches ltm_scan_layout_query (an entry point
+// is always visible in the module, unlike a module-scope variable); the array is the same
+// numbers in the PTX text, where scripts/ptxas-report.py reads the shared memory size.
+extern "C" {
+__constant__ int ltm_scan_layout[6] = {
     scan::C, scan::KMAX, scan::DV, scan::THREADS, scan::SMEM_BYTES, scan::COMBINE_THREADS};
+}
+
+extern "C" __global__ void ltm_scan_layout_query(int* out) {
+    if (threadIdx.x < 6) out[threadIdx.x] = ltm_scan_layout[threadIdx.x];
+}
 
 // Copies rows of `width` contiguous floats (width a multiple of 4, 16-byte aligned rows)
 // into shared memory with row stride `ld`.
@@ -97,7 +105,7 @@ template <typename T, bool MAPS>
 __device__ void scan_chunks(const ScanParams& P) {
     using namespace scan;
     constexpr bool EXACT = ExactInBf16<T>::value;
-    extern __shared__ __align__(16) float smem[];
+    LTM_DYNAMIC_SMEM(smem);
     float* s_q = smem + OFF_Q;
     float* s_w = smem + OFF_W;
     float* s_k = smem + OFF_K;

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use cudarc::driver::sys::{CUdevice_attribute, CUfunction_attribute, CUresult};
-use cudarc::driver::{result, CudaContext, CudaFunction, CudaModule, CudaStream};
+use cudarc::driver::{result, CudaContext, CudaFunction, CudaModule, CudaStream, PushKernelArg};
 use cudarc::nvrtc::{CompileOptions, Ptx};
 
 use super::cuda_err;
@@ -187,23 +187,27 @@ pub fn driver_version() -> Option<String> {
 }
 
 fn read_layout(module: &Arc<CudaModule>, stream: &Arc<CudaStream>) -> Result<ScanLayout> {
-    let view = module
-        .get_global("ltm_scan_layout", stream)
-        .map_err(cuda_err("finding ltm_scan_layout"))?;
-    let mut bytes = [0u8; 24];
-    if view.len() != bytes.len() {
-        return Err(Error::Device(format!(
-            "ltm_scan_layout has {} bytes, expected 24: kernels and host code disagree",
-            view.len()
-        )));
-    }
+    let query = module
+        .load_function("ltm_scan_layout_query")
+        .map_err(cuda_err("loading ltm_scan_layout_query"))?;
+    let mut out = stream
+        .alloc_zeros::<i32>(6)
+        .map_err(cuda_err("allocating the layout query"))?;
+    let cfg = cudarc::driver::LaunchConfig {
+        grid_dim: (1, 1, 1),
+        block_dim: (32, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    let mut builder = stream.launch_builder(&query);
+    builder.arg(&mut out);
+    // SAFETY: the kernel writes 6 ints into `out`, which holds 6.
+    unsafe { builder.launch(cfg) }.map_err(cuda_err("launching ltm_scan_layout_query"))?;
+    let v = stream
+        .clone_dtoh(&out)
+        .map_err(cuda_err("reading the kernel layout"))?;
     stream
-        .memcpy_dtoh(&view, &mut bytes)
-        .map_err(cuda_err("reading ltm_scan_layout"))?;
-    let v: Vec<i32> = bytes
-        .chunks_exact(4)
-        .map(|c| i32::from_le_bytes(c.try_into().unwrap()))
-        .collect();
+        .synchronize()
+        .map_err(cuda_err("reading the kernel layout"))?;
     let layout = ScanLayout {
         chunk: v[0] as usize,
         kmax: v[1] as usize,
