@@ -8,7 +8,11 @@
 # whose PTX (ISA 9.5) a CUDA 13.0 driver and ptxas reject. Running it again is cheap: an
 # environment whose nvcc already reports the pinned release is reused as it is.
 # LTM_NVCC_VENV overrides the location (default: .venv-nvcc at the repository root).
+# `--nvrtc` also installs libnvrtc (nvidia-cuda-nvrtc, same release) into
+# site-packages/nvidia/cu13/lib, for examples/nvrtc_check.rs.
 set -euo pipefail
+with_nvrtc=0
+[ "${1:-}" = "--nvrtc" ] && with_nvrtc=1
 root="$(cd "$(dirname "$0")/.." && pwd)"
 venv="${LTM_NVCC_VENV:-$root/.venv-nvcc}"
 pins=(
@@ -43,6 +47,10 @@ else
         echo "install-nvcc: nvcc missing or not $want_release after the install" >&2
         exit 1
     }
+fi
+if [ $with_nvrtc = 1 ] && ! ls "$(dirname "$nvcc")/../lib/libnvrtc.so."* >/dev/null 2>&1; then
+    echo "install-nvcc: adding nvidia-cuda-nvrtc==13.0.88" >&2
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check nvidia-cuda-nvrtc==13.0.88 >&2
 fi
 echo "install-nvcc: $("$nvcc" -V | tail -n1)" >&2
 echo "$nvcc"
