@@ -109,8 +109,8 @@ impl CudaBackend {
         self
     }
 
-    /// Forces the number of scan segments per window (1: the plain scan); default:
-    /// enough to give the GPU about two blocks per multiprocessor.
+    /// Forces the number of scan segments per window (1: the plain scan); default: what
+    /// the cost model of `segments_for` picks.
     pub fn with_segments(mut self, segments: usize) -> Self {
         self.segments = Some(segments.max(1));
         self
@@ -170,7 +170,9 @@ impl CudaBackend {
         shape.t_cap = match self.window_tokens {
             Some(t) => t.min(want),
             None => {
-                let (free, _) = cudarc::driver::result::mem_get_info()
+                let (free, _) = self
+                    .ctx
+                    .mem_get_info()
                     .map_err(cuda_err("querying free memory"))?;
                 let budget = (free / 4).clamp(256 << 20, 4 << 30);
                 let fit = (budget / shape.bytes_per_token().max(1)) / CHUNK * CHUNK;
@@ -184,19 +186,18 @@ impl CudaBackend {
         Ok(shape)
     }
 
-    /// Segments for a window of `nc` chunks: 1 when sequences × heads × slices fill the
-    /// GPU; otherwise enough for about two blocks per multiprocessor, each segment at
-    /// least 16 chunks long so the map pass pays for itself.
+    /// Segments for a window of `nc` chunks, from a cost model in units of one block
+    /// doing one chunk: a pass of N blocks (one block per multiprocessor fits, the scan
+    /// takes 156 KB of shared memory) costs ceil(N / SMs) waves × the chunks each block
+    /// walks. Plain: `slices·B·H` blocks × `nc` chunks. Segmented with G: the map pass,
+    /// `(K+V)/32·B·H·G` blocks × nc/G chunks at ~0.7 (no queries, no outputs), plus the
+    /// output pass, `slices·B·H·G` blocks × nc/G. Segments pay only when the plain scan
+    /// leaves most multiprocessors idle (one sequence, few heads); each is ≥ 16 chunks.
     fn segments_for(&self, shape: &Shape, nc: usize) -> usize {
-        if let Some(g) = self.segments {
-            return g.clamp(1, nc.max(1));
+        match self.segments {
+            Some(g) => g.clamp(1, nc.max(1)),
+            None => choose_segments(shape, nc, self.sm_count, self.kernels.layout.slice),
         }
-        let blocks =
-            shape.batch * shape.heads * shape.value_dim.div_ceil(self.kernels.layout.slice);
-        if blocks >= self.sm_count {
-            return 1;
-        }
-        (2 * self.sm_count).div_ceil(blocks).min(nc / 16).max(1)
     }
 
     /// The window for `shape`, reusing the last one when it has the same shape.
@@ -375,6 +376,25 @@ impl CudaBackend {
     }
 }
 
+/// The segment count with the lowest modelled cost (see `CudaBackend::segments_for`).
+fn choose_segments(shape: &Shape, nc: usize, sms: usize, slice: usize) -> usize {
+    let rows = shape.batch * shape.heads;
+    let slices = shape.value_dim.div_ceil(slice) * rows;
+    let aug = (shape.key_dim + shape.value_dim).div_ceil(slice) * rows;
+    let waves = |blocks: usize| blocks.div_ceil(sms.max(1)) as f64;
+    let cost = |g: usize| {
+        let per = nc.div_ceil(g) as f64;
+        if g == 1 {
+            waves(slices) * per
+        } else {
+            0.7 * waves(aug * g) * per + waves(slices * g) * per
+        }
+    };
+    (1..=(nc / 16).clamp(1, 4 * sms.max(1)))
+        .min_by(|&a, &b| cost(a).total_cmp(&cost(b)))
+        .unwrap_or(1)
+}
+
 /// q, k, v go to the device in their own type when they share one, else as f32.
 fn device_dtype(inputs: &ForwardInputs<'_>) -> DType {
     let d = inputs.q.dtype();
@@ -450,5 +470,37 @@ impl Backend for CudaBackend {
         }
         state.set_tokens_seen(state.tokens_seen() + tokens as u64);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shape(batch: usize, heads: usize, dim: usize) -> Shape {
+        Shape {
+            batch,
+            heads,
+            key_dim: dim,
+            value_dim: dim,
+            kp: dim,
+            dtype: DType::BF16,
+            t_cap: 65_536,
+            g_cap: 1,
+        }
+    }
+
+    #[test]
+    fn segments_only_where_the_plain_scan_leaves_the_gpu_idle() {
+        // H200: 132 multiprocessors, 32-column slices, windows of 1024 chunks.
+        let g = |b, h, d| choose_segments(&shape(b, h, d), 1024, 132, 32);
+        // 64 blocks: the map pass would cost more than the idle SMs give back.
+        assert_eq!(g(1, 16, 128), 1);
+        assert_eq!(g(8, 16, 128), 1);
+        // 4 blocks: segments, each at least 16 chunks.
+        let one_head = g(1, 1, 128);
+        assert!((2..=64).contains(&one_head), "{one_head}");
+        // Short windows cannot be cut below 16 chunks a segment.
+        assert_eq!(choose_segments(&shape(1, 1, 128), 20, 132, 32), 1);
     }
 }
