@@ -40,6 +40,10 @@ pub enum Error {
 
     #[error("device: {0}")]
     Device(String),
+
+    /// A CUDA driver call, copy or kernel launch that failed on a device that exists.
+    #[error("CUDA {op}: {detail}")]
+    Cuda { op: String, detail: String },
 }
 
 impl Error {

@@ -110,3 +110,57 @@ impl InputRows for ForwardInputs<'_> {
         (self.beta.get(gate), self.g.get(gate))
     }
 }
+
+/// Input rows written out as f32 tensors, for backends that need them in memory (a GPU
+/// backend's staging buffers). Reused across calls: buffers only grow.
+#[derive(Default, Debug)]
+pub struct MaterializedRows {
+    pub batch: usize,
+    pub tokens: usize,
+    pub q: Vec<f32>,
+    pub k: Vec<f32>,
+    pub v: Vec<f32>,
+    pub beta: Vec<f32>,
+    pub g: Vec<f32>,
+}
+
+impl MaterializedRows {
+    /// Writes every row of `rows` (queries unscaled), on all cores.
+    pub fn fill(&mut self, rows: &dyn InputRows, config: &MemoryConfig) -> Result<()> {
+        use rayon::prelude::*;
+        rows.check(config)?;
+        let (b, t, h) = (rows.batch(), rows.tokens(), config.heads);
+        let (kd, vd) = (config.key_dim, config.value_dim);
+        let n = b * t * h;
+        self.batch = b;
+        self.tokens = t;
+        self.q.resize(n * kd, 0.0);
+        self.k.resize(n * kd, 0.0);
+        self.v.resize(n * vd, 0.0);
+        self.beta.resize(n, 0.0);
+        self.g.resize(n, 0.0);
+        self.q
+            .par_chunks_mut(kd)
+            .zip(self.k.par_chunks_mut(kd))
+            .zip(self.v.par_chunks_mut(vd))
+            .zip(self.beta.par_iter_mut().zip(self.g.par_iter_mut()))
+            .enumerate()
+            .for_each(|(i, (((q, k), v), (beta, g)))| {
+                let (seq, tok, head) = (i / (t * h), i / h % t, i % h);
+                (*beta, *g) = rows.row(config, seq, tok, head, 1.0, q, k, 0, v);
+            });
+        Ok(())
+    }
+
+    pub fn inputs(&self) -> ForwardInputs<'_> {
+        ForwardInputs {
+            batch: self.batch,
+            tokens: self.tokens,
+            q: (&self.q).into(),
+            k: (&self.k).into(),
+            v: (&self.v).into(),
+            beta: (&self.beta).into(),
+            g: (&self.g).into(),
+        }
+    }
+}

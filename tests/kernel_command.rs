@@ -210,6 +210,8 @@ fn files_that_are_not_safetensors_get_an_error() {
     assert!(!run.status.success() && err.contains("absent"), "{err}");
 }
 
+/// Where CUDA cannot run (no kernels in this build, no driver, no device) `--device
+/// cuda` fails naming what is missing; where it can, it runs.
 #[test]
 fn cuda_device_fails_clearly_without_one() {
     let dir = tempfile::tempdir().unwrap();
@@ -220,8 +222,23 @@ fn cuda_device_fails_clearly_without_one() {
     write(&inp, &tensors(&config, &x, None));
     let run = kernel(&inp, &dir.path().join("o"), &["--device", "cuda"]);
     let err = String::from_utf8_lossy(&run.stderr);
+    use ltm_engine::backend::device::{cuda_missing, CudaMissing};
+    let Some(missing) = cuda_missing(0) else {
+        assert!(
+            run.status.success(),
+            "a usable GPU, yet --device cuda failed: {err}"
+        );
+        return;
+    };
     assert!(
         !run.status.success() && err.contains("cuda:0") && err.contains("--device cpu"),
         "{err}"
     );
+    let names_it = match missing {
+        CudaMissing::Kernels => err.contains("no CUDA kernels") && err.contains("install-nvcc.sh"),
+        CudaMissing::Driver => err.contains("no CUDA driver"),
+        CudaMissing::DriverFailed(_) => err.contains("driver failed"),
+        CudaMissing::Device { .. } => err.contains("does not exist"),
+    };
+    assert!(names_it, "{missing:?} not named in: {err}");
 }

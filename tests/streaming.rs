@@ -382,12 +382,23 @@ fn features_made_on_the_fly_equal_features_read_from_memory() {
     let tokens: Vec<u64> = (0..700).map(|_| rng.random_range(0..50)).collect();
     let features = Features::compute(&m, &tokens[..2], &tokens[2..]);
     // 8 threads on 4 heads also splits value columns, which asks the model for slices.
-    for backend in [CpuBackend::new(), CpuBackend::new().with_threads(8).unwrap()] {
+    for backend in [
+        CpuBackend::new(),
+        CpuBackend::new().with_threads(8).unwrap(),
+    ] {
         let (mut s1, mut s2) = (State::zeros(&config, 1), State::zeros(&config, 1));
-        let o1 = backend.forward(&config, &features.inputs(), &mut s1).unwrap();
-        let rows = ModelRows { model: &m, tokens: &tokens, start: 2 };
+        let o1 = backend
+            .forward(&config, &features.inputs(), &mut s1)
+            .unwrap();
+        let rows = ModelRows {
+            model: &m,
+            tokens: &tokens,
+            start: 2,
+        };
         let mut o2 = vec![f32::NAN; o1.len()];
-        backend.forward_rows(&config, &rows, &mut s2, &mut o2).unwrap();
+        backend
+            .forward_rows(&config, &rows, &mut s2, &mut o2)
+            .unwrap();
         assert!(o1 == o2, "{}: outputs differ", backend.name());
         assert_eq!(s1, s2);
     }

@@ -87,18 +87,51 @@ pub fn probe_cuda() -> CudaProbe {
     CudaProbe::Devices(devices)
 }
 
-/// Why `--device cuda` cannot run here, and what to do about it.
-pub(crate) fn cuda_unavailable(ordinal: usize) -> Error {
-    let found = match probe_cuda() {
-        CudaProbe::NoDriver => "no CUDA driver (libcuda) was found on this machine".to_string(),
-        CudaProbe::DriverError(e) => format!("the CUDA driver failed: {e}"),
-        CudaProbe::Devices(d) if ordinal >= d.len() => {
-            format!("device cuda:{ordinal} does not exist ({} found)", d.len())
+/// What keeps `cuda:N` from running here, if anything: this build's kernels, the
+/// driver, the device. `None` when all three are present.
+pub fn cuda_missing(ordinal: usize) -> Option<CudaMissing> {
+    if crate::backend::EMBEDDED_KERNELS.is_empty() {
+        return Some(CudaMissing::Kernels);
+    }
+    match probe_cuda() {
+        CudaProbe::NoDriver => Some(CudaMissing::Driver),
+        CudaProbe::DriverError(e) => Some(CudaMissing::DriverFailed(e)),
+        CudaProbe::Devices(d) if ordinal >= d.len() => Some(CudaMissing::Device { found: d.len() }),
+        CudaProbe::Devices(_) => None,
+    }
+}
+
+/// The first thing missing for the CUDA backend.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CudaMissing {
+    /// Built without nvcc: no kernels embedded.
+    Kernels,
+    /// No libcuda on this machine.
+    Driver,
+    DriverFailed(String),
+    Device {
+        found: usize,
+    },
+}
+
+/// Why `--device cuda:N` cannot run here, and what to do about it.
+pub(crate) fn cuda_unavailable(ordinal: usize, missing: &CudaMissing) -> Error {
+    let why = match missing {
+        CudaMissing::Kernels => "this build of ltm-engine has no CUDA kernels (nvcc was not found \
+             when it was built). Build them in: NVCC=$(bash scripts/install-nvcc.sh | tail -n1) \
+             cargo build --release (or set CUDA_HOME, or put nvcc on PATH)"
+            .to_string(),
+        CudaMissing::Driver => {
+            "no CUDA driver (libcuda) was found on this machine; install the NVIDIA driver \
+             (580 or newer for these kernels)"
+                .to_string()
         }
-        CudaProbe::Devices(_) => "a CUDA device is present".to_string(),
+        CudaMissing::DriverFailed(e) => format!("the CUDA driver failed: {e}"),
+        CudaMissing::Device { found } => {
+            format!("device cuda:{ordinal} does not exist (the driver reports {found})")
+        }
     };
     Error::Device(format!(
-        "cuda:{ordinal} requested, but {found}; this version of ltm-engine has no CUDA \
-         kernels yet, so the CPU backend is the only one: use --device cpu or --device auto"
+        "cuda:{ordinal} requested, but {why}; --device cpu (or auto) runs on the CPU"
     ))
 }

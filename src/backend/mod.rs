@@ -1,6 +1,7 @@
 //! Backends compute the memory's forward; the CPU one runs everywhere.
 
 pub mod cpu;
+pub mod cuda;
 pub mod device;
 
 use crate::config::MemoryConfig;
@@ -50,11 +51,17 @@ pub trait Backend: Send + Sync {
     }
 }
 
-/// The backend for a device choice: `auto` falls back to the CPU.
+/// The backend for a device choice. `auto` takes CUDA device 0 when this build has
+/// kernels and the machine a driver and a device, else the CPU; a device that is there
+/// but fails to start is an error, not a silent fallback.
 pub fn backend_for(device: Device) -> Result<Box<dyn Backend>> {
     match device {
-        Device::Cpu | Device::Auto => Ok(Box::new(cpu::CpuBackend::new())),
-        Device::Cuda(ordinal) => Err(device::cuda_unavailable(ordinal)),
+        Device::Cpu => Ok(Box::new(cpu::CpuBackend::new())),
+        Device::Cuda(ordinal) => Ok(Box::new(cuda::CudaBackend::new(ordinal)?)),
+        Device::Auto => match device::cuda_missing(0) {
+            None => Ok(Box::new(cuda::CudaBackend::new(0)?)),
+            Some(_) => Ok(Box::new(cpu::CpuBackend::new())),
+        },
     }
 }
 
@@ -65,6 +72,9 @@ pub struct EmbeddedKernel {
     /// The virtual or real architecture it was compiled for, e.g. `compute_80`.
     pub target: &'static str,
     pub ptx: &'static str,
+    /// The `.cu` source with its local headers inlined, for NVRTC when the driver is
+    /// too old for the PTX.
+    pub source: &'static str,
 }
 
 include!(concat!(env!("OUT_DIR"), "/kernels.rs"));

@@ -14,7 +14,11 @@ pub fn run(args: Args) -> ltm_engine::Result<()> {
     let (driver, devices) = match probe_cuda() {
         CudaProbe::NoDriver => ("no CUDA driver found".to_string(), vec![]),
         CudaProbe::DriverError(e) => (format!("CUDA driver error: {e}"), vec![]),
-        CudaProbe::Devices(d) => (format!("CUDA driver present, {} device(s)", d.len()), d),
+        CudaProbe::Devices(d) => {
+            let version = ltm_engine::backend::cuda::driver_version().unwrap_or_default();
+            let line = format!("CUDA driver {version} present, {} device(s)", d.len());
+            (line, d)
+        }
     };
     let auto = ltm_engine::backend_for(ltm_engine::Device::Auto)?.name();
     if args.json {
@@ -49,7 +53,10 @@ pub fn run(args: Args) -> ltm_engine::Result<()> {
         rayon::current_num_threads()
     );
     if kernels.is_empty() {
-        println!("cuda kernels: none embedded (this version has no CUDA backend yet)");
+        println!(
+            "cuda kernels: none embedded (built without nvcc; for the GPU backend: \
+             NVCC=$(bash scripts/install-nvcc.sh | tail -n1) cargo build --release)"
+        );
     }
     for k in kernels {
         println!("cuda kernel: {} ({})", k.name, k.target);

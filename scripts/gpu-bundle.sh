@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Builds, on a machine with a Rust toolchain and no GPU, everything a GPU machine (no
+# Rust there) needs to run the GPU tests and benchmark, into gpu-bundle/ (gitignored):
+#   ltm-engine     the CLI (with kernels: the build fails without them)
+#   gpu_forward    the GPU test executable (tests/gpu_forward.rs)
+#   gpu_bench      examples/gpu_bench.rs
+#   gpu-check.sh   what to run there:  bash gpu-bundle/gpu-check.sh
+#   BUILD          commit, nvcc and rustc versions
+# Then carry gpu-bundle/ to the GPU machine (the device tool's `carry`) and run the check.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TERM_COLOR=never
+NVCC="${NVCC:-$(bash scripts/install-nvcc.sh | tail -n1)}"
+export NVCC LTM_REQUIRE_KERNELS=1
+bundle=gpu-bundle
+rm -rf "$bundle"
+mkdir -p "$bundle"
+
+cargo build --release --bin ltm-engine --example gpu_bench
+cp target/release/ltm-engine target/release/examples/gpu_bench "$bundle/"
+test_exe=$(cargo test --release --test gpu_forward --no-run --message-format=json 2>/dev/null |
+    python3 -c '
+import json, sys
+for line in sys.stdin:
+    try: m = json.loads(line)
+    except ValueError: continue
+    if m.get("reason") == "compiler-artifact" and m.get("target", {}).get("name") == "gpu_forward" and m.get("executable"):
+        print(m["executable"])')
+[ -n "$test_exe" ] || { echo "gpu-bundle: no gpu_forward test executable" >&2; exit 1; }
+cp "$test_exe" "$bundle/gpu_forward"
+cp scripts/gpu-check.sh "$bundle/"
+{
+    echo "commit: $(git rev-parse HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo ' (with uncommitted changes)')"
+    echo "built: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+    echo "nvcc: $("$NVCC" -V | tail -n1)"
+    echo "rustc: $(rustc -V)"
+} > "$bundle/BUILD"
+strip "$bundle/ltm-engine" "$bundle/gpu_bench" "$bundle/gpu_forward" 2>/dev/null || true
+"$bundle/ltm-engine" info
+du -sh "$bundle"
+echo "gpu-bundle: ready; on the GPU machine: bash gpu-bundle/gpu-check.sh"

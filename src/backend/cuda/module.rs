@@ -1,0 +1,225 @@
+//! Loading the embedded kernels into a context: PTX first, NVRTC from the embedded
+//! source when the driver is too old for the PTX, and the layout the kernels report.
+
+use std::sync::Arc;
+
+use cudarc::driver::sys::{CUdevice_attribute, CUfunction_attribute, CUresult};
+use cudarc::driver::{result, CudaContext, CudaFunction, CudaModule, CudaStream, PushKernelArg};
+use cudarc::nvrtc::{CompileOptions, Ptx};
+
+use super::cuda_err;
+use crate::backend::{EmbeddedKernel, EMBEDDED_KERNELS};
+use crate::error::{Error, Result};
+use crate::tensor::DType;
+
+/// The CUDA driver version the embedded PTX (ISA 9.0, nvcc 13.0) needs: 13.0, driver 580.
+pub const PTX_DRIVER: &str = "CUDA 13.0 (driver 580 or newer)";
+
+/// Layout constants `kernels/scan.cu` exports as `ltm_scan_layout`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ScanLayout {
+    pub chunk: usize,
+    pub kmax: usize,
+    pub slice: usize,
+    pub threads: u32,
+    pub smem_bytes: u32,
+    pub combine_threads: u32,
+}
+
+/// Entry points per input type (index: [`dtype_index`]).
+pub(crate) struct Kernels {
+    pub prep: [CudaFunction; 3],
+    pub scan: [CudaFunction; 3],
+    pub maps: [CudaFunction; 3],
+    pub combine: CudaFunction,
+    pub layout: ScanLayout,
+    /// How the modules were loaded: "ptx" or "nvrtc (…)".
+    pub loaded_from: String,
+}
+
+/// Threads of `ltm_chunk_prep_*` (`prep::THREADS` in column_write.cu, which
+/// `__launch_bounds__` enforces: a mismatch fails the launch, it cannot go unnoticed).
+pub(crate) const PREP_THREADS: u32 = 128;
+
+pub(crate) fn dtype_index(d: DType) -> usize {
+    match d {
+        DType::F32 => 0,
+        DType::F16 => 1,
+        DType::BF16 => 2,
+    }
+}
+
+const SUFFIX: [&str; 3] = ["f32", "f16", "bf16"];
+
+fn embedded(name: &str) -> Result<&'static EmbeddedKernel> {
+    EMBEDDED_KERNELS
+        .iter()
+        .find(|k| k.name == name)
+        .ok_or_else(|| Error::Device(format!("this build has no `{name}` kernel embedded")))
+}
+
+impl Kernels {
+    pub fn load(ctx: &Arc<CudaContext>, stream: &Arc<CudaStream>) -> Result<Self> {
+        let mut via = Vec::new();
+        let cw = load_module(ctx, embedded("column_write")?, &mut via)?;
+        let sc = load_module(ctx, embedded("scan")?, &mut via)?;
+        let func = |m: &Arc<CudaModule>, name: String| {
+            m.load_function(&name)
+                .map_err(cuda_err(&format!("loading kernel {name}")))
+        };
+        let three = |m: &Arc<CudaModule>, stem: &str| -> Result<[CudaFunction; 3]> {
+            Ok([
+                func(m, format!("{stem}_{}", SUFFIX[0]))?,
+                func(m, format!("{stem}_{}", SUFFIX[1]))?,
+                func(m, format!("{stem}_{}", SUFFIX[2]))?,
+            ])
+        };
+        let kernels = Kernels {
+            prep: three(&cw, "ltm_chunk_prep")?,
+            scan: three(&sc, "ltm_scan")?,
+            maps: three(&sc, "ltm_segment_maps")?,
+            combine: func(&sc, "ltm_segment_combine".into())?,
+            layout: read_layout(&sc, stream)?,
+            loaded_from: via.join(", "),
+        };
+        kernels.allow_shared_memory(ctx)?;
+        Ok(kernels)
+    }
+
+    /// The scan kernels keep a whole chunk's tiles in shared memory, beyond the 48 KB a
+    /// block gets without opting in.
+    fn allow_shared_memory(&self, ctx: &Arc<CudaContext>) -> Result<()> {
+        let need = self.layout.smem_bytes;
+        let optin = ctx
+            .attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)
+            .map_err(cuda_err("querying shared memory per block"))?;
+        if (optin as i64) < need as i64 {
+            return Err(Error::Device(format!(
+                "this GPU allows {optin} bytes of shared memory per block; the scan kernel needs \
+                 {need} (an A100, H100 or H200 class GPU, compute capability 8.0 or 9.0)"
+            )));
+        }
+        for f in self.scan.iter().chain(&self.maps) {
+            // SAFETY: `f` is a loaded function of this context.
+            unsafe {
+                result::function::set_function_attribute(
+                    f.cu_function(),
+                    CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                    need as i32,
+                )
+            }
+            .map_err(cuda_err("allowing the scan kernel its shared memory"))?;
+        }
+        Ok(())
+    }
+}
+
+/// PTX as embedded; if the driver rejects its ISA version, the embedded source through
+/// NVRTC for this device's architecture.
+fn load_module(
+    ctx: &Arc<CudaContext>,
+    kernel: &EmbeddedKernel,
+    via: &mut Vec<String>,
+) -> Result<Arc<CudaModule>> {
+    match ctx.load_module(Ptx::from_src(kernel.ptx)) {
+        Ok(m) => {
+            via.push(format!("{} from PTX ({})", kernel.name, kernel.target));
+            Ok(m)
+        }
+        Err(e) if e.0 == CUresult::CUDA_ERROR_UNSUPPORTED_PTX_VERSION => {
+            let driver = driver_version().unwrap_or_else(|| "unknown".into());
+            // SAFETY: only looks for the shared library.
+            if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
+                return Err(Error::Device(format!(
+                    "the CUDA driver ({driver}) is older than the embedded kernels need \
+                     ({PTX_DRIVER}), and no NVRTC library was found to compile them for it: \
+                     update the driver, or install libnvrtc of the driver's CUDA version"
+                )));
+            }
+            let (major, minor) = ctx
+                .compute_capability()
+                .map_err(cuda_err("querying compute capability"))?;
+            let opts = CompileOptions {
+                arch: Some(nvrtc_arch(major, minor)),
+                options: vec!["--std=c++17".into()],
+                name: Some(format!("{}.cu", kernel.name)),
+                ..Default::default()
+            };
+            let ptx = cudarc::nvrtc::compile_ptx_with_opts(kernel.source, opts).map_err(|e| {
+                Error::Device(format!(
+                    "the CUDA driver ({driver}) is older than the embedded PTX needs \
+                     ({PTX_DRIVER}), and compiling {}.cu with NVRTC failed: {e}",
+                    kernel.name
+                ))
+            })?;
+            let m = ctx
+                .load_module(ptx)
+                .map_err(cuda_err(&format!("loading NVRTC-compiled {}", kernel.name)))?;
+            via.push(format!("{} via NVRTC (driver {driver})", kernel.name));
+            Ok(m)
+        }
+        Err(e) => Err(Error::Cuda {
+            op: format!("loading the {} module", kernel.name),
+            detail: e.to_string(),
+        }),
+    }
+}
+
+fn nvrtc_arch(major: i32, minor: i32) -> &'static str {
+    match (major, minor) {
+        (8, 0) => "compute_80",
+        (8, 6) => "compute_86",
+        (8, 7) => "compute_87",
+        (8, 9) => "compute_89",
+        (9, 0) => "compute_90",
+        (10, 0) => "compute_100",
+        (12, 0) => "compute_120",
+        _ => "compute_80",
+    }
+}
+
+/// The driver's CUDA version as "13.0", if it answers.
+pub fn driver_version() -> Option<String> {
+    let mut v = 0i32;
+    // SAFETY: the caller has checked that libcuda is present; writes one int.
+    let r = unsafe { cudarc::driver::sys::cuDriverGetVersion(&mut v) };
+    (r == CUresult::CUDA_SUCCESS).then(|| format!("{}.{}", v / 1000, (v % 1000) / 10))
+}
+
+fn read_layout(module: &Arc<CudaModule>, stream: &Arc<CudaStream>) -> Result<ScanLayout> {
+    let query = module
+        .load_function("ltm_scan_layout_query")
+        .map_err(cuda_err("loading ltm_scan_layout_query"))?;
+    let mut out = stream
+        .alloc_zeros::<i32>(6)
+        .map_err(cuda_err("allocating the layout query"))?;
+    let cfg = cudarc::driver::LaunchConfig {
+        grid_dim: (1, 1, 1),
+        block_dim: (32, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    let mut builder = stream.launch_builder(&query);
+    builder.arg(&mut out);
+    // SAFETY: the kernel writes 6 ints into `out`, which holds 6.
+    unsafe { builder.launch(cfg) }.map_err(cuda_err("launching ltm_scan_layout_query"))?;
+    let v = stream
+        .clone_dtoh(&out)
+        .map_err(cuda_err("reading the kernel layout"))?;
+    stream
+        .synchronize()
+        .map_err(cuda_err("reading the kernel layout"))?;
+    let layout = ScanLayout {
+        chunk: v[0] as usize,
+        kmax: v[1] as usize,
+        slice: v[2] as usize,
+        threads: v[3] as u32,
+        smem_bytes: v[4] as u32,
+        combine_threads: v[5] as u32,
+    };
+    if layout.chunk != 64 || layout.slice == 0 || !layout.kmax.is_multiple_of(16) {
+        return Err(Error::Device(format!(
+            "unexpected kernel layout {layout:?}: kernels and host code disagree"
+        )));
+    }
+    Ok(layout)
+}

@@ -1,0 +1,512 @@
+//! The CUDA backend against the CPU backend, stage by stage and whole, on fresh random
+//! inputs (DESIGN.md §5.3). Every test needs a GPU and is `#[ignore]`d: run them with
+//! `cargo test --release --test gpu_forward -- --ignored` (or the bundle's
+//! `scripts/gpu-check.sh`). Without a usable GPU each one fails, it never passes.
+//!
+//! Every GPU run poisons its device outputs with NaN first and checks the guard bytes
+//! around every device buffer after (`with_checks`); host outputs sit between guard
+//! values that must come back untouched, and start as NaN.
+
+mod common;
+#[path = "common/stages.rs"]
+mod stages;
+
+use common::*;
+use half::{bf16, f16};
+use ltm_engine::backend::cuda::{CudaBackend, PrepOutputs};
+use ltm_engine::{Backend, CpuBackend, Data, ForwardInputs, MemoryConfig, State};
+use stages::chunk_prep_reference;
+
+/// f32 inputs, and any inputs against the CPU on the same inputs.
+const F32_TOL: f64 = 1e-4;
+/// bf16 inputs against the CPU on the f32 values they were rounded from.
+const BF16_TOL: f64 = 1e-2;
+const GUARD: usize = 1024;
+const GUARD_BITS: u32 = 0x7FA5_A5A5; // a NaN no computation produces
+
+fn gpu() -> CudaBackend {
+    match CudaBackend::new(0) {
+        Ok(b) => b.with_checks(true),
+        Err(e) => panic!("this GPU test needs a usable CUDA device: {e}"),
+    }
+}
+
+/// The GPU forward into a NaN-poisoned host buffer with guards on both sides.
+fn gpu_forward(
+    backend: &CudaBackend,
+    config: &MemoryConfig,
+    inputs: &ForwardInputs<'_>,
+    state: &mut State,
+) -> Vec<f32> {
+    let n = inputs.output_len(config);
+    let mut buf = vec![f32::from_bits(GUARD_BITS); n + 2 * GUARD];
+    buf[GUARD..GUARD + n].fill(f32::NAN);
+    backend
+        .forward_into(config, inputs, state, &mut buf[GUARD..GUARD + n])
+        .unwrap_or_else(|e| panic!("GPU forward failed: {e}"));
+    let intact = |s: &[f32]| s.iter().all(|x| x.to_bits() == GUARD_BITS);
+    assert!(
+        intact(&buf[..GUARD]) && intact(&buf[GUARD + n..]),
+        "the GPU forward wrote outside its output"
+    );
+    buf[GUARD..GUARD + n].to_vec()
+}
+
+fn as_f64(x: &[f32]) -> Vec<f64> {
+    x.iter().map(|&v| v as f64).collect()
+}
+
+/// GPU vs CPU from the same initial state: outputs, state, tokens seen.
+fn check_vs_cpu(
+    name: &str,
+    backend: &CudaBackend,
+    config: &MemoryConfig,
+    inputs: &ForwardInputs<'_>,
+    initial: &State,
+    tol: f64,
+) -> (Vec<f32>, State) {
+    let mut cpu_state = initial.clone();
+    let cpu_o = CpuBackend::new()
+        .forward(config, inputs, &mut cpu_state)
+        .unwrap();
+    let mut state = initial.clone();
+    let o = gpu_forward(backend, config, inputs, &mut state);
+    let eo = normalised_error(&o, &as_f64(&cpu_o));
+    let es = normalised_error(state.values(), &as_f64(cpu_state.values()));
+    eprintln!(
+        "{name}: B={} T={} H={} K={} V={}: output {eo:.2e}, state {es:.2e}",
+        inputs.batch, inputs.tokens, config.heads, config.key_dim, config.value_dim
+    );
+    assert!(
+        eo < tol && es < tol,
+        "{name}: output error {eo:e}, state error {es:e} (tolerance {tol:e})"
+    );
+    assert_eq!(state.tokens_seen(), cpu_state.tokens_seen());
+    (o, state)
+}
+
+fn case(
+    name: &str,
+    config: &MemoryConfig,
+    batch: usize,
+    tokens: usize,
+    gates: Gates,
+    with_state: bool,
+) {
+    let backend = gpu();
+    let mut rng = rng(name);
+    let x = random_inputs(&mut rng, config, batch, tokens, gates);
+    let initial = if with_state {
+        random_state(&mut rng, config, batch)
+    } else {
+        State::zeros(config, batch)
+    };
+    check_vs_cpu(name, &backend, config, &x.inputs(), &initial, F32_TOL);
+}
+
+// ---- stage 1: chunk preparation -------------------------------------------------------
+
+fn check_prep(name: &str, got: &PrepOutputs, config: &MemoryConfig, inputs: &ForwardInputs<'_>) {
+    let want = chunk_prep_reference(config, inputs);
+    assert_eq!(
+        (got.kp, got.num_chunks),
+        (want.kp, want.num_chunks),
+        "{name}: layout"
+    );
+    for (tensor, g, w) in [
+        ("W", &got.w, &want.w),
+        ("U", &got.u, &want.u),
+        ("P", &got.p, &want.p),
+        ("gamma", &got.gamma, &want.gamma),
+    ] {
+        let e = normalised_error(g, w);
+        eprintln!("{name}: stage 1 {tensor} error {e:.2e}");
+        assert!(e < F32_TOL, "{name}: stage 1 {tensor} error {e:e}");
+    }
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn chunk_prep_matches_the_float64_definition() {
+    let backend = gpu();
+    let mut rng = rng("prep");
+    for (h, k, v, tokens, gates) in [
+        (1, 7, 5, 70, Gates::Typical),
+        (2, 64, 100, 150, Gates::Typical),
+        (1, 128, 128, 200, Gates::StrongDecay),
+        (3, 32, 48, 65, Gates::BetaNearOne),
+        (2, 33, 16, 1, Gates::NoDecay),
+    ] {
+        let config = MemoryConfig::new(h, k, v);
+        let x = random_inputs(&mut rng, &config, 2, tokens, gates);
+        let got = backend.chunk_prep(&config, &x.inputs()).unwrap();
+        check_prep(
+            &format!("prep {h}x{k}x{v} T={tokens} {gates:?}"),
+            &got,
+            &config,
+            &x.inputs(),
+        );
+        // bf16 q, k, v take the one-MMA path for exact operands.
+        let (q, kk, vv) = (to_bf16(&x.q), to_bf16(&x.k), to_bf16(&x.v));
+        let bf = ForwardInputs {
+            q: Data::BF16(&q),
+            k: Data::BF16(&kk),
+            v: Data::BF16(&vv),
+            ..x.inputs()
+        };
+        let got = backend.chunk_prep(&config, &bf).unwrap();
+        check_prep(
+            &format!("prep bf16 {h}x{k}x{v} T={tokens}"),
+            &got,
+            &config,
+            &bf,
+        );
+    }
+}
+
+// ---- stage 2: the scan, from the float64 stage 1 ---------------------------------------
+
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn scan_from_reference_stage_one_matches_cpu_forward() {
+    let backend = gpu();
+    let mut rng = rng("scan");
+    for (h, k, v, tokens, segments) in [
+        (2, 32, 48, 300, 1),
+        (1, 128, 128, 1000, 1),
+        (1, 128, 128, 1000, 4),
+        (3, 7, 5, 129, 2),
+        (1, 64, 100, 2000, 7),
+    ] {
+        let config = MemoryConfig::new(h, k, v);
+        let x = random_inputs(&mut rng, &config, 2, tokens, Gates::Typical);
+        let initial = random_state(&mut rng, &config, 2);
+        let r = chunk_prep_reference(&config, &x.inputs());
+        let to32 = |v: &[f64]| v.iter().map(|&a| a as f32).collect::<Vec<_>>();
+        let prep = PrepOutputs {
+            kp: r.kp,
+            num_chunks: r.num_chunks,
+            w: to32(&r.w),
+            u: to32(&r.u),
+            p: to32(&r.p),
+            gamma: to32(&r.gamma),
+        };
+        let mut state = initial.clone();
+        let o = backend
+            .scan_prepared(&config, &x.inputs(), &prep, &mut state, segments)
+            .unwrap();
+        let mut cpu_state = initial.clone();
+        let cpu_o = CpuBackend::new()
+            .forward(&config, &x.inputs(), &mut cpu_state)
+            .unwrap();
+        let eo = normalised_error(&o, &as_f64(&cpu_o));
+        let es = normalised_error(state.values(), &as_f64(cpu_state.values()));
+        eprintln!("scan {h}x{k}x{v} T={tokens} G={segments}: output {eo:.2e}, state {es:.2e}");
+        assert!(
+            eo < F32_TOL && es < F32_TOL,
+            "scan G={segments}: {eo:e} {es:e}"
+        );
+    }
+}
+
+// ---- the whole forward, at the shapes of tests/forward_vs_reference.rs -----------------
+
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn lengths_around_the_chunk_size() {
+    let config = MemoryConfig::new(3, 32, 48);
+    for tokens in [0, 1, 63, 64, 65, 1000] {
+        case("lengths", &config, 2, tokens, Gates::Typical, false);
+    }
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn key_and_value_dims_that_are_not_tile_multiples() {
+    for (h, k, v) in [(1, 7, 5), (2, 64, 100), (4, 33, 16), (1, 128, 128)] {
+        case(
+            "dims",
+            &MemoryConfig::new(h, k, v),
+            1,
+            150,
+            Gates::Typical,
+            true,
+        );
+    }
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn decay_and_write_strength_extremes() {
+    let config = MemoryConfig::new(2, 64, 64);
+    for gates in [
+        Gates::NoDecay,
+        Gates::StrongDecay,
+        Gates::BetaNearZero,
+        Gates::BetaNearOne,
+    ] {
+        case("gates", &config, 2, 300, gates, true);
+    }
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn initial_state_is_carried() {
+    let config = MemoryConfig::new(4, 32, 32);
+    for tokens in [1, 64, 200] {
+        case("initial", &config, 3, tokens, Gates::Typical, true);
+    }
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn cpu_chunk_sizes_do_not_matter() {
+    // The GPU always uses chunks of 64; the CPU's chunk size only changes rounding.
+    for chunk in [1, 16, 37, 128] {
+        let config = MemoryConfig::new(2, 32, 32).with_chunk_size(chunk);
+        case("chunk", &config, 1, 333, Gates::Typical, true);
+    }
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn many_heads_and_sequences() {
+    case(
+        "batch",
+        &MemoryConfig::new(8, 16, 32),
+        5,
+        130,
+        Gates::Typical,
+        true,
+    );
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn explicit_scale_is_used() {
+    case(
+        "scale",
+        &MemoryConfig::new(2, 32, 32).with_scale(0.37),
+        1,
+        100,
+        Gates::Typical,
+        true,
+    );
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn bf16_and_f16_inputs() {
+    let backend = gpu();
+    let config = MemoryConfig::new(2, 64, 64);
+    let mut rng = rng("bf16");
+    let f = random_inputs(&mut rng, &config, 2, 500, Gates::Typical);
+    let initial = random_state(&mut rng, &config, 2);
+    let (q, k, v, beta) = (
+        to_bf16(&f.q),
+        to_bf16(&f.k),
+        to_bf16(&f.v),
+        to_bf16(&f.beta),
+    );
+    let bf = ForwardInputs {
+        q: Data::BF16(&q),
+        k: Data::BF16(&k),
+        v: Data::BF16(&v),
+        beta: Data::BF16(&beta),
+        ..f.inputs()
+    };
+    // Same rounded inputs: only the arithmetic differs.
+    let (o, state) = check_vs_cpu(
+        "bf16 vs cpu bf16",
+        &backend,
+        &config,
+        &bf,
+        &initial,
+        F32_TOL,
+    );
+    // Against the f32 originals: the bf16 rounding of the inputs.
+    let mut cpu_state = initial.clone();
+    let cpu_o = CpuBackend::new()
+        .forward(&config, &f.inputs(), &mut cpu_state)
+        .unwrap();
+    let eo = normalised_error(&o, &as_f64(&cpu_o));
+    let es = normalised_error(state.values(), &as_f64(cpu_state.values()));
+    assert!(
+        eo < BF16_TOL && es < BF16_TOL,
+        "bf16 vs f32 cpu: {eo:e} {es:e}"
+    );
+
+    let h = |x: &[f32]| x.iter().map(|&a| f16::from_f32(a)).collect::<Vec<_>>();
+    let (q, k, v, g) = (h(&f.q), h(&f.k), h(&f.v), h(&f.g));
+    let f16_inputs = ForwardInputs {
+        q: Data::F16(&q),
+        k: Data::F16(&k),
+        v: Data::F16(&v),
+        g: Data::F16(&g),
+        ..f.inputs()
+    };
+    check_vs_cpu("f16", &backend, &config, &f16_inputs, &initial, F32_TOL);
+
+    // Mixed types go to the device as f32.
+    let qb: Vec<bf16> = to_bf16(&f.q);
+    let mixed = ForwardInputs {
+        q: Data::BF16(&qb),
+        ..f.inputs()
+    };
+    check_vs_cpu("mixed", &backend, &config, &mixed, &initial, F32_TOL);
+}
+
+// ---- windows, segments, split calls -----------------------------------------------------
+
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn windows_are_bit_identical_to_one_window() {
+    let config = MemoryConfig::new(2, 64, 48);
+    let mut rng = rng("windows");
+    let x = random_inputs(&mut rng, &config, 2, 1000, Gates::Typical);
+    let initial = random_state(&mut rng, &config, 2);
+    let run = |backend: CudaBackend| {
+        let mut s = initial.clone();
+        let o = gpu_forward(&backend, &config, &x.inputs(), &mut s);
+        (o, s)
+    };
+    let (o1, s1) = run(gpu().with_segments(1));
+    for window in [64, 192, 640] {
+        let (o, s) = run(gpu().with_segments(1).with_window_tokens(window));
+        assert_eq!(o, o1, "outputs differ with windows of {window} tokens");
+        assert_eq!(
+            s.values(),
+            s1.values(),
+            "state differs with windows of {window}"
+        );
+    }
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn segmented_scan_matches_the_plain_scan_and_cpu() {
+    // One sequence, one head: the case the segment scan exists for.
+    let config = MemoryConfig::new(1, 128, 128);
+    let mut rng = rng("segments");
+    let x = random_inputs(&mut rng, &config, 1, 5000, Gates::Typical);
+    let initial = random_state(&mut rng, &config, 1);
+    let (plain_o, plain_s) = check_vs_cpu(
+        "segments=1",
+        &gpu().with_segments(1),
+        &config,
+        &x.inputs(),
+        &initial,
+        F32_TOL,
+    );
+    for g in [2, 5, 13, 79] {
+        let (o, s) = check_vs_cpu(
+            &format!("segments={g}"),
+            &gpu().with_segments(g),
+            &config,
+            &x.inputs(),
+            &initial,
+            F32_TOL,
+        );
+        let eo = normalised_error(&o, &as_f64(&plain_o));
+        let es = normalised_error(s.values(), &as_f64(plain_s.values()));
+        assert!(
+            eo < 1e-5 && es < 1e-5,
+            "segments={g} vs plain: {eo:e} {es:e}"
+        );
+    }
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn split_calls_match_one_call() {
+    let config = MemoryConfig::new(2, 64, 32);
+    let mut rng = rng("split");
+    let x = random_inputs(&mut rng, &config, 2, 1000, Gates::Typical);
+    let initial = random_state(&mut rng, &config, 2);
+    let backend = gpu();
+    let mut whole_s = initial.clone();
+    let whole_o = gpu_forward(&backend, &config, &x.inputs(), &mut whole_s);
+    for cuts in [vec![64, 512, 576], vec![1], vec![37, 100, 101, 999]] {
+        let mut state = initial.clone();
+        let mut pieces = Vec::new();
+        let mut bounds = vec![0];
+        bounds.extend_from_slice(&cuts);
+        bounds.push(x.tokens);
+        for w in bounds.windows(2) {
+            let piece = x.slice(&config, w[0], w[1]);
+            pieces.push(gpu_forward(&backend, &config, &piece.inputs(), &mut state));
+        }
+        let row = config.heads * config.value_dim;
+        let mut o = Vec::new();
+        for b in 0..x.batch {
+            for (p, w) in pieces.iter().zip(bounds.windows(2)) {
+                let len = (w[1] - w[0]) * row;
+                o.extend_from_slice(&p[b * len..(b + 1) * len]);
+            }
+        }
+        let eo = normalised_error(&o, &as_f64(&whole_o));
+        let es = normalised_error(state.values(), &as_f64(whole_s.values()));
+        assert!(eo < 1e-5 && es < 1e-5, "cuts {cuts:?}: {eo:e} {es:e}");
+        assert_eq!(state.tokens_seen(), 1000);
+    }
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn a_million_tokens() {
+    let config = MemoryConfig::new(2, 64, 64);
+    let mut rng = rng("million");
+    let x = random_inputs(&mut rng, &config, 1, 1_000_000, Gates::Typical);
+    let initial = random_state(&mut rng, &config, 1);
+    let (o, s) = check_vs_cpu("T=1e6", &gpu(), &config, &x.inputs(), &initial, F32_TOL);
+    // Windows of 2^16 tokens with the segment scan forced: the same within rounding.
+    let backend = gpu().with_window_tokens(1 << 16).with_segments(8);
+    let (o2, s2) = check_vs_cpu(
+        "T=1e6 windows",
+        &backend,
+        &config,
+        &x.inputs(),
+        &initial,
+        F32_TOL,
+    );
+    let eo = normalised_error(&o2, &as_f64(&o));
+    let es = normalised_error(s2.values(), &as_f64(s.values()));
+    assert!(eo < 1e-5 && es < 1e-5, "windowed vs whole: {eo:e} {es:e}");
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn nan_inputs_are_not_hidden() {
+    let config = MemoryConfig::new(1, 16, 16);
+    let mut rng = rng("nan");
+    let mut x = random_inputs(&mut rng, &config, 1, 100, Gates::Typical);
+    // Token 70: row 6 of the second chunk.
+    x.v[70 * 16 + 3] = f32::NAN;
+    let mut state = State::zeros(&config, 1);
+    let o = gpu_forward(&gpu(), &config, &x.inputs(), &mut state);
+    assert!(
+        o[70 * 16 + 3].is_nan(),
+        "a NaN value must reach the output that reads it"
+    );
+    assert!(state.values().iter().any(|v| v.is_nan()), "and the state");
+    // Earlier chunks never see it. (Inside its own 16-token tile the tensor cores
+    // multiply the masked-out NaN by 0, so earlier tokens of that tile may read NaN too,
+    // unlike the CPU, which skips masked pairs: NaN inputs are never hidden either way.)
+    assert!(
+        o[..64 * 16].iter().all(|v| v.is_finite()),
+        "but not earlier chunks"
+    );
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn unsupported_shapes_are_errors() {
+    let config = MemoryConfig::new(1, 256, 16);
+    let mut rng = rng("kmax");
+    let x = random_inputs(&mut rng, &config, 1, 10, Gates::Typical);
+    let mut state = State::zeros(&config, 1);
+    let err = gpu()
+        .forward(&config, &x.inputs(), &mut state)
+        .expect_err("key_dim 256 is beyond the kernels");
+    assert!(err.to_string().contains("key_dim"), "{err}");
+}
