@@ -2,6 +2,7 @@
 
 pub mod cpu;
 pub mod device;
+pub mod sparse;
 
 use crate::config::MemoryConfig;
 use crate::error::Result;
@@ -9,6 +10,7 @@ use crate::inputs::ForwardInputs;
 use crate::state::State;
 
 pub use device::Device;
+pub use sparse::{SparseBackend, SparseKeys, SparseWrites};
 
 /// A place to run the memory. Implementations give the same results up to f32
 /// rounding, whatever the chunking or the split of a sequence into calls.
@@ -41,6 +43,14 @@ pub trait Backend: Send + Sync {
 
 /// The backend for a device choice: `auto` falls back to the CPU.
 pub fn backend_for(device: Device) -> Result<Box<dyn Backend>> {
+    match device {
+        Device::Cpu | Device::Auto => Ok(Box::new(cpu::CpuBackend::new())),
+        Device::Cuda(ordinal) => Err(device::cuda_unavailable(ordinal)),
+    }
+}
+
+/// The sparse-key backend for a device choice: `auto` falls back to the CPU.
+pub fn sparse_backend_for(device: Device) -> Result<Box<dyn SparseBackend>> {
     match device {
         Device::Cpu | Device::Auto => Ok(Box::new(cpu::CpuBackend::new())),
         Device::Cuda(ordinal) => Err(device::cuda_unavailable(ordinal)),
