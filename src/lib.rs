@@ -38,6 +38,7 @@ pub mod config;
 pub mod error;
 pub mod inputs;
 pub mod kernel_file;
+pub mod model;
 pub mod reference;
 pub mod safetensors_io;
 pub mod state;

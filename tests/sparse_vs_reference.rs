@@ -95,8 +95,10 @@ fn check(
         let (b, head) = (i / (tokens * h), i % h);
         let st = &ref_state[(b * h + head) * kd * vd..][..kd * vd];
         for j in 0..vd {
-            ref_o[i * vd + j] =
-                scale * (0..kd).map(|a| st[a * vd + j] * q_dense[i * kd + a] as f64).sum::<f64>();
+            ref_o[i * vd + j] = scale
+                * (0..kd)
+                    .map(|a| st[a * vd + j] * q_dense[i * kd + a] as f64)
+                    .sum::<f64>();
         }
     }
 
@@ -114,20 +116,25 @@ fn check(
         v: (&v).into(),
         beta: (&beta).into(),
     };
-    for backend in [
-        CpuBackend::new(),
-        CpuBackend::new().with_isa(Isa::Portable),
-    ] {
+    for backend in [CpuBackend::new(), CpuBackend::new().with_isa(Isa::Portable)] {
         let mut state = initial.clone();
         backend.sparse_write(config, &writes, &mut state).unwrap();
         assert_eq!(state.tokens_seen(), initial.tokens_seen() + tokens as u64);
         let mut o = vec![0.0f32; n * vd];
         backend
-            .sparse_read_into(config, &sparse_keys(&queries, batch, tokens, s), &state, &mut o)
+            .sparse_read_into(
+                config,
+                &sparse_keys(&queries, batch, tokens, s),
+                &state,
+                &mut o,
+            )
             .unwrap();
         let es = normalised_error(state.values(), &ref_state);
         let eo = normalised_error(&o, &ref_o);
-        eprintln!("{name} T={tokens} s={s} [{:?}]: state {es:.2e}, reads {eo:.2e}", backend.isa());
+        eprintln!(
+            "{name} T={tokens} s={s} [{:?}]: state {es:.2e}, reads {eo:.2e}",
+            backend.isa()
+        );
         assert!(
             es < F32_TOL && eo < F32_TOL,
             "{name} B={batch} T={tokens} s={s}: state error {es:e}, read error {eo:e}"
@@ -220,5 +227,8 @@ fn rows_outside_the_memory_are_errors() {
         err.contains("row 8") && err.contains("token 1") && err.contains("8 rows"),
         "{err}"
     );
-    assert!(state.values().iter().all(|&x| x == 0.0), "a failed write changed the state");
+    assert!(
+        state.values().iter().all(|&x| x == 0.0),
+        "a failed write changed the state"
+    );
 }
