@@ -36,6 +36,7 @@ pub mod atomic_file;
 pub mod backend;
 pub mod config;
 pub mod error;
+pub mod hashhop;
 pub mod inputs;
 pub mod kernel_file;
 pub mod model;

@@ -56,9 +56,9 @@ impl ModelConfig {
     /// What `--state-bytes` defaults to: 256 MiB.
     pub const DEFAULT_STATE_BYTES: u64 = 256 << 20;
     pub const DEFAULT_HEADS: usize = 2;
-    pub const DEFAULT_ACTIVE: usize = 4;
+    pub const DEFAULT_ACTIVE: usize = 16;
     pub const DEFAULT_CONTEXT: usize = 2;
-    pub const DEFAULT_BETA: f32 = 1.0;
+    pub const DEFAULT_BETA: f32 = 0.25;
     pub const DEFAULT_SEED: u64 = 0x6c74_6d2d_6d65_6d;
 
     /// Bytes of one row: `VALUE_DIM` f32 values.
@@ -66,7 +66,14 @@ impl ModelConfig {
 
     /// The default model with as many rows as fit in `bytes` of state.
     pub fn with_state_bytes(bytes: u64) -> Result<Self> {
-        let heads = Self::DEFAULT_HEADS;
+        Self::with_state_bytes_and_heads(bytes, Self::DEFAULT_HEADS)
+    }
+
+    /// The default model with `heads` heads sharing `bytes` of state.
+    pub fn with_state_bytes_and_heads(bytes: u64, heads: usize) -> Result<Self> {
+        if heads == 0 {
+            return Err(Error::Config("the memory model needs at least 1 head".into()));
+        }
         let rows = bytes / (heads as u64 * Self::ROW_BYTES);
         let config = ModelConfig {
             heads,

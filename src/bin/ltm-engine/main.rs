@@ -1,6 +1,7 @@
 //! The command line: parses arguments, calls the library, prints. Errors become
 //! messages here and nowhere else.
 
+mod hashhop;
 mod info;
 mod kernel;
 
@@ -23,6 +24,8 @@ struct Cli {
 enum Command {
     /// One forward of the gated delta rule over tensors in a safetensors file.
     Kernel(kernel::Args),
+    /// HashHop: generate problems, evaluate the built-in memory model on them.
+    Hashhop(hashhop::Args),
     /// Version, build features, kernels and devices, and what `--device auto` picks.
     Info(info::Args),
 }
@@ -32,6 +35,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Kernel(args) => kernel::run(args),
         Command::Info(args) => info::run(args),
+        Command::Hashhop(args) => hashhop::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
