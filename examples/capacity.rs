@@ -57,7 +57,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         for &beta in &betas {
             for &active in &actives {
                 for &load in &loads {
-                    let mut config = ModelConfig::with_state_bytes((mib * (1u64 << 20) as f64) as u64)?;
+                    let mut config =
+                        ModelConfig::with_state_bytes((mib * (1u64 << 20) as f64) as u64)?;
                     config.beta = beta as f32;
                     config.active = active as usize;
                     let rows = (config.heads * config.rows) as f64;
@@ -178,15 +179,17 @@ mod formula {
     fn erfc(x: f64) -> f64 {
         let z = x.abs();
         let t = 1.0 / (1.0 + 0.5 * z);
-        let r = t * (-z * z - 1.26551223
-            + t * (1.00002368
-                + t * (0.37409196
-                    + t * (0.09678418
-                        + t * (-0.18628806
-                            + t * (0.27886807
-                                + t * (-1.13520398
-                                    + t * (1.48851587 + t * (-0.82215223 + t * 0.17087277)))))))))
-            .exp();
+        let r = t
+            * (-z * z - 1.26551223
+                + t * (1.00002368
+                    + t * (0.37409196
+                        + t * (0.09678418
+                            + t * (-0.18628806
+                                + t * (0.27886807
+                                    + t * (-1.13520398
+                                        + t * (1.48851587
+                                            + t * (-0.82215223 + t * 0.17087277)))))))))
+                .exp();
         if x >= 0.0 {
             r
         } else {

@@ -24,7 +24,7 @@ pub struct EvalOptions {
 
 impl EvalOptions {
     pub const DEFAULT_WINDOW_BYTES: usize = 1 << 20;
-    pub const DEFAULT_WINDOW_TOKENS: usize = 1 << 14;
+    pub const DEFAULT_WINDOW_TOKENS: usize = 1 << 12;
 
     pub fn new(model: ModelConfig) -> Self {
         EvalOptions {
@@ -193,11 +193,7 @@ fn hops_per_query(
 
 /// Follows every query hop by hop, each hop one batched read of the memory. Returns
 /// the answers and how many reads passed their check symbol.
-fn follow(
-    model: &MemoryModel,
-    targets: &[Target],
-    hops: &[usize],
-) -> Result<(Vec<Answer>, usize)> {
+fn follow(model: &MemoryModel, targets: &[Target], hops: &[usize]) -> Result<(Vec<Answer>, usize)> {
     let mut chains: Vec<Vec<String>> = vec![Vec::new(); targets.len()];
     let max_hops = hops.iter().copied().max().unwrap_or(0);
     let mut verified = 0;
@@ -205,14 +201,24 @@ fn follow(
         let active: Vec<usize> = (0..targets.len()).filter(|&i| hops[i] > step).collect();
         let prefixes: Vec<&str> = active
             .iter()
-            .map(|&i| chains[i].last().map_or(targets[i].query.as_str(), |s| s.as_str()))
+            .map(|&i| {
+                chains[i]
+                    .last()
+                    .map_or(targets[i].query.as_str(), |s| s.as_str())
+            })
             .collect();
         // A hop that decoded to nothing has no word to continue from: that query is
         // already wrong, so read its query again rather than fail the batch.
         let prefixes: Vec<&str> = prefixes
             .iter()
             .zip(&active)
-            .map(|(p, &i)| if p.is_empty() { targets[i].query.as_str() } else { p })
+            .map(|(p, &i)| {
+                if p.is_empty() {
+                    targets[i].query.as_str()
+                } else {
+                    p
+                }
+            })
             .collect();
         let read = model.next_words(&prefixes)?;
         for (&i, d) in active.iter().zip(read) {

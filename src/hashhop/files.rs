@@ -24,8 +24,8 @@ pub fn read_targets(path: &Path) -> Result<Vec<Target>> {
         problem,
     };
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let map: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&bytes)
-        .map_err(|e| {
+    let map: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&bytes).map_err(|e| {
             bad(format!(
                 "expected a JSON object mapping query hashes to answers: {e}"
             ))
@@ -138,21 +138,25 @@ impl PromptChecker {
 
     /// Fails if a query is not a key of the prompt, or an answer not a value of it.
     pub fn check_targets(&self, targets: &[Target], targets_path: &Path) -> Result<()> {
+        let absent = |problem: String| Error::File {
+            path: targets_path.to_path_buf(),
+            problem,
+        };
+        let prompt = self.path.display();
         for t in targets {
-            let absent = |h: &str, role: &str| Error::File {
-                path: targets_path.to_path_buf(),
-                problem: format!(
-                    "query `{}` names `{h}`, which is not {role} in {}",
-                    t.query,
-                    self.path.display()
-                ),
-            };
             if !self.wanted.get(&t.query).is_some_and(|s| s.0) {
-                return Err(absent(&t.query, "a key (left of `=`) of any line"));
+                return Err(absent(format!(
+                    "query `{}` is not a key (left of `=`) of any line in {prompt}",
+                    t.query
+                )));
             }
             for h in &t.chain {
                 if !self.wanted.get(h).is_some_and(|s| s.1) {
-                    return Err(absent(h, "a value (right of `=`) of any line"));
+                    return Err(absent(format!(
+                        "the answer to query `{}` names `{h}`, which is not a value (right of `=`) \
+                         of any line in {prompt}",
+                        t.query
+                    )));
                 }
             }
         }
@@ -161,7 +165,8 @@ impl PromptChecker {
 
     /// The hop count of a Magic file: every chain has `hops` lines, one of them quoted.
     pub fn hops(&self) -> Option<usize> {
-        (self.quoted > 0 && self.pairs % self.quoted == 0).then(|| (self.pairs / self.quoted) as usize)
+        (self.quoted > 0 && self.pairs.is_multiple_of(self.quoted))
+            .then(|| (self.pairs / self.quoted) as usize)
     }
 
     fn check_line(&mut self) -> Result<()> {
@@ -193,7 +198,10 @@ impl PromptChecker {
         if let Some(s) = self.wanted.get_mut(std::str::from_utf8(key).unwrap_or("")) {
             s.0 = true;
         }
-        if let Some(s) = self.wanted.get_mut(std::str::from_utf8(value).unwrap_or("")) {
+        if let Some(s) = self
+            .wanted
+            .get_mut(std::str::from_utf8(value).unwrap_or(""))
+        {
             s.1 = true;
         }
         Ok(())
@@ -238,10 +246,27 @@ mod tests {
 
     #[test]
     fn pairs_parse() {
-        assert_eq!(parse_pair(b"ab = cd"), Some((&b"ab"[..], &b"cd"[..], false)));
-        assert_eq!(parse_pair(b"ab = 'cd'"), Some((&b"ab"[..], &b"cd"[..], true)));
-        assert_eq!(parse_pair(b"ab='cd' "), Some((&b"ab"[..], &b"cd"[..], true)));
-        for bad in [&b"ab = "[..], b"= cd", b"ab cd", b"ab = 'cd", b"ab = cd'", b"ab = cd ef", b"a-b = cd"] {
+        assert_eq!(
+            parse_pair(b"ab = cd"),
+            Some((&b"ab"[..], &b"cd"[..], false))
+        );
+        assert_eq!(
+            parse_pair(b"ab = 'cd'"),
+            Some((&b"ab"[..], &b"cd"[..], true))
+        );
+        assert_eq!(
+            parse_pair(b"ab='cd' "),
+            Some((&b"ab"[..], &b"cd"[..], true))
+        );
+        for bad in [
+            &b"ab = "[..],
+            b"= cd",
+            b"ab cd",
+            b"ab = 'cd",
+            b"ab = cd'",
+            b"ab = cd ef",
+            b"a-b = cd",
+        ] {
             assert_eq!(parse_pair(bad), None, "{}", String::from_utf8_lossy(bad));
         }
     }

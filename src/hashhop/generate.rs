@@ -84,7 +84,7 @@ pub fn generate(options: &GenerateOptions, out_dir: &Path) -> Result<Generated> 
     }
     std::fs::create_dir_all(out_dir).map_err(|e| Error::io(out_dir, e))?;
     let n = chains as usize;
-    let mut rng = SplitMix64::new(mix64(seed ^ 0x6861_7368_686f_70));
+    let mut rng = SplitMix64::new(mix64(seed ^ 0x0068_6173_6868_6f70));
     // levels[l][c]: hash at level l of chain c; line (l, c) is `levels[l][c] = levels[l+1][c]`.
     let levels: Vec<Vec<[u8; HASH_LEN]>> = (0..=hops)
         .map(|_| (0..n).map(|_| random_hash(&mut rng)).collect())
@@ -113,19 +113,14 @@ pub fn generate(options: &GenerateOptions, out_dir: &Path) -> Result<Generated> 
     let targets = out_dir.join("targets.json");
     write_atomically(&targets, |w| {
         w.write_all(b"{")?;
-        for c in 0..queries {
+        for (c, query) in levels[0].iter().enumerate().take(queries) {
             let answer: Vec<&str> = if cot {
-                (1..=hops).map(|l| as_str(&levels[l][c])).collect()
+                levels[1..].iter().map(|level| as_str(&level[c])).collect()
             } else {
                 vec![as_str(&levels[hops][c])]
             };
             let sep = if c > 0 { ", " } else { "" };
-            write!(
-                w,
-                "{sep}\"{}\": \"{}\"",
-                as_str(&levels[0][c]),
-                answer.join(" = ")
-            )?;
+            write!(w, "{sep}\"{}\": \"{}\"", as_str(query), answer.join(" = "))?;
         }
         w.write_all(b"}\n")
     })?;

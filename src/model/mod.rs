@@ -59,7 +59,7 @@ impl ModelConfig {
     pub const DEFAULT_ACTIVE: usize = 16;
     pub const DEFAULT_CONTEXT: usize = 2;
     pub const DEFAULT_BETA: f32 = 0.25;
-    pub const DEFAULT_SEED: u64 = 0x6c74_6d2d_6d65_6d;
+    pub const DEFAULT_SEED: u64 = 0x006c_746d_2d6d_656d;
 
     /// Bytes of one row: `VALUE_DIM` f32 values.
     pub const ROW_BYTES: u64 = VALUE_DIM as u64 * 4;
@@ -72,7 +72,9 @@ impl ModelConfig {
     /// The default model with `heads` heads sharing `bytes` of state.
     pub fn with_state_bytes_and_heads(bytes: u64, heads: usize) -> Result<Self> {
         if heads == 0 {
-            return Err(Error::Config("the memory model needs at least 1 head".into()));
+            return Err(Error::Config(
+                "the memory model needs at least 1 head".into(),
+            ));
         }
         let rows = bytes / (heads as u64 * Self::ROW_BYTES);
         let config = ModelConfig {
@@ -166,7 +168,8 @@ impl MemoryModel {
     /// An empty memory on `device`.
     pub fn new(config: ModelConfig, device: Device) -> Result<Self> {
         config.validate()?;
-        let state = State::zeros(&config.memory_config(), 1);
+        let mut state = State::zeros(&config.memory_config(), 1);
+        advise_huge_pages(state.values_mut());
         Self::with_state(config, device, state)
     }
 
@@ -278,6 +281,26 @@ impl MemoryModel {
     pub fn codec(&self) -> &ValueCodec {
         &self.codec
     }
+}
+
+/// Asks Linux to back a large, not yet touched state with huge pages: writes land on
+/// random rows, and with 4 KiB pages nearly every row of a multi-GiB state is also a TLB
+/// miss. A hint only; nothing changes where it is refused or on other systems.
+fn advise_huge_pages(values: &mut [f32]) {
+    #[cfg(target_os = "linux")]
+    {
+        const HUGE: usize = 2 << 20;
+        let start = values.as_mut_ptr() as usize;
+        let end = start + std::mem::size_of_val(values);
+        let (a, b) = (start.next_multiple_of(HUGE), end / HUGE * HUGE);
+        if b > a {
+            // SAFETY: [a, b) lies inside `values`, which this function borrows mutably;
+            // MADV_HUGEPAGE changes how pages are backed, never their contents.
+            unsafe { libc::madvise(a as *mut libc::c_void, b - a, libc::MADV_HUGEPAGE) };
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = values;
 }
 
 /// Streams text into a [`MemoryModel`] with fixed buffers.

@@ -187,7 +187,11 @@ fn parse_bytes(s: &str) -> Result<u64, String> {
         "K" | "KiB" => 10,
         "M" | "MiB" => 20,
         "G" | "GiB" => 30,
-        other => return Err(format!("unknown size unit `{other}` in `{s}` (K, M, G, KiB, MiB, GiB)")),
+        other => {
+            return Err(format!(
+                "unknown size unit `{other}` in `{s}` (K, M, G, KiB, MiB, GiB)"
+            ))
+        }
     };
     n.checked_mul(1u64 << shift)
         .ok_or_else(|| format!("`{s}` is too large"))
