@@ -1,7 +1,9 @@
-//! The one place that streams a file into the model: memory-mapped, read once,
-//! sequentially, in windows of fixed size. (When the scheduler of `ltm-engine run`
-//! lands, this is the loop to replace with it.)
+//! The one place that streams a file into the model: read once, sequentially, into one
+//! reused buffer of fixed size, so resident memory is the state plus that buffer however
+//! long the file (a memory map would leave every page it touched resident). When the
+//! scheduler of `ltm-engine run` lands, this is the loop to replace with it.
 
+use std::io::Read;
 use std::path::Path;
 use std::time::Instant;
 
@@ -30,23 +32,24 @@ pub fn stream_file(
     mut inspect: impl FnMut(&[u8]) -> Result<()>,
 ) -> Result<StreamStats> {
     let start = Instant::now();
-    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+    let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     let mut writer = model.writer(window_tokens);
-    if len > 0 {
-        // SAFETY: the map is read-only and private to this call; a file truncated by
-        // another process meanwhile is outside what this tool guards against.
-        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
-        #[cfg(unix)]
-        let _ = map.advise(memmap2::Advice::Sequential);
-        for window in map.chunks(window_bytes.max(1)) {
-            inspect(window)?;
-            writer.feed(model, window)?;
-        }
+    let mut buf = vec![0u8; window_bytes.max(1)];
+    let mut bytes = 0u64;
+    loop {
+        let n = match file.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Error::io(path, e)),
+        };
+        bytes += n as u64;
+        inspect(&buf[..n])?;
+        writer.feed(model, &buf[..n])?;
     }
     writer.finish(model)?;
     Ok(StreamStats {
-        bytes: len,
+        bytes,
         tokens: writer.tokens(),
         writes: writer.writes(),
         seconds: start.elapsed().as_secs_f64(),

@@ -125,8 +125,10 @@ fn write_head_impl(
     let key_at = |t: usize| ((b * tokens + t) * heads + h) * act;
     let mut u = vec![0.0f32; v_dim];
     for t in 0..tokens {
-        if t + PREFETCH_AHEAD < tokens {
-            let k = key_at(t + PREFETCH_AHEAD);
+        let ahead = t + PREFETCH_AHEAD;
+        // Only rows that will be written: a β = 0 slot's rows may be anything.
+        if ahead < tokens && writes.beta.get((b * tokens + ahead) * heads + h) != 0.0 {
+            let k = key_at(ahead);
             for &r in &keys.rows[k..k + act] {
                 prefetch_row(&s[r as usize * v_dim..(r as usize + 1) * v_dim]);
             }
