@@ -197,6 +197,13 @@ fn eval_scores_a_hand_made_case() {
     assert_eq!(q.chain, ["rrrr", "ssss"]);
     assert!(!q.correct);
     assert_eq!(r.pairs, 6);
+    // A sample: the first queries in hash order.
+    let mut o = options(1 << 20);
+    o.max_queries = Some(2);
+    let r = eval(&prompt, &targets, &o).unwrap();
+    assert_eq!(r.queries, 2);
+    let asked: Vec<&str> = r.answers.iter().map(|a| a.query.as_str()).collect();
+    assert_eq!(asked, ["aaaa", "qqqq"]);
 
     // The same prompt with chain-of-thought targets: every hop is scored, and the hop
     // count comes from each chain.

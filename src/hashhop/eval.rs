@@ -20,6 +20,9 @@ pub struct EvalOptions {
     pub window_bytes: usize,
     /// Writes buffered per call to the backend.
     pub window_tokens: usize,
+    /// Score only the first this many queries (targets sorted by query hash, so a
+    /// random sample); `None` scores all.
+    pub max_queries: Option<usize>,
 }
 
 impl EvalOptions {
@@ -33,6 +36,7 @@ impl EvalOptions {
             hops: None,
             window_bytes: Self::DEFAULT_WINDOW_BYTES,
             window_tokens: Self::DEFAULT_WINDOW_TOKENS,
+            max_queries: None,
         }
     }
 }
@@ -90,7 +94,10 @@ pub struct EvalReport {
 
 /// Runs a HashHop evaluation of the built-in memory model.
 pub fn eval(prompt: &Path, targets_path: &Path, options: &EvalOptions) -> Result<EvalReport> {
-    let targets = read_targets(targets_path)?;
+    let mut targets = read_targets(targets_path)?;
+    if let Some(n) = options.max_queries {
+        targets.truncate(n.max(1));
+    }
     let mut model = MemoryModel::new(options.model.clone(), options.device)?;
     let mut checker = PromptChecker::new(prompt, &targets);
     let stats = stream_file(
@@ -191,6 +198,9 @@ fn hops_per_query(
     Ok(vec![hops; targets.len()])
 }
 
+/// Queries read from the memory per call.
+const READ_BATCH: usize = 4096;
+
 /// Follows every query hop by hop, each hop one batched read of the memory. Returns
 /// the answers and how many reads passed their check symbol.
 fn follow(model: &MemoryModel, targets: &[Target], hops: &[usize]) -> Result<(Vec<Answer>, usize)> {
@@ -220,7 +230,12 @@ fn follow(model: &MemoryModel, targets: &[Target], hops: &[usize]) -> Result<(Ve
                 }
             })
             .collect();
-        let read = model.next_words(&prefixes)?;
+        // Batches bound the read buffer (`batch × heads × VALUE_DIM` floats) however
+        // many queries the targets hold (Magic's list every chain).
+        let mut read = Vec::with_capacity(prefixes.len());
+        for batch in prefixes.chunks(READ_BATCH) {
+            read.extend(model.next_words(batch)?);
+        }
         for (&i, d) in active.iter().zip(read) {
             verified += d.verified as usize;
             chains[i].push(d.text);

@@ -72,6 +72,9 @@ struct EvalArgs {
     /// Model seed (keys and value codes).
     #[arg(long, default_value_t = ModelConfig::DEFAULT_SEED)]
     model_seed: u64,
+    /// Score only this many queries (a random sample of the targets).
+    #[arg(long)]
+    max_queries: Option<usize>,
     /// Prompt bytes per streaming window.
     #[arg(long, default_value_t = EvalOptions::DEFAULT_WINDOW_BYTES)]
     window_bytes: usize,
@@ -126,6 +129,7 @@ fn run_eval(a: EvalArgs) -> ltm_engine::Result<()> {
     options.device = a.device;
     options.hops = a.hops;
     options.window_bytes = a.window_bytes;
+    options.max_queries = a.max_queries;
     let r = eval(&a.context_file, &a.targets, &options)?;
     if let Some(path) = &a.answers {
         let json = serde_json::to_vec_pretty(&r.answers).expect("answers serialise");
