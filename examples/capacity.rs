@@ -14,9 +14,9 @@
 
 use std::time::Instant;
 
-use ltm_engine::model::codec::{POSITIONS, SEGMENT};
-use ltm_engine::model::mix::SplitMix64;
-use ltm_engine::model::{MemoryModel, ModelConfig};
+use ltm_engine::memory_model::codec::{POSITIONS, SEGMENT};
+use ltm_engine::memory_model::mix::SplitMix64;
+use ltm_engine::memory_model::{MemoryModel, ModelConfig};
 use ltm_engine::Device;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -39,7 +39,7 @@ pub mod error;
 pub mod hashhop;
 pub mod inputs;
 pub mod kernel_file;
-pub mod model;
+pub mod memory_model;
 pub mod reference;
 pub mod safetensors_io;
 pub mod state;

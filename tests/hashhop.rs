@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use ltm_engine::hashhop::{eval, generate, read_targets, EvalOptions, GenerateOptions};
-use ltm_engine::model::ModelConfig;
+use ltm_engine::memory_model::ModelConfig;
 
 fn options(state_bytes: u64) -> EvalOptions {
     let mut o = EvalOptions::new(ModelConfig::with_state_bytes(state_bytes).unwrap());

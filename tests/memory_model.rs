@@ -1,8 +1,8 @@
 //! The built-in memory model: streaming is independent of window sizes, states save and
 //! load, the newest writes win and stay recallable past capacity.
 
-use ltm_engine::model::mix::SplitMix64;
-use ltm_engine::model::{stream_file, MemoryModel, ModelConfig};
+use ltm_engine::memory_model::mix::SplitMix64;
+use ltm_engine::memory_model::{stream_file, MemoryModel, ModelConfig};
 use ltm_engine::state_file::{load_state, save_state};
 use ltm_engine::Device;
 

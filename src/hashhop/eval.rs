@@ -7,7 +7,7 @@ use std::time::Instant;
 use super::files::{read_targets, PromptChecker, Target};
 use crate::backend::Device;
 use crate::error::{Error, Result};
-use crate::model::{stream_file, MemoryModel, ModelConfig};
+use crate::memory_model::{stream_file, MemoryModel, ModelConfig};
 
 #[derive(Clone, Debug)]
 pub struct EvalOptions {

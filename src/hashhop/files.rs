@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
-use crate::model::codec::{is_word_byte, MAX_CHARS};
+use crate::memory_model::codec::{is_word_byte, MAX_CHARS};
 
 /// One query of `targets.json`.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use crate::atomic_file::write_atomically;
 use crate::error::{Error, Result};
-use crate::model::mix::{mix64, SplitMix64};
+use crate::memory_model::mix::{mix64, SplitMix64};
 
 /// Characters of a hash, as in Magic's default `hash_pair_str_length`.
 pub const HASH_LEN: usize = 16;

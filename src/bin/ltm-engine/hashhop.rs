@@ -1,7 +1,7 @@
 use std::path::PathBuf;
 
 use ltm_engine::hashhop::{eval, generate, EvalOptions, GenerateOptions};
-use ltm_engine::model::ModelConfig;
+use ltm_engine::memory_model::ModelConfig;
 use ltm_engine::Device;
 
 #[derive(clap::Args)]
