@@ -16,6 +16,10 @@ pub struct MemoryConfig {
     pub chunk_size: usize,
     /// Read scale applied to queries; `None` means `1/sqrt(key_dim)`.
     pub scale: Option<f32>,
+    /// Digest of the model that makes the keys and values (e.g. the built-in memory
+    /// model's seed and hashing), when one does: it goes into the fingerprint, so a state
+    /// written by another model is refused on load.
+    pub model: Option<u64>,
 }
 
 impl MemoryConfig {
@@ -28,11 +32,17 @@ impl MemoryConfig {
             value_dim,
             chunk_size: Self::DEFAULT_CHUNK,
             scale: None,
+            model: None,
         }
     }
 
     pub fn with_chunk_size(mut self, chunk_size: usize) -> Self {
         self.chunk_size = chunk_size;
+        self
+    }
+
+    pub fn with_model(mut self, model: u64) -> Self {
+        self.model = Some(model);
         self
     }
 
@@ -89,6 +99,10 @@ impl MemoryConfig {
             h.write(&(v as u64).to_le_bytes());
         }
         h.write(&self.effective_scale().to_bits().to_le_bytes());
+        if let Some(model) = self.model {
+            h.write(b"model");
+            h.write(&model.to_le_bytes());
+        }
         h.finish()
     }
 }

@@ -38,6 +38,9 @@ pub enum Error {
     #[error("state does not match: {0}")]
     StateMismatch(String),
 
+    #[error("query: {0}")]
+    Query(String),
+
     #[error("device: {0}")]
     Device(String),
 

@@ -3,6 +3,7 @@
 pub mod cpu;
 pub mod cuda;
 pub mod device;
+pub mod sparse;
 
 use crate::config::MemoryConfig;
 use crate::error::Result;
@@ -10,6 +11,7 @@ use crate::inputs::{ForwardInputs, InputRows};
 use crate::state::State;
 
 pub use device::Device;
+pub use sparse::{SparseBackend, SparseKeys, SparseWrites};
 
 /// A place to run the memory. Implementations give the same results up to f32
 /// rounding, whatever the chunking or the split of a sequence into calls.
@@ -62,6 +64,18 @@ pub fn backend_for(device: Device) -> Result<Box<dyn Backend>> {
             None => Ok(Box::new(cuda::CudaBackend::new(0)?)),
             Some(_) => Ok(Box::new(cpu::CpuBackend::new())),
         },
+    }
+}
+
+/// The sparse-key backend for a device choice. Only the CPU implements it so far, so
+/// `auto` means the CPU and `cuda` is an error that says so.
+pub fn sparse_backend_for(device: Device) -> Result<Box<dyn SparseBackend>> {
+    match device {
+        Device::Cpu | Device::Auto => Ok(Box::new(cpu::CpuBackend::new())),
+        Device::Cuda(ordinal) => Err(crate::error::Error::Device(format!(
+            "cuda:{ordinal} requested, but the sparse-key memory (the built-in memory model) \
+             has no CUDA implementation yet: use --device cpu or --device auto"
+        ))),
     }
 }
 

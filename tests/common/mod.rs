@@ -85,7 +85,7 @@ impl Owned {
     }
 }
 
-fn normal(rng: &mut StdRng, n: usize) -> Vec<f32> {
+pub fn normal(rng: &mut StdRng, n: usize) -> Vec<f32> {
     let d = Normal::new(0.0f32, 1.0).unwrap();
     (0..n).map(|_| d.sample(rng)).collect()
 }

@@ -5,6 +5,7 @@ mod column_write;
 mod exp;
 pub mod gemm;
 mod scan;
+mod sparse;
 mod workspace;
 
 use std::marker::PhantomData;
@@ -63,6 +64,14 @@ impl CpuBackend {
 
     pub fn isa(&self) -> Isa {
         self.isa
+    }
+
+    /// Runs `f` on this backend's pool (its own, or rayon's global one).
+    fn install<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+        match &self.pool {
+            Some(pool) => pool.install(f),
+            None => f(),
+        }
     }
 
     fn threads(&self) -> usize {

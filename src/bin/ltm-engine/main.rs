@@ -1,6 +1,7 @@
 //! The command line: parses arguments, calls the library, prints. Errors become
 //! messages here and nowhere else.
 
+mod hashhop;
 mod info;
 mod kernel;
 mod run;
@@ -26,6 +27,8 @@ enum Command {
     Run(run::Args),
     /// One forward of the gated delta rule over tensors in a safetensors file.
     Kernel(kernel::Args),
+    /// HashHop: generate problems, evaluate the built-in memory model on them.
+    Hashhop(hashhop::Args),
     /// Version, build features, kernels and devices, and what `--device auto` picks.
     Info(info::Args),
 }
@@ -36,6 +39,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run::run(args),
         Command::Kernel(args) => kernel::run(args),
         Command::Info(args) => info::run(args),
+        Command::Hashhop(args) => hashhop::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
