@@ -263,6 +263,8 @@ fn bad_files_get_clear_errors() {
     assert!(e.contains("is not a hash"), "{e}");
 
     let e = eval_error("", r#"{"aaaa": "bbbb"}"#);
+    assert!(e.contains("prompt.txt") && e.contains("empty"), "{e}");
+    let e = eval_error("\n\n", r#"{"aaaa": "bbbb"}"#);
     assert!(e.contains("no `KEY = VALUE` lines"), "{e}");
     let e = eval_error("aaaaaaaaaaaaaaaaaaaa = 'bbbb'", r#"{"aaaa": "bbbb"}"#);
     assert!(e.contains("line 1") && e.contains("at most 16"), "{e}");

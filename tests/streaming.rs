@@ -157,9 +157,10 @@ fn peak_memory_does_not_grow_with_the_context() {
 
 // --- the command line ---------------------------------------------------------------
 
+/// `ltm-engine run` with the random-feature model: the dense path these tests cover.
 fn run(args: &[&str]) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_ltm-engine"))
-        .arg("run")
+        .args(["run", "--model", "random-features"])
         .args(args)
         .output()
         .unwrap();
@@ -307,6 +308,8 @@ fn a_crash_while_checkpointing_keeps_the_previous_checkpoint() {
     let out = Command::new(env!("CARGO_BIN_EXE_ltm-engine"))
         .args([
             "run",
+            "--model",
+            "random-features",
             "--context-file",
             p(&ctx),
             "--save-state",
@@ -344,6 +347,8 @@ fn killed_runs_always_leave_a_loadable_checkpoint() {
         let mut child = Command::new(env!("CARGO_BIN_EXE_ltm-engine"))
             .args([
                 "run",
+                "--model",
+                "random-features",
                 "--context-file",
                 p(&ctx),
                 "--save-state",

@@ -198,6 +198,10 @@ impl MemoryModel {
     pub fn state(&self) -> &State {
         &self.state
     }
+    /// Records how many tokens of its context the state holds (state files carry it).
+    pub fn set_tokens_seen(&mut self, tokens: u64) {
+        self.state.set_tokens_seen(tokens);
+    }
     pub fn into_state(self) -> State {
         self.state
     }
@@ -316,6 +320,13 @@ impl StreamWriter {
         let sink = &mut self.sink;
         self.tokenizer.feed(bytes, |t| sink.push(model, t));
         sink.take_error()
+    }
+
+    /// Writes whatever is buffered, so the state holds every word fed so far; at a
+    /// line end that is a state of the text up to there.
+    pub fn flush(&mut self, model: &mut MemoryModel) -> Result<()> {
+        self.sink.take_error()?;
+        self.sink.flush(model)
     }
 
     /// Ends the text and writes whatever is buffered.

@@ -1,14 +1,15 @@
-//! The one place that streams a file into the model: read once, sequentially, into one
-//! reused buffer of fixed size, so resident memory is the state plus that buffer however
-//! long the file (a memory map would leave every page it touched resident). When the
-//! scheduler of `ltm-engine run` lands, this is the loop to replace with it.
+//! Streaming a file into the model, through the scheduler's text path
+//! ([`crate::stream::text_memory`]): the file is mapped and read once, the pages behind
+//! the writer are given back, so resident memory is the state plus fixed buffers
+//! however long the file.
 
-use std::io::Read;
 use std::path::Path;
-use std::time::Instant;
 
 use super::MemoryModel;
-use crate::error::{Error, Result};
+use crate::error::Result;
+use crate::stream::scheduler::{Quiet, StreamOptions};
+use crate::stream::text_memory::stream_text_into_memory;
+use crate::stream::{ContextFile, Format};
 
 /// What streaming a file did.
 #[derive(Clone, Debug, Default, serde::Serialize)]
@@ -21,9 +22,9 @@ pub struct StreamStats {
     pub seconds: f64,
 }
 
-/// Streams `path` through `model` in windows of `window_bytes`, calling `inspect` on
-/// each window first (e.g. to check a file format as it goes by). Writes are sent to
-/// the backend `window_tokens` at a time.
+/// Streams `path` through `model` in windows of about `window_bytes` (whole lines),
+/// calling `inspect` on each window first (e.g. to check a file format as it goes by).
+/// Writes are sent to the backend `window_tokens` at a time.
 pub fn stream_file(
     model: &mut MemoryModel,
     path: &Path,
@@ -31,27 +32,17 @@ pub fn stream_file(
     window_tokens: usize,
     mut inspect: impl FnMut(&[u8]) -> Result<()>,
 ) -> Result<StreamStats> {
-    let start = Instant::now();
-    let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let mut writer = model.writer(window_tokens);
-    let mut buf = vec![0u8; window_bytes.max(1)];
-    let mut bytes = 0u64;
-    loop {
-        let n = match file.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(Error::io(path, e)),
-        };
-        bytes += n as u64;
-        inspect(&buf[..n])?;
-        writer.feed(model, &buf[..n])?;
-    }
-    writer.finish(model)?;
+    let file = ContextFile::open(path, Some(Format::Text))?;
+    let options = StreamOptions {
+        window_bytes,
+        window_tokens,
+        ..StreamOptions::default()
+    };
+    let summary = stream_text_into_memory(&file, model, &options, &mut Quiet, &mut inspect)?;
     Ok(StreamStats {
-        bytes,
-        tokens: writer.tokens(),
-        writes: writer.writes(),
-        seconds: start.elapsed().as_secs_f64(),
+        bytes: file.len() as u64,
+        tokens: summary.tokens,
+        writes: summary.writes.unwrap_or(0),
+        seconds: summary.wall_seconds,
     })
 }

@@ -3,6 +3,7 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use memmap2::{Advice, Mmap, UncheckedAdvice};
 
@@ -61,7 +62,7 @@ pub struct ContextFile {
     map: Mmap,
     format: Format,
     /// Bytes before this offset have been handed back to the kernel.
-    released: usize,
+    released: AtomicUsize,
 }
 
 impl ContextFile {
@@ -95,7 +96,7 @@ impl ContextFile {
             path: path.to_path_buf(),
             map,
             format,
-            released: 0,
+            released: AtomicUsize::new(0),
         })
     }
 
@@ -117,21 +118,29 @@ impl ContextFile {
 
     /// Gives the pages before `offset` back to the kernel: they are never read again,
     /// and keeping them would make resident memory grow with the file.
-    pub fn release_before(&mut self, offset: usize) {
+    pub fn release_before(&self, offset: usize) {
         const PAGE: usize = 4096;
         let end = offset / PAGE * PAGE;
-        if end > self.released {
+        let start = self.released.fetch_max(end, Ordering::Relaxed);
+        if end > start {
             // SAFETY: the range lies inside the read-only file mapping and is never
             // accessed again; DONTNEED on it only drops clean page-cache references.
             unsafe {
-                let _ = self.map.unchecked_advise_range(
-                    UncheckedAdvice::DontNeed,
-                    self.released,
-                    end - self.released,
-                );
+                let _ =
+                    self.map
+                        .unchecked_advise_range(UncheckedAdvice::DontNeed, start, end - start);
             }
-            self.released = end;
         }
+    }
+
+    /// Touches one byte per page of `range`, so the kernel reads it from disk now, on
+    /// the calling thread, rather than when the compute side gets to it.
+    pub fn fault_in(&self, range: std::ops::Range<usize>) {
+        let mut sum = 0u8;
+        for i in range.step_by(4096) {
+            sum = sum.wrapping_add(self.map[i]);
+        }
+        std::hint::black_box(sum);
     }
 }
 

@@ -2,6 +2,7 @@
 
 pub mod context_file;
 pub mod scheduler;
+pub mod text_memory;
 pub mod tokenizer;
 
 pub use context_file::{ContextFile, Format};

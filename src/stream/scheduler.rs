@@ -30,8 +30,12 @@ const WINDOW_BUFFERS: usize = 3;
 #[derive(Clone, Debug)]
 pub struct StreamOptions {
     /// Tokens per window, rounded up to a multiple of the chunk size so that every
-    /// window size gives bit-identical results.
+    /// window size gives bit-identical results. (For the memory model: writes sent to
+    /// the backend at a time.)
     pub window_tokens: usize,
+    /// For models that read text themselves (the memory model): bytes per window,
+    /// extended to the end of its last line.
+    pub window_bytes: usize,
     /// Stop after this many tokens of this run.
     pub max_tokens: Option<u64>,
     /// Skip the tokens the state has already consumed (continue an interrupted run).
@@ -56,6 +60,7 @@ impl Default for StreamOptions {
     fn default() -> Self {
         StreamOptions {
             window_tokens: Self::DEFAULT_WINDOW,
+            window_bytes: 4 << 20,
             max_tokens: None,
             resume: false,
             checkpoint_every: None,
@@ -111,8 +116,10 @@ pub struct StreamSummary {
     pub peak_host_bytes: Option<u64>,
     pub peak_device_bytes: Option<u64>,
     /// Mean cosine between each read and the next token's value: how well the memory
-    /// predicted what came next.
-    pub next_token_cosine: f64,
+    /// predicted what came next (random-feature model).
+    pub next_token_cosine: Option<f64>,
+    /// Key–value pairs written (memory model).
+    pub writes: Option<u64>,
     pub output_digest: Option<String>,
     pub checkpoints: u64,
 }
@@ -251,7 +258,8 @@ pub fn stream_context(
         state_bytes: state.size_bytes(),
         peak_host_bytes: peak_resident_bytes(),
         peak_device_bytes: None,
-        next_token_cosine: acc.mean_cosine(),
+        next_token_cosine: Some(acc.mean_cosine()),
+        writes: None,
         output_digest: acc.digest(),
         checkpoints,
     })

@@ -179,7 +179,7 @@ fn run_eval(a: EvalArgs) -> ltm_engine::Result<()> {
 }
 
 /// `123`, `256K`/`KiB`, `256M`/`MiB`, `16G`/`GiB` (powers of 1024).
-fn parse_bytes(s: &str) -> Result<u64, String> {
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
     let t = s.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);

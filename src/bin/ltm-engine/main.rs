@@ -1,7 +1,7 @@
 //! The command line: parses arguments, calls the library, prints. Errors become
 //! messages here and nowhere else.
 
-mod hashhop;
+pub mod hashhop;
 mod info;
 mod kernel;
 mod run;

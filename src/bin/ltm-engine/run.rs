@@ -2,18 +2,43 @@ use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::time::Instant;
 
+use ltm_engine::memory_model::{MemoryModel, ModelConfig};
 use ltm_engine::model::{Model, RandomFeatureModel};
-use ltm_engine::state_file::{load_state_tagged, save_state_tagged};
+use ltm_engine::state_file::{load_state, load_state_tagged, save_state, save_state_tagged};
+use ltm_engine::stream::text_memory::stream_text_into_memory;
 use ltm_engine::stream::{
     stream_context, ContextFile, Format, Observer, Progress, StreamOptions, StreamSummary,
 };
 use ltm_engine::{backend_for, Device, Error, State};
+
+use crate::hashhop::parse_bytes;
+
+/// Which model turns the context into the memory's writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ModelChoice {
+    /// The built-in memory model: words under sparse hashed keys, answers decoded to
+    /// exact words (text only).
+    Memory,
+    /// Dense random features over any tokens: the engine's dense forward at H=4,
+    /// K=V=64, a next-token memory.
+    RandomFeatures,
+}
 
 #[derive(clap::Args)]
 pub struct Args {
     /// The context to stream: UTF-8 text, raw bytes, or little-endian u32 token ids.
     #[arg(long)]
     context_file: PathBuf,
+    /// The model: `memory` (default; text) or `random-features` (any format).
+    #[arg(long, value_enum, default_value = "memory")]
+    model: ModelChoice,
+    /// Size of the memory model's state (e.g. 256MiB, 16GiB).
+    #[arg(long, default_value = "256MiB", value_parser = parse_bytes)]
+    state_bytes: u64,
+    /// After streaming, ask the memory model which word follows this line prefix
+    /// (repeatable).
+    #[arg(long)]
+    query: Vec<String>,
     /// text, bytes or u32; by default from the extension, else text if the file starts
     /// as valid UTF-8.
     #[arg(long)]
@@ -21,7 +46,8 @@ pub struct Args {
     /// auto, cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
     device: Device,
-    /// Tokens per window (rounded up to a multiple of the chunk size).
+    /// Tokens per window (rounded up to a multiple of the chunk size); for the memory
+    /// model, writes per backend call.
     #[arg(long, default_value_t = StreamOptions::default().window_tokens)]
     window_tokens: usize,
     /// Stop after this many tokens.
@@ -44,9 +70,12 @@ pub struct Args {
     /// vocabulary, 2^32 for the random-feature model).
     #[arg(long)]
     vocab_size: Option<u64>,
-    /// Seed of the model's random features.
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
+    /// Bytes per window of the memory model (extended to a line end).
+    #[arg(long, default_value = "4MiB", value_parser = parse_bytes)]
+    window_bytes: u64,
+    /// Seed of the model (default: the model's own).
+    #[arg(long)]
+    seed: Option<u64>,
     /// Add a CRC-32 of all outputs to the summary (to compare runs).
     #[arg(long)]
     digest: bool,
@@ -56,16 +85,9 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> ltm_engine::Result<()> {
-    let model = RandomFeatureModel::new(RandomFeatureModel::default_config(), args.seed);
-    let config = model.memory_config().clone();
-    let backend = backend_for(args.device)?;
-    let mut state = match &args.load_state {
-        Some(path) => load_state_tagged(path, &config, model.fingerprint())?,
-        None => State::zeros(&config, 1),
-    };
-    let mut file = ContextFile::open(&args.context_file, args.format)?;
     let options = StreamOptions {
         window_tokens: args.window_tokens,
+        window_bytes: args.window_bytes as usize,
         max_tokens: args.max_tokens,
         resume: args.resume,
         checkpoint_every: args.checkpoint_every,
@@ -74,27 +96,106 @@ pub fn run(args: Args) -> ltm_engine::Result<()> {
         vocab_size: args.vocab_size,
     };
     let mut bar = ProgressLine::new(!args.json && std::io::stderr().is_terminal());
+    let (summary, answers) = match args.model {
+        ModelChoice::Memory => run_memory_model(&args, &options, &mut bar)?,
+        ModelChoice::RandomFeatures => (run_random_features(&args, &options, &mut bar)?, vec![]),
+    };
+    bar.finish();
+    if args.json {
+        let mut value = serde_json::to_value(&summary).map_err(|e| Error::Config(e.to_string()))?;
+        if !answers.is_empty() {
+            value["answers"] = serde_json::json!(answers
+                .iter()
+                .map(|(q, a)| serde_json::json!({"query": q, "answer": a}))
+                .collect::<Vec<_>>());
+        }
+        println!("{value}");
+    } else {
+        print_summary(&summary, args.save_state.as_deref());
+        for (q, a) in &answers {
+            println!("  query       {q:?} → {a}");
+        }
+    }
+    Ok(())
+}
+
+/// The built-in memory model through the scheduler's text path.
+fn run_memory_model(
+    args: &Args,
+    options: &StreamOptions,
+    bar: &mut ProgressLine,
+) -> ltm_engine::Result<(StreamSummary, Vec<(String, String)>)> {
+    if args.format.is_some_and(|f| f != Format::Text) {
+        return Err(Error::Config(
+            "the memory model reads text; use --model random-features for bytes or u32 files"
+                .into(),
+        ));
+    }
+    let mut config = ModelConfig::with_state_bytes(args.state_bytes)?;
+    if let Some(seed) = args.seed {
+        config.seed = seed;
+    }
+    let mut model = match &args.load_state {
+        Some(path) => {
+            let state = load_state(path, &config.memory_config())?;
+            MemoryModel::with_state(config, args.device, state)?
+        }
+        None => MemoryModel::new(config, args.device)?,
+    };
+    let file = ContextFile::open(&args.context_file, Some(Format::Text))?;
+    let summary = stream_text_into_memory(&file, &mut model, options, bar, &mut |_| Ok(()))?;
+    if let Some(path) = &args.save_state {
+        save_state(path, model.memory_config(), model.state())?;
+    }
+    let prefixes: Vec<&str> = args.query.iter().map(String::as_str).collect();
+    let answers = model
+        .next_words(&prefixes)?
+        .into_iter()
+        .zip(&args.query)
+        .map(|(d, q)| {
+            let answer = if d.verified {
+                d.text
+            } else {
+                format!("{} (unverified)", d.text)
+            };
+            (q.clone(), answer)
+        })
+        .collect();
+    Ok((summary, answers))
+}
+
+/// The random-feature model through the dense forward.
+fn run_random_features(
+    args: &Args,
+    options: &StreamOptions,
+    bar: &mut ProgressLine,
+) -> ltm_engine::Result<StreamSummary> {
+    if !args.query.is_empty() {
+        return Err(Error::Config(
+            "--query needs the memory model (--model memory)".into(),
+        ));
+    }
+    let model =
+        RandomFeatureModel::new(RandomFeatureModel::default_config(), args.seed.unwrap_or(0));
+    let config = model.memory_config().clone();
+    let backend = backend_for(args.device)?;
+    let mut state = match &args.load_state {
+        Some(path) => load_state_tagged(path, &config, model.fingerprint())?,
+        None => State::zeros(&config, 1),
+    };
+    let mut file = ContextFile::open(&args.context_file, args.format)?;
     let summary = stream_context(
         &mut file,
         &model,
         backend.as_ref(),
         &mut state,
-        &options,
-        &mut bar,
+        options,
+        bar,
     )?;
-    bar.finish();
     if let Some(path) = &args.save_state {
         save_state_tagged(path, &config, model.fingerprint(), &state)?;
     }
-    if args.json {
-        println!(
-            "{}",
-            serde_json::to_string(&summary).map_err(|e| Error::Config(e.to_string()))?
-        );
-    } else {
-        print_summary(&summary, args.save_state.as_deref());
-    }
-    Ok(())
+    Ok(summary)
 }
 
 fn print_summary(s: &StreamSummary, saved: Option<&std::path::Path>) {
@@ -128,10 +229,12 @@ fn print_summary(s: &StreamSummary, saved: Option<&std::path::Path>) {
         s.peak_device_bytes
             .map_or("n/a (CPU)".into(), |b| format!("{:.1} MiB", mib(b)))
     );
-    println!(
-        "  next-token  mean cosine of read vs next value {:.4}",
-        s.next_token_cosine
-    );
+    if let Some(c) = s.next_token_cosine {
+        println!("  next-token  mean cosine of read vs next value {c:.4}");
+    }
+    if let Some(w) = s.writes {
+        println!("  writes      {w} key-value pairs written");
+    }
     if let Some(d) = &s.output_digest {
         println!("  outputs     crc32 {d}");
     }

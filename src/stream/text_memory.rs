@@ -1,0 +1,199 @@
+//! The scheduler's path for the built-in memory model, which reads text itself: a
+//! reader thread cuts the mapped file into windows that end at line breaks, counts
+//! their tokens and faults their pages in, while the compute side writes the previous
+//! window into the memory. A state saved at a window's end is the state of the text up
+//! to a line break, which is what makes checkpoints and `--resume` exact.
+
+use std::sync::mpsc;
+use std::time::Instant;
+
+use crate::error::{Error, Result};
+use crate::memory_model::tokenizer::Tokenizer;
+use crate::memory_model::MemoryModel;
+use crate::state_file::save_state;
+use crate::stream::context_file::ContextFile;
+use crate::stream::scheduler::{
+    peak_resident_bytes, Observer, Progress, StreamOptions, StreamSummary,
+};
+
+/// A window of text: bytes `start..end`, whole lines (a line longer than a window is a
+/// window of its own).
+struct Span {
+    start: usize,
+    end: usize,
+}
+
+/// Streams `file` into `model`, calling `inspect` on each window's bytes first (a
+/// format check, say). With `options.resume`, skips the tokens the model's state holds.
+pub fn stream_text_into_memory(
+    file: &ContextFile,
+    model: &mut MemoryModel,
+    options: &StreamOptions,
+    observer: &mut dyn Observer,
+    inspect: &mut dyn FnMut(&[u8]) -> Result<()>,
+) -> Result<StreamSummary> {
+    if options.checkpoint_every.is_some() && options.checkpoint_path.is_none() {
+        return Err(Error::Config(
+            "checkpoints need a path to save the state to".into(),
+        ));
+    }
+    let started = Instant::now();
+    let skip = if options.resume {
+        model.state().tokens_seen()
+    } else {
+        0
+    };
+    let budget = options.max_tokens.unwrap_or(u64::MAX);
+    let window_bytes = options.window_bytes.max(1);
+    let mut writer = model.writer(options.window_tokens);
+    let (tx, rx) = mpsc::sync_channel::<Result<Span>>(2);
+    let bytes = file.bytes();
+    let (mut tokens, mut windows, mut checkpoints, mut since_checkpoint) = (0u64, 0u64, 0u64, 0u64);
+    let mut compute = 0.0f64;
+
+    std::thread::scope(|scope| -> Result<()> {
+        let reader = scope.spawn(move || cut_windows(file, window_bytes, skip, budget, &tx));
+        let result = (|| -> Result<()> {
+            for span in rx.iter() {
+                let span = span?;
+                let t0 = Instant::now();
+                let text = &bytes[span.start..span.end];
+                inspect(text)?;
+                writer.feed(model, text)?;
+                windows += 1;
+                writer.flush(model)?;
+                let done = writer.tokens();
+                since_checkpoint += done - tokens;
+                tokens = done;
+                model.set_tokens_seen(skip + tokens);
+                if let (Some(every), Some(path)) =
+                    (options.checkpoint_every, &options.checkpoint_path)
+                {
+                    if since_checkpoint >= every {
+                        save_state(path, model.memory_config(), model.state())?;
+                        checkpoints += 1;
+                        since_checkpoint = 0;
+                    }
+                }
+                compute += t0.elapsed().as_secs_f64();
+                file.release_before(span.start);
+                observer.progress(Progress {
+                    tokens: writer.tokens(),
+                    seconds: started.elapsed().as_secs_f64(),
+                    fraction: span.end as f64 / bytes.len() as f64,
+                });
+            }
+            writer.finish(model)?;
+            tokens = writer.tokens();
+            model.set_tokens_seen(skip + tokens);
+            Ok(())
+        })();
+        drop(rx);
+        let read = reader.join().expect("reader thread panicked");
+        result.and(read)
+    })?;
+    if let (Some(_), Some(path)) = (options.checkpoint_every, &options.checkpoint_path) {
+        save_state(path, model.memory_config(), model.state())?;
+        checkpoints += 1;
+    }
+    let wall = started.elapsed().as_secs_f64();
+    Ok(StreamSummary {
+        file: file.path().to_path_buf(),
+        format: "text".into(),
+        model: model_name(model),
+        backend: model.backend_name(),
+        tokens,
+        skipped_tokens: skip,
+        state_tokens: model.state().tokens_seen(),
+        windows,
+        window_tokens: options.window_tokens,
+        wall_seconds: wall,
+        tokens_per_second: tokens as f64 / wall.max(1e-9),
+        compute_seconds: compute,
+        forward_seconds: compute,
+        state_bytes: model.state().size_bytes(),
+        peak_host_bytes: peak_resident_bytes(),
+        peak_device_bytes: None,
+        next_token_cosine: None,
+        writes: Some(writer.writes()),
+        output_digest: None,
+        checkpoints,
+    })
+}
+
+pub fn model_name(model: &MemoryModel) -> String {
+    let c = model.config();
+    format!(
+        "memory (sparse keys: {} heads × {} rows, {} active, β = {})",
+        c.heads, c.rows, c.active, c.beta
+    )
+}
+
+/// The reader thread: skips `skip` tokens (which must end at a line break), then sends
+/// windows of about `window_bytes` cut after their last line break, until the file or
+/// `budget` tokens end. Faults each window's pages in before sending it.
+fn cut_windows(
+    file: &ContextFile,
+    window_bytes: usize,
+    skip: u64,
+    budget: u64,
+    tx: &mpsc::SyncSender<Result<Span>>,
+) -> Result<()> {
+    let bytes = file.bytes();
+    let mut counter = Tokenizer::new();
+    let mut pos = 0usize;
+    if skip > 0 {
+        while counter.tokens() < skip && pos < bytes.len() {
+            let end = line_end(bytes, pos);
+            counter.feed(&bytes[pos..end], |_| {});
+            pos = end;
+        }
+        counter.finish(|_| {});
+        if counter.tokens() != skip {
+            let problem = format!(
+                "the loaded state holds {skip} tokens, but {} has {} tokens up to the end of the line \
+                 where that count is passed (or in all): it is not a state of this file",
+                file.path().display(),
+                counter.tokens()
+            );
+            let _ = tx.send(Err(Error::StateMismatch(problem)));
+            return Ok(());
+        }
+        file.release_before(pos);
+    }
+    let mut sent = 0u64;
+    while pos < bytes.len() && sent < budget {
+        let limit = (pos + window_bytes).min(bytes.len());
+        let mut end = pos;
+        // Whole lines while they fit in the window and the budget.
+        while end < limit || end == pos {
+            let next = line_end(bytes, end);
+            if next > limit && end > pos {
+                break;
+            }
+            counter.feed(&bytes[end..next], |_| {});
+            end = next;
+            if counter.tokens() - skip >= budget {
+                break;
+            }
+        }
+        if end == bytes.len() {
+            counter.finish(|_| {});
+        }
+        file.fault_in(pos..end);
+        sent = counter.tokens() - skip;
+        if tx.send(Ok(Span { start: pos, end })).is_err() {
+            return Ok(());
+        }
+        pos = end;
+    }
+    Ok(())
+}
+
+/// The end of the line starting at `pos`: just past its `\n`, or the end of the file.
+fn line_end(bytes: &[u8], pos: usize) -> usize {
+    match bytes[pos..].iter().position(|&b| b == b'\n') {
+        Some(i) => pos + i + 1,
+        None => bytes.len(),
+    }
+}
