@@ -2,9 +2,10 @@
 //! parallel across sequences, heads and value slices.
 
 mod column_write;
-mod exp;
+pub(crate) mod exp;
 pub mod gemm;
 mod scan;
+mod step;
 mod workspace;
 
 use std::marker::PhantomData;
@@ -113,6 +114,39 @@ impl Backend for CpuBackend {
         state.set_tokens_seen(tokens_seen);
         Ok(())
     }
+
+    fn decode_into(
+        &self,
+        config: &MemoryConfig,
+        inputs: &ForwardInputs<'_>,
+        state: &mut State,
+        out: &mut [f32],
+    ) -> Result<()> {
+        inputs.validate(config)?;
+        state.check_matches(config, inputs.batch)?;
+        check_output_len(out, inputs.output_len(config))?;
+        let tokens_seen = state.tokens_seen() + inputs.tokens as u64;
+        if inputs.tokens > 0 {
+            let mut run = || step::run(self.isa, config, inputs, state.values_mut(), out);
+            match &self.pool {
+                Some(pool) => pool.install(run),
+                None => run(),
+            }
+        }
+        state.set_tokens_seen(tokens_seen);
+        Ok(())
+    }
+}
+
+fn check_output_len(out: &[f32], want: usize) -> Result<()> {
+    if out.len() != want {
+        return Err(Error::Shape {
+            tensor: "o".into(),
+            expected: format!("{want} values"),
+            found: format!("{} values", out.len()),
+        });
+    }
+    Ok(())
 }
 
 /// One unit of parallel work: a sequence, a head and a slice of value columns.
@@ -233,7 +267,7 @@ unsafe impl Send for SharedMut<'_> {}
 unsafe impl Sync for SharedMut<'_> {}
 
 impl<'a> SharedMut<'a> {
-    fn new(buf: &'a mut [f32]) -> Self {
+    pub(crate) fn new(buf: &'a mut [f32]) -> Self {
         SharedMut {
             ptr: buf.as_mut_ptr(),
             len: buf.len(),
@@ -242,7 +276,7 @@ impl<'a> SharedMut<'a> {
     }
 
     #[inline(always)]
-    fn write(&self, start: usize, values: &[f32]) {
+    pub(crate) fn write(&self, start: usize, values: &[f32]) {
         assert!(start + values.len() <= self.len, "write out of range");
         // SAFETY: in bounds by the assert; the range belongs to the calling task.
         unsafe { std::ptr::copy_nonoverlapping(values.as_ptr(), self.ptr.add(start), values.len()) }

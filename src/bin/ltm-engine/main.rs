@@ -1,6 +1,7 @@
 //! The command line: parses arguments, calls the library, prints. Errors become
 //! messages here and nowhere else.
 
+mod bench;
 mod info;
 mod kernel;
 
@@ -25,6 +26,9 @@ enum Command {
     Kernel(kernel::Args),
     /// Version, build features, kernels and devices, and what `--device auto` picks.
     Info(info::Args),
+    /// The memory against a causal-attention baseline over context lengths: time,
+    /// decode cost, bytes kept, fitted scaling, extrapolation.
+    Bench(bench::Args),
 }
 
 fn main() -> ExitCode {
@@ -32,6 +36,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Kernel(args) => kernel::run(args),
         Command::Info(args) => info::run(args),
+        Command::Bench(args) => bench::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
