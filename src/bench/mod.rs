@@ -56,7 +56,7 @@ impl Default for BenchConfig {
         BenchConfig {
             heads: 4,
             head_dim: 64,
-            min_tokens: 256,
+            min_tokens: 64,
             max_tokens: 1 << 20,
             warmup_runs: 1,
             timed_runs: 5,

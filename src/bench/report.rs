@@ -316,6 +316,37 @@ impl BenchReport {
             ),
             None => format!("  {name:<28} too few measurements to fit\n"),
         };
+        for (name, get) in [
+            (
+                "attention prefill",
+                (|p| &p.attention_prefill) as fn(&Point) -> &Cell,
+            ),
+            ("attention decode", |p| &p.attention_decode),
+        ] {
+            let first_skip = self.points.iter().find_map(|p| match get(p) {
+                Cell::Skipped { reason, .. } => Some((p.tokens, reason)),
+                _ => None,
+            });
+            if let Some((n, reason)) = first_skip {
+                let _ = writeln!(
+                    s,
+                    "{name} not run from {} tokens: {reason}",
+                    fmt_count(n as f64)
+                );
+            }
+            let first_oom = self.points.iter().find_map(|p| match get(p) {
+                Cell::OutOfMemory { needs_bytes, .. } => Some((p.tokens, *needs_bytes)),
+                _ => None,
+            });
+            if let Some((n, bytes)) = first_oom {
+                let _ = writeln!(
+                    s,
+                    "{name} not run from {} tokens: needs {}, more than this machine's RAM",
+                    fmt_count(n as f64),
+                    fmt_bytes(bytes as f64)
+                );
+            }
+        }
         s.push_str("fits (least squares on log time vs log length):\n");
         s.push_str(&fit_line("memory forward", &self.fits.memory_forward));
         s.push_str(&fit_line("attention prefill", &self.fits.attention_prefill));
@@ -624,6 +655,8 @@ pub(crate) mod tests {
         assert!(row("100M (extrapolated)").contains("OOM"));
         assert!(table.contains("n^1.00") && table.contains("n^2.00"));
         assert!(table.contains("faster from 16.4K tokens on"));
+        assert!(table.contains("attention prefill not run from 131K tokens: over the time budget"));
+        assert!(table.contains("attention prefill not run from 1.05M tokens: needs 6.00 GiB"));
     }
 
     #[test]

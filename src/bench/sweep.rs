@@ -3,7 +3,7 @@
 
 use super::fit::fit_power_law;
 use super::meminfo::MemInfo;
-use super::report::{BenchReport, Cell, Machine, Point, Sizes};
+use super::report::{fmt_bytes, fmt_seconds, BenchReport, Cell, Machine, Point, Sizes};
 use super::timing::{time_per_call, Runs, Timing};
 use super::workload::Workload;
 use super::BenchConfig;
@@ -52,8 +52,9 @@ pub fn run_sweep(
         } else if bytes > config.memory_limit_bytes {
             Some(Cell::Skipped {
                 reason: format!(
-                    "needs {} bytes, over the bench's memory limit of {}",
-                    bytes, config.memory_limit_bytes
+                    "needs {}, over the bench's memory limit of {}",
+                    fmt_bytes(bytes as f64),
+                    fmt_bytes(config.memory_limit_bytes as f64)
                 ),
                 extrapolated_s: None,
             })
@@ -64,16 +65,11 @@ pub fn run_sweep(
     let runs = Runs {
         warmup: config.warmup_runs,
         timed: config.timed_runs,
+        timed_if_long: config.timed_runs_if_long,
+        long_call_s: config.long_call_s,
     };
     let time = |f: &mut dyn FnMut() -> Result<()>| -> Result<Timing> {
-        let mut t = time_per_call(runs, config.min_run_s, &mut *f)?;
-        if t.median_s > config.long_call_s && config.timed_runs_if_long < t.runs_s.len() {
-            // Long calls: keep the first runs only, so a 64K-token attention prefill is
-            // not repeated more than needed. Warm-up and calibration already happened.
-            t.runs_s.truncate(config.timed_runs_if_long);
-            t.median_s = super::timing::median(&t.runs_s);
-        }
-        Ok(t)
+        time_per_call(runs, config.min_run_s, &mut *f)
     };
 
     let mut decode_cache = KvCache::new(&attention_config, 1)?;
@@ -109,8 +105,9 @@ pub fn run_sweep(
         let predicted = predict_prefill(&prefill_timed, config.fit_from_tokens, n);
         if prefill_stopped.is_none() && predicted > config.prefill_budget_s {
             prefill_stopped = Some(format!(
-                "one run predicted to take {predicted:.0} s from the shorter lengths, over the {} s budget",
-                config.prefill_budget_s
+                "one run would take ~{} (from the shorter lengths), over the {} budget; extrapolated from the fit",
+                fmt_seconds(predicted),
+                fmt_seconds(config.prefill_budget_s)
             ));
         }
         let attention_prefill = if let Some(cell) = exceeds(prefill_bytes) {

@@ -17,7 +17,7 @@ pub struct Args {
     #[arg(long, default_value_t = 64)]
     head_dim: usize,
     /// Shortest context length (rounded up to a power of two).
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = 64)]
     min_tokens: usize,
     /// Longest context length of the sweep.
     #[arg(long, default_value_t = 1 << 20)]
