@@ -17,6 +17,8 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 
+pub use timing::Clock;
+
 pub use report::{BenchReport, Cell, Point};
 pub use sweep::run_sweep;
 
@@ -49,6 +51,8 @@ pub struct BenchConfig {
     pub window_tokens: usize,
     /// The length both are extrapolated to.
     pub target_tokens: f64,
+    /// The clock the table, fits and chart read (both are always recorded).
+    pub clock: Clock,
 }
 
 impl Default for BenchConfig {
@@ -64,10 +68,11 @@ impl Default for BenchConfig {
             long_call_s: 2.0,
             min_run_s: 0.05,
             prefill_budget_s: 30.0,
-            memory_limit_bytes: 2 << 30,
+            memory_limit_bytes: 5 << 29, // 2.5 GiB
             fit_from_tokens: 4096,
             window_tokens: 1 << 16,
             target_tokens: 1e8,
+            clock: Clock::Wall,
         }
     }
 }

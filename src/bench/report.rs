@@ -8,7 +8,7 @@ use serde::Serialize;
 use super::fit::{crossover, fit_power_law, PowerFit};
 use super::meminfo::MemInfo;
 use super::timing::Timing;
-use super::BenchConfig;
+use super::{BenchConfig, Clock};
 
 /// One measurement of the table: measured, or why not and the fit's estimate instead.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -242,17 +242,22 @@ impl BenchReport {
         );
         let _ = writeln!(
             s,
-            "median of {} timed runs after {} warm-up ({} when a call takes over {} s); \
+            "{}; median of {} timed runs after {} warm-up ({} when a call takes over {} s); \
              ~ = extrapolated from the fit, not measured; OOM = would not fit in this machine's RAM",
-            c.timed_runs, c.warmup_runs, c.timed_runs_if_long, c.long_call_s
+            clock_note(c.clock),
+            c.timed_runs,
+            c.warmup_runs,
+            c.timed_runs_if_long,
+            c.long_call_s
         );
         let _ = writeln!(s);
+        let rate_name = rate_label(c.clock);
         let header = [
             "tokens",
             "memory fwd",
-            "tok/s",
+            rate_name,
             "attn prefill",
-            "tok/s",
+            rate_name,
             "speedup",
             "memory decode/tok",
             "attn decode/tok",
@@ -408,6 +413,25 @@ impl BenchReport {
     }
 }
 
+/// What the times of the table mean.
+pub fn clock_note(clock: Clock) -> &'static str {
+    match clock {
+        Clock::Wall => "times are wall-clock",
+        Clock::Cpu => {
+            "times are CPU time of the process, all threads summed (tok/CPU-s = tokens per CPU-second), \
+             which other processes on the machine do not inflate"
+        }
+    }
+}
+
+/// Column name of a throughput on `clock`.
+pub fn rate_label(clock: Clock) -> &'static str {
+    match clock {
+        Clock::Wall => "tok/s",
+        Clock::Cpu => "tok/CPU-s",
+    }
+}
+
 /// The smallest measured length from which the memory's forward is faster at every
 /// measured length with both timed.
 fn measured_crossover(points: &[Point]) -> Option<usize> {
@@ -558,6 +582,9 @@ pub(crate) mod tests {
         Cell::Measured(Timing {
             median_s: s,
             runs_s: vec![s],
+            clock: super::super::Clock::Wall,
+            wall_median_s: s,
+            cpu_median_s: None,
             calls_per_run: 1,
         })
     }

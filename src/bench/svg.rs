@@ -4,7 +4,8 @@
 
 use std::fmt::Write;
 
-use super::report::{fmt_bytes, fmt_count, BenchReport, Cell, Point};
+use super::report::{clock_note, fmt_bytes, fmt_count, BenchReport, Cell, Point};
+use super::Clock;
 
 /// One line of a panel.
 #[derive(Clone, Debug)]
@@ -439,9 +440,16 @@ pub fn report_figure(report: &BenchReport, command: &str) -> Figure {
             ),
         });
     }
+    let (title, y_label) = match c.clock {
+        Clock::Wall => ("throughput (tokens/s)", "tokens per second"),
+        Clock::Cpu => (
+            "throughput (tokens per CPU-second)",
+            "tokens per CPU-second",
+        ),
+    };
     let throughput_panel = Panel {
-        title: "throughput (tokens/s)".into(),
-        y_label: "tokens per second".into(),
+        title: title.into(),
+        y_label: y_label.into(),
         y_unit: Unit::Count,
         series: throughput,
         marks: marks.clone(),
@@ -503,6 +511,7 @@ pub fn report_figure(report: &BenchReport, command: &str) -> Figure {
         notes: vec![
             format!("memory: {}; attention: {}", report.machine.memory_backend, report.machine.attention_backend),
             "solid: measured (median of timed runs); dashed: extrapolated from the fitted power law, not measured; bytes are computed".into(),
+            clock_note(c.clock).to_string(),
             format!("made by: {command}"),
         ],
     }

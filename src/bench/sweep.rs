@@ -69,7 +69,7 @@ pub fn run_sweep(
         long_call_s: config.long_call_s,
     };
     let time = |f: &mut dyn FnMut() -> Result<()>| -> Result<Timing> {
-        time_per_call(runs, config.min_run_s, &mut *f)
+        time_per_call(runs, config.min_run_s, config.clock, &mut *f)
     };
 
     let mut decode_cache = KvCache::new(&attention_config, 1)?;

@@ -1,17 +1,66 @@
-//! Wall-clock timing: warm-up runs, then the median of timed runs, so that one run
-//! disturbed by another process on a shared machine does not move the result.
+//! Timing: warm-up runs, then the median of timed runs, so that one run disturbed by
+//! another process on a shared machine does not move the result. Each run is timed
+//! on the wall clock and on this process's CPU clock; other processes competing for
+//! the cores stretch the first but not the second.
 
+use std::str::FromStr;
 use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 
-/// The timed runs of one measurement, each in seconds per call.
+/// Which clock a measurement is read on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Clock {
+    /// Elapsed time.
+    Wall,
+    /// CPU time of this process, all threads summed (user + system): what the work
+    /// cost, whatever else runs on the machine.
+    Cpu,
+}
+
+impl FromStr for Clock {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "wall" => Ok(Clock::Wall),
+            "cpu" => Ok(Clock::Cpu),
+            _ => Err(Error::Config(format!(
+                "unknown clock `{s}` (expected wall or cpu)"
+            ))),
+        }
+    }
+}
+
+/// CPU time this process has used so far, all threads; `None` where the system
+/// does not say.
+pub fn process_cpu_seconds() -> Option<f64> {
+    #[cfg(unix)]
+    {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: `ts` is a valid timespec for the call to fill.
+        if unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) } == 0 {
+            return Some(ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9);
+        }
+    }
+    None
+}
+
+/// The timed runs of one measurement, in seconds per call.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Timing {
+    /// The median on `clock`.
     pub median_s: f64,
+    /// Every timed run on `clock`.
     pub runs_s: Vec<f64>,
+    pub clock: Clock,
+    pub wall_median_s: f64,
+    pub cpu_median_s: Option<f64>,
     /// Calls per timed run (short calls are timed in batches).
     pub calls_per_run: usize,
 }
@@ -52,13 +101,20 @@ pub fn median(values: &[f64]) -> f64 {
 }
 
 /// Times a call: each timed run repeats it enough times to last at least
-/// `min_run_s` (calibrated on the warm-up), and reports seconds per call. Long calls
-/// get `runs.timed_if_long` timed runs.
+/// `min_run_s` of wall time (calibrated on the warm-up), and reports seconds per
+/// call. Long calls get `runs.timed_if_long` timed runs. Fails if `clock` is the CPU
+/// clock and this system has none.
 pub fn time_per_call(
     runs: Runs,
     min_run_s: f64,
+    clock: Clock,
     mut f: impl FnMut() -> Result<()>,
 ) -> Result<Timing> {
+    if clock == Clock::Cpu && process_cpu_seconds().is_none() {
+        return Err(Error::Config(
+            "this system does not report process CPU time; use the wall clock".into(),
+        ));
+    }
     let mut calls = 1usize;
     let start = Instant::now();
     for _ in 0..runs.warmup.max(1) {
@@ -73,17 +129,30 @@ pub fn time_per_call(
     } else {
         runs.timed
     };
-    let mut times = Vec::with_capacity(timed.max(1));
+    let mut wall = Vec::with_capacity(timed.max(1));
+    let mut cpu = Vec::with_capacity(timed.max(1));
     for _ in 0..timed.max(1) {
+        let cpu0 = process_cpu_seconds();
         let start = Instant::now();
         for _ in 0..calls {
             f()?;
         }
-        times.push(start.elapsed().as_secs_f64() / calls as f64);
+        wall.push(start.elapsed().as_secs_f64() / calls as f64);
+        if let (Some(a), Some(b)) = (cpu0, process_cpu_seconds()) {
+            cpu.push((b - a) / calls as f64);
+        }
     }
+    let cpu_median_s = (!cpu.is_empty()).then(|| median(&cpu));
+    let runs_s = match clock {
+        Clock::Wall => wall.clone(),
+        Clock::Cpu => cpu,
+    };
     Ok(Timing {
-        median_s: median(&times),
-        runs_s: times,
+        median_s: median(&runs_s),
+        runs_s,
+        clock,
+        wall_median_s: median(&wall),
+        cpu_median_s,
         calls_per_run: calls,
     })
 }
@@ -102,13 +171,13 @@ mod tests {
     #[test]
     fn runs_are_counted_and_errors_stop_the_timing() {
         let mut calls = 0;
-        let t = time_per_call(Runs::fixed(2, 3), 0.0, || {
+        let t = time_per_call(Runs::fixed(2, 3), 0.0, Clock::Wall, || {
             calls += 1;
             Ok(())
         })
         .unwrap();
         assert_eq!((calls, t.runs_s.len()), (5, 3));
-        let failing = time_per_call(Runs::fixed(0, 3), 0.0, || {
+        let failing = time_per_call(Runs::fixed(0, 3), 0.0, Clock::Wall, || {
             Err(crate::Error::Config("no".into()))
         });
         assert!(failing.is_err());
@@ -117,7 +186,7 @@ mod tests {
     #[test]
     fn short_calls_are_batched() {
         let mut calls = 0u64;
-        let t = time_per_call(Runs::fixed(1, 3), 1e-3, || {
+        let t = time_per_call(Runs::fixed(1, 3), 1e-3, Clock::Wall, || {
             calls += 1;
             std::hint::black_box(calls);
             Ok(())
@@ -136,12 +205,47 @@ mod tests {
             long_call_s: 0.0,
         };
         let mut calls = 0;
-        let t = time_per_call(runs, 0.0, || {
+        let t = time_per_call(runs, 0.0, Clock::Wall, || {
             calls += 1;
             std::thread::sleep(std::time::Duration::from_micros(50));
             Ok(())
         })
         .unwrap();
         assert_eq!((t.runs_s.len(), t.calls_per_run, calls), (2, 1, 3));
+    }
+
+    /// Sleeping takes wall time but no CPU time; spinning takes both.
+    #[test]
+    fn cpu_clock_counts_work_not_waiting() {
+        if process_cpu_seconds().is_none() {
+            return;
+        }
+        let sleep = time_per_call(Runs::fixed(0, 3), 0.0, Clock::Cpu, || {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(sleep.clock, Clock::Cpu);
+        assert!(sleep.wall_median_s >= 0.02);
+        assert!(
+            sleep.median_s < 0.01,
+            "sleeping cost {} s of CPU",
+            sleep.median_s
+        );
+        let spin = time_per_call(Runs::fixed(0, 3), 0.0, Clock::Cpu, || {
+            let start = Instant::now();
+            while start.elapsed().as_secs_f64() < 0.02 {
+                std::hint::black_box(0);
+            }
+            Ok(())
+        })
+        .unwrap();
+        assert!(
+            spin.median_s > 0.005,
+            "spinning cost only {} s of CPU",
+            spin.median_s
+        );
+        assert_eq!("cpu".parse::<Clock>().unwrap(), Clock::Cpu);
+        assert!("sundial".parse::<Clock>().is_err());
     }
 }

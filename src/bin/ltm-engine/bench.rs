@@ -2,7 +2,7 @@ use std::path::PathBuf;
 
 use ltm_engine::bench::meminfo::MemInfo;
 use ltm_engine::bench::report::{fmt_count, fmt_seconds};
-use ltm_engine::bench::{run_sweep, svg, BenchConfig, Cell, Point};
+use ltm_engine::bench::{run_sweep, svg, BenchConfig, Cell, Clock, Point};
 use ltm_engine::Device;
 
 #[derive(clap::Args)]
@@ -29,11 +29,15 @@ pub struct Args {
     #[arg(long, default_value_t = 30.0)]
     prefill_budget: f64,
     /// Do not run attention where its buffers would exceed this (GiB).
-    #[arg(long, default_value_t = 2.0)]
+    #[arg(long, default_value_t = 2.5)]
     memory_limit_gib: f64,
     /// Length to extrapolate both to.
     #[arg(long, default_value_t = 1e8)]
     extrapolate_to: f64,
+    /// Clock of the table, fits and chart: wall, or cpu (this process's CPU time, all
+    /// threads summed; robust on a machine shared with other work). Both are recorded.
+    #[arg(long, default_value = "wall")]
+    clock: Clock,
     /// Print the report as JSON on stdout instead of the table.
     #[arg(long)]
     json: bool,
@@ -58,6 +62,7 @@ pub fn run(args: Args) -> ltm_engine::Result<()> {
         prefill_budget_s: args.prefill_budget,
         memory_limit_bytes: (args.memory_limit_gib * (1u64 << 30) as f64) as u64,
         target_tokens: args.extrapolate_to,
+        clock: args.clock,
         ..BenchConfig::default()
     };
     config.validate()?;
