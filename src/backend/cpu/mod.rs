@@ -261,8 +261,9 @@ pub(crate) struct SharedMut<'a> {
     _buf: PhantomData<&'a mut [f32]>,
 }
 
-// SAFETY: every task reads and writes only the ranges of its own (sequence, head,
-// value slice), which no other task touches, and the buffer outlives the tasks.
+// SAFETY: every task reads and writes only ranges that no other task touches (its own
+// sequence, head and value slice here; its own query rows in the attention baseline),
+// and the buffer outlives the tasks.
 unsafe impl Send for SharedMut<'_> {}
 unsafe impl Sync for SharedMut<'_> {}
 
