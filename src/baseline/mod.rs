@@ -12,7 +12,7 @@ pub mod kv_cache;
 pub mod reference;
 mod softmax;
 
-use crate::backend::device::{cuda_unavailable, Device};
+use crate::backend::device::Device;
 use crate::error::{Error, Result};
 use crate::tensor::{shape_string, Data};
 
@@ -135,11 +135,15 @@ pub trait AttentionBackend: Send + Sync {
     }
 }
 
-/// The attention backend for a device choice: `auto` falls back to the CPU.
+/// The attention backend for a device choice. There is no CUDA attention kernel yet,
+/// so `auto` is the CPU and `cuda` an error saying so.
 pub fn attention_backend_for(device: Device) -> Result<Box<dyn AttentionBackend>> {
     match device {
         Device::Cpu | Device::Auto => Ok(Box::new(CpuAttention::new())),
-        Device::Cuda(ordinal) => Err(cuda_unavailable(ordinal)),
+        Device::Cuda(ordinal) => Err(Error::Device(format!(
+            "cuda:{ordinal} requested for the attention baseline, but this version has no \
+             CUDA attention kernel (kernels/attention.cu is not written yet); use --device cpu"
+        ))),
     }
 }
 

@@ -7,7 +7,8 @@ use ltm_engine::Device;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// auto, cpu, cuda or cuda:N.
+    /// auto, cpu, cuda or cuda:N. Both sides run on the same device; `auto` is the
+    /// CPU while the attention baseline has no CUDA kernel.
     #[arg(long, default_value = "auto")]
     device: Device,
     /// Heads of both the memory and attention.
@@ -66,8 +67,14 @@ pub fn run(args: Args) -> ltm_engine::Result<()> {
         ..BenchConfig::default()
     };
     config.validate()?;
-    let memory = ltm_engine::backend_for(args.device)?;
-    let attention = ltm_engine::baseline::attention_backend_for(args.device)?;
+    // Comparing a GPU memory with a CPU attention would say nothing: both go where
+    // the attention baseline can run, and asking for a device it lacks is an error.
+    let device = match args.device {
+        Device::Auto => Device::Cpu,
+        d => d,
+    };
+    let attention = ltm_engine::baseline::attention_backend_for(device)?;
+    let memory = ltm_engine::backend_for(device)?;
     eprintln!(
         "bench: H={} D={}, {} to {} tokens; memory on {}, attention on {}",
         config.heads,
