@@ -34,6 +34,8 @@
 
 pub mod atomic_file;
 pub mod backend;
+pub mod baseline;
+pub mod bench;
 pub mod config;
 pub mod error;
 pub mod hashhop;

@@ -40,6 +40,20 @@ pub trait Backend: Send + Sync {
         self.forward_rows(config, inputs, state, out)
     }
 
+    /// The same as [`Backend::forward_into`] for a few tokens per call (generation):
+    /// token by token through the recurrence, one read and one write of the state
+    /// each, instead of a padded chunk. Agrees with `forward_into` within f32
+    /// rounding, not bit for bit. Backends without such a path run `forward_into`.
+    fn decode_into(
+        &self,
+        config: &MemoryConfig,
+        inputs: &ForwardInputs<'_>,
+        state: &mut State,
+        out: &mut [f32],
+    ) -> Result<()> {
+        self.forward_into(config, inputs, state, out)
+    }
+
     /// [`Backend::forward_into`] into a new buffer.
     fn forward(
         &self,

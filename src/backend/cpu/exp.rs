@@ -14,7 +14,8 @@ const ROUND_MAGIC: f32 = 12_582_912.0;
 #[inline(always)]
 pub fn exp(x: f32) -> f32 {
     let x = x.clamp(-87.0, 88.0);
-    let n = (x * LOG2E + ROUND_MAGIC) - ROUND_MAGIC;
+    let rounded = x * LOG2E + ROUND_MAGIC;
+    let n = rounded - ROUND_MAGIC;
     let r = (x - n * LN2_HI) - n * LN2_LO;
     // Taylor series to degree 7: truncation below 6e-9 on |r| ≤ ln2/2.
     let p = 1.0 / 5040.0;
@@ -25,7 +26,14 @@ pub fn exp(x: f32) -> f32 {
     let p = p * r + 0.5;
     let p = p * r + 1.0;
     let p = p * r + 1.0;
-    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    // `rounded` holds n in its low mantissa bits (|n| ≤ 127 keeps the exponent of
+    // ROUND_MAGIC), so 2^n is built with integer operations on the bits: a float-to-int
+    // conversion would be a saturating scalar cast that stops the loop vectorising.
+    let bits = rounded
+        .to_bits()
+        .wrapping_sub(ROUND_MAGIC.to_bits())
+        .wrapping_add(127);
+    let scale = f32::from_bits(bits << 23);
     p * scale
 }
 

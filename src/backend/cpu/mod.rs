@@ -2,10 +2,11 @@
 //! parallel across sequences, heads and value slices.
 
 mod column_write;
-mod exp;
+pub(crate) mod exp;
 pub mod gemm;
 mod scan;
 mod sparse;
+mod step;
 mod workspace;
 
 use std::marker::PhantomData;
@@ -107,6 +108,30 @@ impl Backend for CpuBackend {
     ) -> Result<()> {
         self.forward_generic(config, inputs, state, out)
     }
+
+    /// One read and one write of the state per token (generation), instead of a padded
+    /// chunk.
+    fn decode_into(
+        &self,
+        config: &MemoryConfig,
+        inputs: &ForwardInputs<'_>,
+        state: &mut State,
+        out: &mut [f32],
+    ) -> Result<()> {
+        inputs.validate(config)?;
+        state.check_matches(config, inputs.batch)?;
+        check_output_len(out, inputs.output_len(config))?;
+        let tokens_seen = state.tokens_seen() + inputs.tokens as u64;
+        if inputs.tokens > 0 {
+            let mut run = || step::run(self.isa, config, inputs, state.values_mut(), out);
+            match &self.pool {
+                Some(pool) => pool.install(run),
+                None => run(),
+            }
+        }
+        state.set_tokens_seen(tokens_seen);
+        Ok(())
+    }
 }
 
 impl CpuBackend {
@@ -120,14 +145,7 @@ impl CpuBackend {
         inputs.check(config)?;
         let (batch, tokens) = (inputs.batch(), inputs.tokens());
         state.check_matches(config, batch)?;
-        let want = batch * tokens * config.heads * config.value_dim;
-        if out.len() != want {
-            return Err(Error::Shape {
-                tensor: "o".into(),
-                expected: format!("{want} values"),
-                found: format!("{} values", out.len()),
-            });
-        }
+        check_output_len(out, batch * tokens * config.heads * config.value_dim)?;
         let tokens_seen = state.tokens_seen() + tokens as u64;
         if tokens > 0 {
             let tasks = split_tasks(config, batch, self.threads());
@@ -146,6 +164,17 @@ impl CpuBackend {
         state.set_tokens_seen(tokens_seen);
         Ok(())
     }
+}
+
+fn check_output_len(out: &[f32], want: usize) -> Result<()> {
+    if out.len() != want {
+        return Err(Error::Shape {
+            tensor: "o".into(),
+            expected: format!("{want} values"),
+            found: format!("{} values", out.len()),
+        });
+    }
+    Ok(())
 }
 
 /// One unit of parallel work: a sequence, a head and a slice of value columns.
@@ -243,13 +272,14 @@ pub(crate) struct SharedMut<'a> {
     _buf: PhantomData<&'a mut [f32]>,
 }
 
-// SAFETY: every task reads and writes only the ranges of its own (sequence, head,
-// value slice), which no other task touches, and the buffer outlives the tasks.
+// SAFETY: every task reads and writes only ranges that no other task touches (its own
+// sequence, head and value slice here; its own query rows in the attention baseline),
+// and the buffer outlives the tasks.
 unsafe impl Send for SharedMut<'_> {}
 unsafe impl Sync for SharedMut<'_> {}
 
 impl<'a> SharedMut<'a> {
-    fn new(buf: &'a mut [f32]) -> Self {
+    pub(crate) fn new(buf: &'a mut [f32]) -> Self {
         SharedMut {
             ptr: buf.as_mut_ptr(),
             len: buf.len(),
@@ -258,7 +288,7 @@ impl<'a> SharedMut<'a> {
     }
 
     #[inline(always)]
-    fn write(&self, start: usize, values: &[f32]) {
+    pub(crate) fn write(&self, start: usize, values: &[f32]) {
         assert!(start + values.len() <= self.len, "write out of range");
         // SAFETY: in bounds by the assert; the range belongs to the calling task.
         unsafe { std::ptr::copy_nonoverlapping(values.as_ptr(), self.ptr.add(start), values.len()) }

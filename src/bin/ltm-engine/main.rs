@@ -1,6 +1,7 @@
 //! The command line: parses arguments, calls the library, prints. Errors become
 //! messages here and nowhere else.
 
+mod bench;
 pub mod hashhop;
 mod info;
 mod kernel;
@@ -31,6 +32,9 @@ enum Command {
     Hashhop(hashhop::Args),
     /// Version, build features, kernels and devices, and what `--device auto` picks.
     Info(info::Args),
+    /// The memory against a causal-attention baseline over context lengths: time,
+    /// decode cost, bytes kept, fitted scaling, extrapolation.
+    Bench(bench::Args),
 }
 
 fn main() -> ExitCode {
@@ -40,6 +44,7 @@ fn main() -> ExitCode {
         Command::Kernel(args) => kernel::run(args),
         Command::Info(args) => info::run(args),
         Command::Hashhop(args) => hashhop::run(args),
+        Command::Bench(args) => bench::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
