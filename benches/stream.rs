@@ -1,7 +1,12 @@
-//! End-to-end `run` throughput next to the kernel-only forward on the same model,
-//! window size and tokens (features computed beforehand and read from memory): what
-//! reading, tokenizing and making features cost on top.
-//! `cargo bench --bench stream`; compare the two medians (tokens/s = "thrpt").
+//! End-to-end `run` throughput next to the compute alone, on the same text, for both
+//! models: what the scheduler, reading the file and (for the random-feature model)
+//! tokenizing cost on top. `cargo bench --bench stream`; compare the medians
+//! (tokens/s = "thrpt").
+//!
+//! - random features: the dense forward over features computed beforehand and read
+//!   from memory, against `run` making them on the fly from the file;
+//! - memory model: the model fed the text from memory (tokenizing, encoding and the
+//!   sparse writes: its compute), against `run` streaming it from the file.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use ltm_engine::model::{Features, Model, RandomFeatureModel};
@@ -59,5 +64,30 @@ fn stream(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, stream);
+fn stream_memory_model(c: &mut Criterion) {
+    use ltm_engine::memory_model::{stream_file, MemoryModel, ModelConfig};
+    use ltm_engine::Device;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ctx.txt");
+    ltm_engine::synthetic::write_text_context(&path, TOKENS, 1).unwrap();
+    let text = std::fs::read(&path).unwrap();
+    let config = ModelConfig::with_state_bytes(ModelConfig::DEFAULT_STATE_BYTES).unwrap();
+    let mut group = c.benchmark_group("memory_model_1M_tokens");
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(TOKENS));
+    let mut model = MemoryModel::new(config, Device::Cpu).unwrap();
+    group.bench_function("compute_only", |b| {
+        b.iter(|| {
+            let mut writer = model.writer(WINDOW);
+            writer.feed(&mut model, &text).unwrap();
+            writer.finish(&mut model).unwrap();
+        })
+    });
+    group.bench_function("end_to_end", |b| {
+        b.iter(|| stream_file(&mut model, &path, 4 << 20, WINDOW, |_| Ok(())).unwrap())
+    });
+    group.finish();
+}
+
+criterion_group!(benches, stream, stream_memory_model);
 criterion_main!(benches);

@@ -16,18 +16,29 @@ cargo run --release --example cpu_peak | tee "$out/cpu_peak.txt"
 echo "== forward bench"
 cargo bench --bench forward -- --warm-up-time 1 --measurement-time 5 2>&1 | grep -E "^cpu_forward|time:|thrpt:" | tee "$out/forward.txt"
 
-echo "== stream bench (kernel only vs end to end)"
-cargo bench --bench stream -- --warm-up-time 1 --measurement-time 8 2>&1 | grep -E "^stream|time:|thrpt:" | tee "$out/stream.txt"
+echo "== stream bench (compute only vs end to end, both models)"
+cargo bench --bench stream -- --warm-up-time 1 --measurement-time 8 2>&1 | grep -E "^stream|^memory|time:|thrpt:" | tee "$out/stream.txt"
 
-echo "== run: 1M and 100M tokens of synthetic text"
+echo "== run: 1M and 100M tokens of synthetic text, both models"
 for n in 1000000 100000000; do
     f="$out/ctx$n.txt"
     [ -f "$f" ] || ./target/release/examples/make_context "$f" "$n"
-    /usr/bin/time -v ./target/release/ltm-engine run --context-file "$f" --json \
-        --save-state "$out/state$n.ltmstate" > "$out/run$n.json" 2> "$out/run$n.time"
-    echo "$n tokens: $(cat "$out/run$n.json")"
-    grep -E "Maximum resident|Elapsed" "$out/run$n.time"
+    for model in random-features memory; do
+        tag="$model-$n"
+        /usr/bin/time -v ./target/release/ltm-engine run --model "$model" --context-file "$f" --json \
+            --save-state "$out/state-$tag.ltmstate" > "$out/run-$tag.json" 2> "$out/run-$tag.time"
+        echo "$tag: $(cat "$out/run-$tag.json")"
+        grep -E "Maximum resident|Elapsed" "$out/run-$tag.time"
+    done
 done
+
+echo "== HashHop, 100M tokens, 16 GiB of state"
+[ -d "$out/hh-100m" ] || ./target/release/ltm-engine hashhop generate --tokens 100000000 --hops 1 \
+    --queries 10000 --seed 100 --out "$out/hh-100m" > /dev/null
+/usr/bin/time -v ./target/release/ltm-engine hashhop eval --context-file "$out/hh-100m/prompt.txt" \
+    --targets "$out/hh-100m/targets.json" --state-bytes 16GiB --json > "$out/hh-100m.json" 2> "$out/hh-100m.time"
+cat "$out/hh-100m.json"; echo
+grep -E "Maximum resident|Elapsed" "$out/hh-100m.time"
 
 if [ "${ANCHOR:-0}" = 1 ]; then
     echo "== flash-linear-attention anchor"
