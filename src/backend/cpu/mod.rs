@@ -2,6 +2,7 @@
 //! parallel across sequences, heads and value slices.
 
 mod column_write;
+pub mod exec;
 pub(crate) mod exp;
 pub mod gemm;
 mod scan;
@@ -19,72 +20,55 @@ use crate::error::{Error, Result};
 use crate::inputs::{ForwardInputs, InputRows};
 use crate::state::State;
 
+pub use exec::CpuExec;
 pub use gemm::Isa;
 use gemm::LANES;
 use workspace::Workspace;
 
 /// Runs the memory on the CPU with rayon threads.
+#[derive(Default)]
 pub struct CpuBackend {
-    isa: Isa,
-    pool: Option<rayon::ThreadPool>,
-}
-
-impl Default for CpuBackend {
-    fn default() -> Self {
-        Self::new()
-    }
+    exec: CpuExec,
 }
 
 impl CpuBackend {
     /// Uses the best instruction set of this CPU and rayon's global thread pool.
     pub fn new() -> Self {
         CpuBackend {
-            isa: Isa::detect(),
-            pool: None,
+            exec: CpuExec::new(),
         }
     }
 
     /// Forces an instruction set (the portable kernels run everywhere).
-    pub fn with_isa(mut self, isa: Isa) -> Self {
-        if isa == Isa::Avx512 && Isa::detect() != Isa::Avx512 {
-            return self;
+    pub fn with_isa(self, isa: Isa) -> Self {
+        CpuBackend {
+            exec: self.exec.with_isa(isa),
         }
-        self.isa = isa;
-        self
     }
 
     /// Runs on a pool of its own with `threads` threads.
-    pub fn with_threads(mut self, threads: usize) -> Result<Self> {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .map_err(|e| Error::Device(format!("cannot start {threads} CPU threads: {e}")))?;
-        self.pool = Some(pool);
-        Ok(self)
+    pub fn with_threads(self, threads: usize) -> Result<Self> {
+        Ok(CpuBackend {
+            exec: self.exec.with_threads(threads)?,
+        })
     }
 
     pub fn isa(&self) -> Isa {
-        self.isa
+        self.exec.isa()
     }
 
-    /// Runs `f` on this backend's pool (its own, or rayon's global one).
     fn install<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
-        match &self.pool {
-            Some(pool) => pool.install(f),
-            None => f(),
-        }
+        self.exec.install(f)
     }
 
     fn threads(&self) -> usize {
-        self.pool
-            .as_ref()
-            .map_or_else(rayon::current_num_threads, |p| p.current_num_threads())
+        self.exec.threads()
     }
 }
 
 impl Backend for CpuBackend {
     fn name(&self) -> String {
-        format!("cpu ({}, {} threads)", self.isa.name(), self.threads())
+        format!("cpu ({}, {} threads)", self.isa().name(), self.threads())
     }
 
     fn forward_rows(
@@ -123,11 +107,8 @@ impl Backend for CpuBackend {
         check_output_len(out, inputs.output_len(config))?;
         let tokens_seen = state.tokens_seen() + inputs.tokens as u64;
         if inputs.tokens > 0 {
-            let mut run = || step::run(self.isa, config, inputs, state.values_mut(), out);
-            match &self.pool {
-                Some(pool) => pool.install(run),
-                None => run(),
-            }
+            let isa = self.isa();
+            self.install(|| step::run(isa, config, inputs, state.values_mut(), out));
         }
         state.set_tokens_seen(tokens_seen);
         Ok(())
@@ -151,15 +132,12 @@ impl CpuBackend {
             let tasks = split_tasks(config, batch, self.threads());
             let out = SharedMut::new(out);
             let state_values = SharedMut::new(state.values_mut());
-            let run = || {
+            let isa = self.isa();
+            self.install(|| {
                 tasks.par_iter().for_each(|task| {
-                    run_task(self.isa, config, inputs, task, &state_values, &out);
+                    run_task(isa, config, inputs, task, &state_values, &out);
                 })
-            };
-            match &self.pool {
-                Some(pool) => pool.install(run),
-                None => run(),
-            }
+            });
         }
         state.set_tokens_seen(tokens_seen);
         Ok(())
