@@ -9,7 +9,7 @@
 //!   sparse writes: its compute), against `run` streaming it from the file.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use ltm_engine::model::{Features, Model, RandomFeatureModel};
+use ltm_engine::model::{materialize, Model, RandomFeatureModel};
 use ltm_engine::stream::{stream_context, ContextFile, Quiet, StreamOptions, Tokenizer};
 use ltm_engine::{Backend, CpuBackend, State};
 
@@ -30,7 +30,7 @@ fn stream(c: &mut Criterion) {
     Tokenizer::new(&file, model.vocab_size())
         .fill(&file, &mut tokens, WINDOW)
         .unwrap();
-    let features = Features::compute(&model, &[], &tokens);
+    let features = materialize(&model, &[], &tokens);
     let windows = TOKENS as usize / WINDOW;
 
     let mut group = c.benchmark_group("stream_1M_tokens");

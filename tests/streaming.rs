@@ -379,13 +379,13 @@ fn model_seed0() -> RandomFeatureModel {
 
 #[test]
 fn features_made_on_the_fly_equal_features_read_from_memory() {
-    use ltm_engine::model::{Features, ModelRows};
+    use ltm_engine::model::{materialize, ModelRows};
     use ltm_engine::Backend;
     let m = model();
     let config = m.memory_config().clone();
     let mut rng = common::rng("rows");
     let tokens: Vec<u64> = (0..700).map(|_| rng.random_range(0..50)).collect();
-    let features = Features::compute(&m, &tokens[..2], &tokens[2..]);
+    let features = materialize(&m, &tokens[..2], &tokens[2..]);
     // 8 threads on 4 heads also splits value columns, which asks the model for slices.
     for backend in [
         CpuBackend::new(),

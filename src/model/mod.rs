@@ -4,11 +4,9 @@ pub mod random_features;
 
 use std::cell::RefCell;
 
-use rayon::prelude::*;
-
 use crate::config::MemoryConfig;
 use crate::error::{Error, Result};
-use crate::inputs::{ForwardInputs, InputRows};
+use crate::inputs::{InputRows, MaterializedRows};
 
 pub use random_features::RandomFeatureModel;
 
@@ -114,55 +112,18 @@ impl InputRows for ModelRows<'_> {
     }
 }
 
-/// A window's features written out as tensors `[T, H, *]`, for tests, benchmarks and
-/// other backends that want them materialised.
-#[derive(Default, Clone, Debug)]
-pub struct Features {
-    pub tokens: usize,
-    pub q: Vec<f32>,
-    pub k: Vec<f32>,
-    pub v: Vec<f32>,
-    pub beta: Vec<f32>,
-    pub g: Vec<f32>,
-}
-
-impl Features {
-    /// Computes the features of `window` (after `prefix`) on all cores.
-    pub fn compute(model: &dyn Model, prefix: &[u64], window: &[u64]) -> Features {
-        let c = model.memory_config();
-        let (heads, kd, vd) = (c.heads, c.key_dim, c.value_dim);
-        let mut tokens = prefix.to_vec();
-        tokens.extend_from_slice(window);
-        let rows = window.len() * heads;
-        let mut f = Features {
-            tokens: window.len(),
-            q: vec![0.0; rows * kd],
-            k: vec![0.0; rows * kd],
-            v: vec![0.0; rows * vd],
-            beta: vec![0.0; rows],
-            g: vec![0.0; rows],
-        };
-        f.q.par_chunks_mut(kd)
-            .zip(f.k.par_chunks_mut(kd))
-            .zip(f.v.par_chunks_mut(vd))
-            .zip(f.beta.par_iter_mut().zip(f.g.par_iter_mut()))
-            .enumerate()
-            .for_each(|(row, (((q, k), v), (beta, g)))| {
-                let (t, h) = (prefix.len() + row / heads, row % heads);
-                (*beta, *g) = model.token_features(&tokens, t, h, q, k, v);
-            });
-        f
-    }
-
-    pub fn inputs(&self) -> ForwardInputs<'_> {
-        ForwardInputs {
-            batch: 1,
-            tokens: self.tokens,
-            q: (&self.q).into(),
-            k: (&self.k).into(),
-            v: (&self.v).into(),
-            beta: (&self.beta).into(),
-            g: (&self.g).into(),
-        }
-    }
+/// A window's features (after `prefix`) written out as `[T, H, *]` tensors, computed on
+/// all cores: for tests, benchmarks, and comparing with features read from memory.
+pub fn materialize(model: &dyn Model, prefix: &[u64], window: &[u64]) -> MaterializedRows {
+    let mut tokens = prefix.to_vec();
+    tokens.extend_from_slice(window);
+    let rows = ModelRows {
+        model,
+        tokens: &tokens,
+        start: prefix.len(),
+    };
+    let mut out = MaterializedRows::default();
+    out.fill(&rows, model.memory_config())
+        .expect("a model's rows fit its own configuration");
+    out
 }

@@ -166,7 +166,7 @@ impl SplitMix {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::Features;
+    use crate::model::materialize;
 
     fn features(m: &RandomFeatureModel, tokens: &[u64], t: usize, h: usize) -> [Vec<f32>; 3] {
         let c = &m.config;
@@ -222,7 +222,7 @@ mod tests {
     fn materialised_features_match_token_features() {
         let m = RandomFeatureModel::new(MemoryConfig::new(3, 16, 24), 1);
         let tokens: Vec<u64> = (0..700).map(|i| (i * 31 % 97) as u64).collect();
-        let f = Features::compute(&m, &tokens[..5], &tokens[5..]);
+        let f = materialize(&m, &tokens[..5], &tokens[5..]);
         assert_eq!(f.tokens, 695);
         for t in [0, 1, 350, 694] {
             for h in 0..3 {
