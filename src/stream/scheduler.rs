@@ -221,7 +221,7 @@ pub fn stream_context(
                 observer.progress(Progress {
                     tokens,
                     seconds: started.elapsed().as_secs_f64(),
-                    fraction: offset as f64 / file_len,
+                    fraction: done_fraction(offset as f64 / file_len, tokens, options.max_tokens),
                 });
             }
             Ok(())
@@ -418,6 +418,12 @@ fn cosine(a: &[f32], b: &[f32]) -> f64 {
     } else {
         0.0
     }
+}
+
+/// Share of the run done: of the file, or of `--max-tokens` when that ends it sooner.
+pub(crate) fn done_fraction(of_file: f64, tokens: u64, max_tokens: Option<u64>) -> f64 {
+    let of_budget = max_tokens.map_or(0.0, |m| tokens as f64 / m.max(1) as f64);
+    of_file.max(of_budget).min(1.0)
 }
 
 /// Peak resident set size of this process (Linux's VmHWM), if the OS reports it.

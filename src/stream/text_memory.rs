@@ -13,7 +13,7 @@ use crate::memory_model::MemoryModel;
 use crate::state_file::save_state;
 use crate::stream::context_file::ContextFile;
 use crate::stream::scheduler::{
-    peak_resident_bytes, Observer, Progress, StreamOptions, StreamSummary,
+    done_fraction, peak_resident_bytes, Observer, Progress, StreamOptions, StreamSummary,
 };
 
 /// A window of text: bytes `start..end`, whole lines (a line longer than a window is a
@@ -80,7 +80,11 @@ pub fn stream_text_into_memory(
                 observer.progress(Progress {
                     tokens: writer.tokens(),
                     seconds: started.elapsed().as_secs_f64(),
-                    fraction: span.end as f64 / bytes.len() as f64,
+                    fraction: done_fraction(
+                        span.end as f64 / bytes.len() as f64,
+                        writer.tokens(),
+                        options.max_tokens,
+                    ),
                 });
             }
             writer.finish(model)?;
