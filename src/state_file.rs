@@ -20,25 +20,14 @@ const HEADER_LEN: usize = 8 + 4 + 8 + 4 * 4 + 8 + 8 + 4;
 
 /// Saves `state` to `path` with the fingerprint of `config`; the previous file, if
 /// any, stays intact until the new one is complete.
+/// A model's digest in [`MemoryConfig::model`] is part of that fingerprint.
 pub fn save_state(path: &Path, config: &MemoryConfig, state: &State) -> Result<()> {
-    save_state_tagged(path, config, config.fingerprint(), state)
-}
-
-/// Saves `state` with a caller-chosen fingerprint: a model that makes its keys and
-/// values in its own way tags its states with its own fingerprint, so a state is
-/// never read back by a model that would misread it.
-pub fn save_state_tagged(
-    path: &Path,
-    config: &MemoryConfig,
-    fingerprint: u64,
-    state: &State,
-) -> Result<()> {
     state.check_matches(config, state.batch())?;
     let payload: &[u8] = bytemuck::cast_slice(state.values());
     let mut header = Vec::with_capacity(HEADER_LEN);
     header.extend_from_slice(MAGIC);
     header.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-    header.extend_from_slice(&fingerprint.to_le_bytes());
+    header.extend_from_slice(&config.fingerprint().to_le_bytes());
     for d in state.dims() {
         header.extend_from_slice(&(d as u32).to_le_bytes());
     }
@@ -58,11 +47,7 @@ pub fn save_state_tagged(
 /// Loads a state saved for `config`, checking magic, version, configuration, length
 /// and checksum; each failure names the file and the problem.
 pub fn load_state(path: &Path, config: &MemoryConfig) -> Result<State> {
-    load_state_tagged(path, config, config.fingerprint())
-}
-
-/// Loads a state saved with [`save_state_tagged`] under `fingerprint`.
-pub fn load_state_tagged(path: &Path, config: &MemoryConfig, expected: u64) -> Result<State> {
+    let expected = config.fingerprint();
     let bad = |problem: String| Error::StateFile {
         path: path.to_path_buf(),
         problem,

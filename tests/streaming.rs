@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use ltm_engine::model::{Model, RandomFeatureModel};
-use ltm_engine::state_file::{load_state_tagged, save_state_tagged};
+use ltm_engine::state_file::{load_state, save_state};
 use ltm_engine::stream::{stream_context, ContextFile, Observer, StreamOptions};
 use ltm_engine::{CpuBackend, State};
 use rand::Rng;
@@ -109,8 +109,8 @@ fn two_runs_joined_by_a_state_file_equal_one_run() {
     let (mut o, n1) = stream(&path, &mut first, &part);
     assert_eq!(n1, 1280);
     let saved = dir.path().join("s.ltmstate");
-    save_state_tagged(&saved, &config, m.fingerprint(), &first).unwrap();
-    let mut second = load_state_tagged(&saved, &config, m.fingerprint()).unwrap();
+    save_state(&saved, &config, &first).unwrap();
+    let mut second = load_state(&saved, &config).unwrap();
     let rest = StreamOptions {
         window_tokens: 512,
         resume: true,
@@ -305,20 +305,7 @@ fn a_crash_while_checkpointing_keeps_the_previous_checkpoint() {
     let state = saved_state(dir.path());
     let ctx = dir.path().join("ctx.txt");
     let before = std::fs::read(&state).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_ltm-engine"))
-        .args([
-            "run",
-            "--model",
-            "random-features",
-            "--context-file",
-            p(&ctx),
-            "--save-state",
-            p(&state),
-            "--checkpoint-every",
-            "64",
-            "--window-tokens",
-            "64",
-        ])
+    let out = checkpointing_run(&ctx, &state)
         .env("LTM_FAULT", "abort-before-rename")
         .output()
         .unwrap();
@@ -332,7 +319,7 @@ fn a_crash_while_checkpointing_keeps_the_previous_checkpoint() {
         "the previous checkpoint is intact"
     );
     let m = model_seed0();
-    load_state_tagged(&state, m.memory_config(), m.fingerprint()).expect("and loadable");
+    load_state(&state, m.memory_config()).expect("and loadable");
 }
 
 #[test]
@@ -344,20 +331,7 @@ fn killed_runs_always_leave_a_loadable_checkpoint() {
     let m = model_seed0();
     let mut rng = common::rng("kill-times");
     for _ in 0..6 {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ltm-engine"))
-            .args([
-                "run",
-                "--model",
-                "random-features",
-                "--context-file",
-                p(&ctx),
-                "--save-state",
-                p(&state),
-                "--checkpoint-every",
-                "64",
-                "--window-tokens",
-                "64",
-            ])
+        let mut child = checkpointing_run(&ctx, &state)
             .stdout(std::process::Stdio::null())
             .spawn()
             .unwrap();
@@ -365,12 +339,28 @@ fn killed_runs_always_leave_a_loadable_checkpoint() {
         let _ = child.kill();
         let _ = child.wait();
         if state.exists() {
-            let s = load_state_tagged(&state, m.memory_config(), m.fingerprint())
-                .expect("checkpoint loadable after a kill");
+            let s =
+                load_state(&state, m.memory_config()).expect("checkpoint loadable after a kill");
             assert!(s.tokens_seen().is_multiple_of(64) || s.tokens_seen() > 200_000);
         }
     }
     assert!(state.exists(), "some checkpoint was written within 400 ms");
+}
+
+/// `run` over `ctx` saving a checkpoint to `state` after every 64-token window.
+fn checkpointing_run(ctx: &Path, state: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ltm-engine"));
+    cmd.args([
+        "run",
+        "--model",
+        "random-features",
+        "--context-file",
+        p(ctx),
+        "--save-state",
+        p(state),
+    ])
+    .args(["--checkpoint-every", "64", "--window-tokens", "64"]);
+    cmd
 }
 
 fn model_seed0() -> RandomFeatureModel {

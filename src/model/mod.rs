@@ -18,10 +18,9 @@ pub use random_features::RandomFeatureModel;
 /// features ever being written out for a whole window.
 pub trait Model: Send + Sync {
     fn name(&self) -> String;
-    /// The memory the model writes into.
+    /// The memory the model writes into, with the model's digest in
+    /// [`MemoryConfig::model`], so state files of another model are refused.
     fn memory_config(&self) -> &MemoryConfig;
-    /// Identifies everything that changes what a state means; state files carry it.
-    fn fingerprint(&self) -> u64;
     /// Tokens of context each token's features depend on.
     fn context_len(&self) -> usize;
     /// Largest token id accepted from `bytes` and `u32` files, plus one.

@@ -50,11 +50,18 @@ impl RandomFeatureModel {
         };
         let key_table = table(config.key_dim);
         let value_table = table(config.value_dim);
+        let (beta, log_decay) = (0.5f32, 0.0f32);
+        // Seed and gates change what a state means: they go into its fingerprint.
+        let mut digest = Fnv64::new();
+        digest.write(b"random-features/v1");
+        digest.write(&seed.to_le_bytes());
+        digest.write(&beta.to_bits().to_le_bytes());
+        digest.write(&log_decay.to_bits().to_le_bytes());
         RandomFeatureModel {
-            config,
+            config: config.with_model(digest.finish()),
             seed,
-            beta: 0.5,
-            log_decay: 0.0,
+            beta,
+            log_decay,
             key_table,
             value_table,
         }
@@ -88,16 +95,6 @@ impl Model for RandomFeatureModel {
 
     fn memory_config(&self) -> &MemoryConfig {
         &self.config
-    }
-
-    fn fingerprint(&self) -> u64 {
-        let mut h = Fnv64::new();
-        h.write(b"random-features/v1");
-        h.write(&self.config.fingerprint().to_le_bytes());
-        h.write(&self.seed.to_le_bytes());
-        h.write(&self.beta.to_bits().to_le_bytes());
-        h.write(&self.log_decay.to_bits().to_le_bytes());
-        h.finish()
     }
 
     fn context_len(&self) -> usize {

@@ -7,7 +7,7 @@
 //! memory and reading it back, and on a reader thread it would only compete with the
 //! forward for the same cores.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::Instant;
 
@@ -18,7 +18,7 @@ use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::model::{Model, ModelRows};
 use crate::state::State;
-use crate::state_file::save_state_tagged;
+use crate::state_file::save_state;
 use crate::stream::context_file::ContextFile;
 use crate::stream::tokenizer::Tokenizer;
 use crate::vec_math::dot;
@@ -40,7 +40,9 @@ pub struct StreamOptions {
     pub max_tokens: Option<u64>,
     /// Skip the tokens the state has already consumed (continue an interrupted run).
     pub resume: bool,
-    /// Save the state to `checkpoint_path` every this many tokens (at window ends).
+    /// Save the state to `checkpoint_path` every this many tokens (at window ends), so
+    /// an interrupted run can resume. The state at the end of the run is the caller's
+    /// to save (the CLI saves it to the same path).
     pub checkpoint_every: Option<u64>,
     pub checkpoint_path: Option<PathBuf>,
     /// Compute a CRC-32 of every output value (costs a pass over the outputs).
@@ -145,11 +147,7 @@ pub fn stream_context(
 ) -> Result<StreamSummary> {
     let config = model.memory_config().clone();
     state.check_matches(&config, 1)?;
-    if options.checkpoint_every.is_some() && options.checkpoint_path.is_none() {
-        return Err(Error::Config(
-            "checkpoints need a path to save the state to".into(),
-        ));
-    }
+    let mut checkpoints = Checkpoints::new(options)?;
     let chunk = config.chunk_size;
     let window = options.window_tokens.max(1).div_ceil(chunk) * chunk;
     let skip = if options.resume {
@@ -178,9 +176,8 @@ pub fn stream_context(
 
     let mut acc = Accumulator::new(options.digest, config.heads, config.value_dim);
     let mut out = vec![0.0f32; window * config.heads * config.value_dim];
-    let (mut tokens, mut windows, mut checkpoints) = (0u64, 0u64, 0u64);
+    let (mut tokens, mut windows) = (0u64, 0u64);
     let (mut compute, mut forward) = (0.0f64, 0.0f64);
-    let mut since_checkpoint = 0u64;
 
     std::thread::scope(|scope| -> Result<()> {
         let file = &mut *file;
@@ -206,18 +203,9 @@ pub fn stream_context(
                 observer.outputs(o);
                 tokens += n as u64;
                 windows += 1;
-                since_checkpoint += n as u64;
                 let offset = filled.offset;
                 let _ = free_tx.send(filled);
-                if let (Some(every), Some(path)) =
-                    (options.checkpoint_every, &options.checkpoint_path)
-                {
-                    if since_checkpoint >= every {
-                        save_state_tagged(path, &config, model.fingerprint(), state)?;
-                        checkpoints += 1;
-                        since_checkpoint = 0;
-                    }
-                }
+                checkpoints.advance(n as u64, |path| save_state(path, &config, state))?;
                 observer.progress(Progress {
                     tokens,
                     seconds: started.elapsed().as_secs_f64(),
@@ -234,12 +222,6 @@ pub fn stream_context(
         result.and(read)
     })?;
 
-    if let (Some(_), Some(path)) = (options.checkpoint_every, &options.checkpoint_path) {
-        if since_checkpoint > 0 {
-            save_state_tagged(path, &config, model.fingerprint(), state)?;
-            checkpoints += 1;
-        }
-    }
     let wall = started.elapsed().as_secs_f64();
     Ok(StreamSummary {
         file: file.path().to_path_buf(),
@@ -261,8 +243,53 @@ pub fn stream_context(
         next_token_cosine: Some(acc.mean_cosine()),
         writes: None,
         output_digest: acc.digest(),
-        checkpoints,
+        checkpoints: checkpoints.written,
     })
+}
+
+/// Periodic saves of the state during a run, every `checkpoint_every` tokens at the
+/// end of a window; shared by both stream paths.
+pub(crate) struct Checkpoints<'a> {
+    every: u64,
+    path: Option<&'a Path>,
+    since: u64,
+    pub(crate) written: u64,
+}
+
+impl<'a> Checkpoints<'a> {
+    pub(crate) fn new(options: &'a StreamOptions) -> Result<Self> {
+        let path = match (options.checkpoint_every, &options.checkpoint_path) {
+            (Some(_), None) => {
+                return Err(Error::Config(
+                    "checkpoints need a path to save the state to".into(),
+                ))
+            }
+            (Some(_), Some(path)) => Some(path.as_path()),
+            (None, _) => None,
+        };
+        Ok(Checkpoints {
+            every: options.checkpoint_every.unwrap_or(u64::MAX),
+            path,
+            since: 0,
+            written: 0,
+        })
+    }
+
+    /// After a window of `tokens`: saves with `save` once `every` tokens have passed
+    /// since the last save.
+    pub(crate) fn advance(
+        &mut self,
+        tokens: u64,
+        save: impl FnOnce(&Path) -> Result<()>,
+    ) -> Result<()> {
+        self.since += tokens;
+        if let Some(path) = self.path.filter(|_| self.since >= self.every) {
+            save(path)?;
+            self.written += 1;
+            self.since = 0;
+        }
+        Ok(())
+    }
 }
 
 /// The reader thread: tokenizes, skips what a resumed state already holds, featurizes

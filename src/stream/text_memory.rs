@@ -13,7 +13,8 @@ use crate::memory_model::MemoryModel;
 use crate::state_file::save_state;
 use crate::stream::context_file::ContextFile;
 use crate::stream::scheduler::{
-    done_fraction, peak_resident_bytes, Observer, Progress, StreamOptions, StreamSummary,
+    done_fraction, peak_resident_bytes, Checkpoints, Observer, Progress, StreamOptions,
+    StreamSummary,
 };
 
 /// A window of text: bytes `start..end`, whole lines (a line longer than a window is a
@@ -32,11 +33,7 @@ pub fn stream_text_into_memory(
     observer: &mut dyn Observer,
     inspect: &mut dyn FnMut(&[u8]) -> Result<()>,
 ) -> Result<StreamSummary> {
-    if options.checkpoint_every.is_some() && options.checkpoint_path.is_none() {
-        return Err(Error::Config(
-            "checkpoints need a path to save the state to".into(),
-        ));
-    }
+    let mut checkpoints = Checkpoints::new(options)?;
     let started = Instant::now();
     let skip = if options.resume {
         model.state().tokens_seen()
@@ -48,7 +45,7 @@ pub fn stream_text_into_memory(
     let mut writer = model.writer(options.window_tokens);
     let (tx, rx) = mpsc::sync_channel::<Result<Span>>(2);
     let bytes = file.bytes();
-    let (mut tokens, mut windows, mut checkpoints, mut since_checkpoint) = (0u64, 0u64, 0u64, 0u64);
+    let (mut tokens, mut windows) = (0u64, 0u64);
     let mut compute = 0.0f64;
 
     std::thread::scope(|scope| -> Result<()> {
@@ -63,26 +60,20 @@ pub fn stream_text_into_memory(
                 windows += 1;
                 writer.flush(model)?;
                 let done = writer.tokens();
-                since_checkpoint += done - tokens;
+                let window_tokens = done - tokens;
                 tokens = done;
                 model.set_tokens_seen(skip + tokens);
-                if let (Some(every), Some(path)) =
-                    (options.checkpoint_every, &options.checkpoint_path)
-                {
-                    if since_checkpoint >= every {
-                        save_state(path, model.memory_config(), model.state())?;
-                        checkpoints += 1;
-                        since_checkpoint = 0;
-                    }
-                }
+                checkpoints.advance(window_tokens, |path| {
+                    save_state(path, model.memory_config(), model.state())
+                })?;
                 compute += t0.elapsed().as_secs_f64();
                 file.release_before(span.start);
                 observer.progress(Progress {
-                    tokens: writer.tokens(),
+                    tokens,
                     seconds: started.elapsed().as_secs_f64(),
                     fraction: done_fraction(
                         span.end as f64 / bytes.len() as f64,
-                        writer.tokens(),
+                        tokens,
                         options.max_tokens,
                     ),
                 });
@@ -96,10 +87,6 @@ pub fn stream_text_into_memory(
         let read = reader.join().expect("reader thread panicked");
         result.and(read)
     })?;
-    if let (Some(_), Some(path)) = (options.checkpoint_every, &options.checkpoint_path) {
-        save_state(path, model.memory_config(), model.state())?;
-        checkpoints += 1;
-    }
     let wall = started.elapsed().as_secs_f64();
     Ok(StreamSummary {
         file: file.path().to_path_buf(),
@@ -121,7 +108,7 @@ pub fn stream_text_into_memory(
         next_token_cosine: None,
         writes: Some(writer.writes()),
         output_digest: None,
-        checkpoints,
+        checkpoints: checkpoints.written,
     })
 }
 

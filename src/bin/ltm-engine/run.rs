@@ -4,7 +4,7 @@ use std::time::Instant;
 
 use ltm_engine::memory_model::{MemoryModel, ModelConfig};
 use ltm_engine::model::{Model, RandomFeatureModel};
-use ltm_engine::state_file::{load_state, load_state_tagged, save_state, save_state_tagged};
+use ltm_engine::state_file::{load_state, save_state};
 use ltm_engine::stream::text_memory::stream_text_into_memory;
 use ltm_engine::stream::{
     stream_context, ContextFile, Format, Observer, Progress, StreamOptions, StreamSummary,
@@ -180,7 +180,7 @@ fn run_random_features(
     let config = model.memory_config().clone();
     let backend = backend_for(args.device)?;
     let mut state = match &args.load_state {
-        Some(path) => load_state_tagged(path, &config, model.fingerprint())?,
+        Some(path) => load_state(path, &config)?,
         None => State::zeros(&config, 1),
     };
     let mut file = ContextFile::open(&args.context_file, args.format)?;
@@ -193,7 +193,7 @@ fn run_random_features(
         bar,
     )?;
     if let Some(path) = &args.save_state {
-        save_state_tagged(path, &config, model.fingerprint(), &state)?;
+        save_state(path, &config, &state)?;
     }
     Ok(summary)
 }
