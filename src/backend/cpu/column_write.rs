@@ -19,7 +19,7 @@ pub(crate) fn gather<R: InputRows + ?Sized>(
     len: usize,
 ) {
     let (cp, kp, vs) = (ws.cp, ws.kp, ws.vs);
-    let (kd, vw) = (seq.key_dim, seq.v_cols);
+    let (kd, vw) = (seq.config.key_dim, seq.v_cols);
     for i in 0..cp {
         let (q_row, k_row) = {
             let (q, k) = ws.qk.split_at_mut(cp * kp);

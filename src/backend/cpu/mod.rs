@@ -197,9 +197,6 @@ fn run_task<R: InputRows + ?Sized>(
         config,
         rows: inputs,
         tokens: inputs.tokens(),
-        heads: config.heads,
-        key_dim: config.key_dim,
-        value_dim: config.value_dim,
         v_cols: task.v1 - task.v0,
         scale: config.effective_scale(),
         b: task.b,
@@ -224,9 +221,6 @@ pub(crate) struct SequenceView<'a, R: InputRows + ?Sized> {
     pub config: &'a MemoryConfig,
     pub rows: &'a R,
     pub tokens: usize,
-    pub heads: usize,
-    pub key_dim: usize,
-    pub value_dim: usize,
     /// Value columns of this task's slice.
     pub v_cols: usize,
     pub scale: f32,
@@ -239,7 +233,8 @@ impl<R: InputRows + ?Sized> SequenceView<'_, R> {
     /// Where row `t` of this task's value slice goes in `o: [B, T, H, V]`.
     #[inline(always)]
     pub(crate) fn out_offset(&self, t: usize) -> usize {
-        ((self.b * self.tokens + t) * self.heads + self.h) * self.value_dim + self.v0
+        let c = self.config;
+        ((self.b * self.tokens + t) * c.heads + self.h) * c.value_dim + self.v0
     }
 }
 
