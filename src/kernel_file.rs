@@ -7,6 +7,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 use crate::backend::{backend_for, Device};
+use crate::bench::timing::median;
 use crate::error::Result;
 use crate::safetensors_io::{read_kernel_inputs, write_kernel_outputs};
 
@@ -58,7 +59,7 @@ pub fn run_kernel_file(
             times.push(t_fwd.elapsed().as_secs_f64());
         }
     }
-    let forward_seconds = median(&mut times.clone());
+    let forward_seconds = median(&times);
     let t_write = Instant::now();
     write_kernel_outputs(output, kin.batch, kin.tokens, &o, &state)?;
     let write_seconds = t_write.elapsed().as_secs_f64();
@@ -85,9 +86,4 @@ pub fn run_kernel_file(
         read_seconds,
         write_seconds,
     })
-}
-
-fn median(xs: &mut [f64]) -> f64 {
-    xs.sort_by(f64::total_cmp);
-    xs[xs.len() / 2]
 }
