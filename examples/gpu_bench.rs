@@ -3,14 +3,17 @@
 //!
 //! ```sh
 //! gpu_bench [--tokens 65536] [--heads 16] [--dim 128] [--batch 1] [--dtype bf16]
-//!           [--repeats 5] [--total-tokens N] [--segments G]
+//!           [--repeats 5] [--total-tokens N] [--segments G] [--prep-only]
+//!           [--bf16-products]
 //! ```
 //! With `--total-tokens N` one sequence of N tokens streams through: ceil(N / tokens)
 //! windows of `--tokens` back to back, the state carried, each window reusing the same
-//! device inputs (the kernels' cost does not depend on the values).
+//! device inputs (the kernels' cost does not depend on the values). `--prep-only` times
+//! stage 1 alone; `--segments G` fixes the segment count of the scan (1: plain scan);
+//! `--bf16-products` runs the FAST bf16 scan (`CudaBackend::with_bf16_products`).
 
 use half::bf16;
-use ltm_engine::backend::cuda::CudaBackend;
+use ltm_engine::backend::cuda::{CudaBackend, TimedStages};
 use ltm_engine::{Data, ForwardInputs, MemoryConfig, State};
 
 struct Args {
@@ -22,6 +25,8 @@ struct Args {
     repeats: usize,
     total_tokens: Option<usize>,
     segments: Option<usize>,
+    prep_only: bool,
+    bf16_products: bool,
 }
 
 fn parse() -> Result<Args, String> {
@@ -34,6 +39,8 @@ fn parse() -> Result<Args, String> {
         repeats: 5,
         total_tokens: None,
         segments: None,
+        prep_only: false,
+        bf16_products: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -48,6 +55,8 @@ fn parse() -> Result<Args, String> {
             "--repeats" => a.repeats = num(value()?)?.max(1),
             "--total-tokens" => a.total_tokens = Some(num(value()?)?),
             "--segments" => a.segments = Some(num(value()?)?),
+            "--prep-only" => a.prep_only = true,
+            "--bf16-products" => a.bf16_products = true,
             _ => return Err(format!("unknown argument {flag}")),
         }
     }
@@ -93,7 +102,7 @@ fn main() -> std::process::ExitCode {
 fn run() -> Result<(), Box<dyn std::error::Error>> {
     let a = parse()?;
     let config = MemoryConfig::new(a.heads, a.dim, a.dim);
-    let mut backend = CudaBackend::new(0)?;
+    let mut backend = CudaBackend::new(0)?.with_bf16_products(a.bf16_products);
     if let Some(g) = a.segments {
         backend = backend.with_segments(g);
     }
@@ -128,7 +137,12 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     } else {
         a.repeats
     };
-    let mut times = backend.time_resident(&config, &fi, &state, windows, repeats)?;
+    let stages = if a.prep_only {
+        TimedStages::PrepOnly
+    } else {
+        TimedStages::All
+    };
+    let mut times = backend.time_resident(&config, &fi, &state, windows, repeats, stages)?;
     times.sort_by(f64::total_cmp);
     let median = times[times.len() / 2];
     let tokens = (a.batch * a.tokens * windows) as f64;
@@ -136,7 +150,10 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         "device": ltm_engine::Backend::name(&backend),
         "batch": a.batch, "tokens_per_window": a.tokens, "windows": windows,
         "tokens_total": tokens, "heads": a.heads, "key_dim": a.dim, "value_dim": a.dim,
-        "dtype": a.dtype, "seconds_median": median, "seconds_all": times,
+        "dtype": a.dtype, "stages": if a.prep_only { "prep" } else { "all" },
+        "bf16_products": a.bf16_products,
+        "segments": a.segments.map_or("auto".to_string(), |g| g.to_string()),
+        "seconds_median": median, "seconds_all": times,
         "tokens_per_second": tokens / median.max(1e-12),
     });
     println!("{line}");

@@ -101,10 +101,14 @@ __device__ __forceinline__ void copy_rows_f32(float* dst, int ld, const float* s
     }
 }
 
-template <typename T, bool MAPS>
+// FAST (bf16 inputs only): W, S, P and V' also go to the tensor cores as single bf16
+// values, so every product is one MMA instead of two or three, at bf16 rounding of those
+// operands (f32 accumulation and an f32 state kept in registers as before).
+template <typename T, bool MAPS, bool FAST = false>
 __device__ void scan_chunks(const ScanParams& P) {
     using namespace scan;
     constexpr bool EXACT = ExactInBf16<T>::value;
+    static_assert(!FAST || EXACT, "the FAST scan is for bf16 inputs");
     LTM_DYNAMIC_SMEM(smem);
     float* s_q = smem + OFF_Q;
     float* s_w = smem + OFF_W;
@@ -182,12 +186,12 @@ __device__ void scan_chunks(const ScanParams& P) {
 #pragma unroll
             for (int e = 0; e < 4; ++e) vacc[n][e] = oacc[n][e] = 0.0f;
         for (int kk = 0; kk < P.kp; kk += 16) {
-            const FragA<false> aw = load_a_rows<false>(s_w, LD_QW, rm, kk);
+            const FragA<FAST> aw = load_a_rows<FAST>(s_w, LD_QW, rm, kk);
             FragA<EXACT> aq;
             if (!MAPS) aq = load_a_rows<EXACT>(s_q, LD_QW, rm, kk);
 #pragma unroll
             for (int n = 0; n < 2; ++n) {
-                const FragB<false> bs = load_b_rows<false>(s_s, LD_S, kk, cn + n * 8);
+                const FragB<FAST> bs = load_b_rows<FAST>(s_s, LD_S, kk, cn + n * 8);
                 mma_acc(vacc[n], aw, bs);
                 if (!MAPS) mma_acc(oacc[n], aq, bs);
             }
@@ -211,10 +215,10 @@ __device__ void scan_chunks(const ScanParams& P) {
         if (!MAPS) {
             // O += P V'; P is lower triangular, so k-blocks right of the diagonal are 0.
             for (int kk = 0; kk <= rm; kk += 16) {
-                const FragA<false> ap = load_a_rows<false>(s_p, LD_P, rm, kk);
+                const FragA<FAST> ap = load_a_rows<FAST>(s_p, LD_P, rm, kk);
 #pragma unroll
                 for (int n = 0; n < 2; ++n) {
-                    const FragB<false> bv = load_b_rows<false>(s_vp, LD_S, kk, cn + n * 8);
+                    const FragB<FAST> bv = load_b_rows<FAST>(s_vp, LD_S, kk, cn + n * 8);
                     mma_acc(oacc[n], ap, bv);
                 }
             }
@@ -241,7 +245,7 @@ __device__ void scan_chunks(const ScanParams& P) {
                 const FragA<EXACT> ak = load_a_cols<EXACT>(s_k, LD_K, sm0, kk);
 #pragma unroll
                 for (int n = 0; n < 4; ++n) {
-                    const FragB<false> bv = load_b_rows<false>(s_vs, LD_S, kk, n * 8);
+                    const FragB<FAST> bv = load_b_rows<FAST>(s_vs, LD_S, kk, n * 8);
                     mma_acc(s[n], ak, bv);
                 }
             }
@@ -266,16 +270,18 @@ __device__ void scan_chunks(const ScanParams& P) {
     }
 }
 
-#define LTM_SCAN_ENTRY(NAME, T, MAPS)                                   \
+#define LTM_SCAN_ENTRY(NAME, T, MAPS, FAST)                             \
     extern "C" __global__ void __launch_bounds__(scan::THREADS, 1)         \
-    NAME(const ScanParams params) { scan_chunks<T, MAPS>(params); }
+    NAME(const ScanParams params) { scan_chunks<T, MAPS, FAST>(params); }
 
-LTM_SCAN_ENTRY(ltm_scan_f32, float, false)
-LTM_SCAN_ENTRY(ltm_scan_f16, f16_t, false)
-LTM_SCAN_ENTRY(ltm_scan_bf16, bf16_t, false)
-LTM_SCAN_ENTRY(ltm_segment_maps_f32, float, true)
-LTM_SCAN_ENTRY(ltm_segment_maps_f16, f16_t, true)
-LTM_SCAN_ENTRY(ltm_segment_maps_bf16, bf16_t, true)
+LTM_SCAN_ENTRY(ltm_scan_f32, float, false, false)
+LTM_SCAN_ENTRY(ltm_scan_f16, f16_t, false, false)
+LTM_SCAN_ENTRY(ltm_scan_bf16, bf16_t, false, false)
+LTM_SCAN_ENTRY(ltm_scan_bf16_fast, bf16_t, false, true)
+LTM_SCAN_ENTRY(ltm_segment_maps_f32, float, true, false)
+LTM_SCAN_ENTRY(ltm_segment_maps_f16, f16_t, true, false)
+LTM_SCAN_ENTRY(ltm_segment_maps_bf16, bf16_t, true, false)
+LTM_SCAN_ENTRY(ltm_segment_maps_bf16_fast, bf16_t, true, true)
 
 // S_start(g + 1) = M_g S_start(g) + B_g for g = 0..G−2, and S_start(0) = the window's
 // state. One block per (32 value columns, head, sequence); f32 FMAs in a fixed order, as

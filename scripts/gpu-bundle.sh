@@ -5,6 +5,9 @@
 #   gpu_forward    the GPU test executable (tests/gpu_forward.rs)
 #   gpu_bench      examples/gpu_bench.rs
 #   gpu-check.sh   what to run there:  bash gpu-bundle/gpu-check.sh
+#   gpu_anchor.py  the side-by-side run against flash-linear-attention's Triton kernel
+#   wheels/        fla-core (pure Python; that machine has torch and Triton but no fla
+#                  and no network)
 #   BUILD          commit, nvcc and rustc versions
 # Then carry gpu-bundle/ to the GPU machine (the device tool's `carry`) and run the check.
 set -euo pipefail
@@ -28,7 +31,9 @@ for line in sys.stdin:
         print(m["executable"])')
 [ -n "$test_exe" ] || { echo "gpu-bundle: no gpu_forward test executable" >&2; exit 1; }
 cp "$test_exe" "$bundle/gpu_forward"
-cp scripts/gpu-check.sh "$bundle/"
+cp scripts/gpu-check.sh scripts/gpu_anchor.py "$bundle/"
+fla_pin=$(grep -E '^fla-core==' scripts/requirements-anchor.txt)
+python3 -m pip download -q --no-deps --only-binary=:all: -d "$bundle/wheels" "$fla_pin"
 {
     echo "commit: $(git rev-parse HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo ' (with uncommitted changes)')"
     echo "built: $(date -u +%Y-%m-%dT%H:%M:%SZ)"

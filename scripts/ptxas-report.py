@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 # Entry points on the forward path: none of them may spill.
-FORWARD = re.compile(r"^(ltm_(chunk_prep|scan|segment_maps)_(f32|f16|bf16)|ltm_segment_combine)$")
+FORWARD = re.compile(r"^(ltm_(chunk_prep|scan|segment_maps)_(f32|f16|bf16)(_fast)?|ltm_segment_combine)$")
 
 
 def scan_dynamic_smem(ptx: str):
@@ -60,7 +60,7 @@ def main():
                 s = re.search(r"(\d+) bytes smem", line)
                 info[name]["smem"] = int(s.group(1)) if s else 0
         for kernel, i in sorted(info.items()):
-            dynamic = dyn if dyn and re.match(r"^ltm_(scan|segment_maps)_(f32|f16|bf16)$", kernel) else 0
+            dynamic = dyn if dyn and re.match(r"^ltm_(scan|segment_maps)_(f32|f16|bf16)(_fast)?$", kernel) else 0
             rows.append((f.stem, kernel, i, dynamic))
     print(f"{'module':<13} {'kernel':<28} {'regs':>5} {'static smem':>12} {'dyn smem':>9} {'stack':>6} {'spill st/ld':>12}  forward path")
     for module, kernel, i, dynamic in rows:

@@ -356,6 +356,32 @@ fn bf16_and_f16_inputs() {
     check_vs_cpu("mixed", &backend, &config, &mixed, &initial, F32_TOL);
 }
 
+/// The FAST bf16 scan (every MMA operand in bf16) against the CPU on the same bf16
+/// inputs: within the bf16 tolerance, plain and segmented, over many chunks, and not
+/// bit-identical to the exact kernels (so the variant really ran).
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn bf16_products_stay_within_the_bf16_tolerance() {
+    let config = MemoryConfig::new(4, 128, 128);
+    let mut rng = rng("bf16 products");
+    let f = random_inputs(&mut rng, &config, 1, 20_000, Gates::Typical);
+    let initial = random_state(&mut rng, &config, 1);
+    let (q, k, v) = (to_bf16(&f.q), to_bf16(&f.k), to_bf16(&f.v));
+    let bf = ForwardInputs {
+        q: Data::BF16(&q),
+        k: Data::BF16(&k),
+        v: Data::BF16(&v),
+        ..f.inputs()
+    };
+    let (exact, _) = check_vs_cpu("bf16 exact", &gpu(), &config, &bf, &initial, F32_TOL);
+    for segments in [1, 5] {
+        let fast = gpu().with_bf16_products(true).with_segments(segments);
+        let name = format!("bf16 products, {segments} segment(s)");
+        let (o, _) = check_vs_cpu(&name, &fast, &config, &bf, &initial, BF16_TOL);
+        assert_ne!(o, exact, "{name}: identical to the exact kernels");
+    }
+}
+
 // ---- windows, segments, split calls -----------------------------------------------------
 
 #[test]

@@ -61,6 +61,7 @@ struct Case {
     bool with_state;
     double gate_scale;  // g = logsigmoid(z) * gate_scale
     double beta_min;    // β = beta_min + (1 − beta_min)·sigmoid(z)
+    bool fast = false;  // the FAST bf16 scan: every MMA operand rounded to bf16
 };
 
 double normalised_error(const float* got, const std::vector<double>& want) {
@@ -175,7 +176,10 @@ bool run_case(const Case& c, std::mt19937_64& rng) {
                         B, H, K, V, kp, t_cap, T, nc, per_seg, g_eff, slices, scale};
         auto run_scan = [&](const ScanParams& sp, unsigned blocks, bool is_maps) {
             ltm_emu::launch({blocks, (unsigned)H, (unsigned)B}, {scan::THREADS}, scan::SMEM_BYTES, [&] {
-                if (is_maps) {
+                if (c.fast) {
+                    if (is_maps) ltm_segment_maps_bf16_fast(sp);
+                    else ltm_scan_bf16_fast(sp);
+                } else if (is_maps) {
                     if (c.dt == DT::F32) ltm_segment_maps_f32(sp);
                     else if (c.dt == DT::F16) ltm_segment_maps_f16(sp);
                     else ltm_segment_maps_bf16(sp);
@@ -218,7 +222,9 @@ bool run_case(const Case& c, std::mt19937_64& rng) {
             std::printf("  %s: guard values of %s overwritten\n", c.name, bf->name.c_str());
             guards = false;
         }
-    const double tol = 1e-4;
+    // f32 arithmetic (MMA operands split hi/lo) against float64: 1e-4; the FAST scan
+    // rounds its operands to bf16: 1e-2, the bf16 tolerance.
+    const double tol = c.fast ? 1e-2 : 1e-4;
     const bool ok = eo < tol && es < tol && guards;
     std::printf("%-28s B=%d H=%d K=%d V=%d T=%d G=%d: output %.2e, state %.2e %s\n", c.name, B, H, K, V, T, g_eff, eo, es,
                 ok ? "ok" : "FAILED");
@@ -246,6 +252,10 @@ int main(int argc, char** argv) {
         {"bf16 K=128 V=100", 1, 1, 128, 100, 70, DT::BF16, 1, true, 1.0 / 16, 0.0},
         {"no decay", 1, 2, 32, 32, 257, DT::F32, 1, true, 0.0, 0.0},
         {"empty", 1, 1, 16, 16, 0, DT::F32, 1, true, 1.0 / 16, 0.0},
+        {"bf16 fast", 1, 2, 64, 48, 129, DT::BF16, 1, true, 1.0 / 16, 0.0, true},
+        {"bf16 fast K=V=128, long", 1, 1, 128, 128, 1500, DT::BF16, 1, true, 1.0 / 64, 0.0, true},
+        {"bf16 fast segments=4", 1, 1, 64, 64, 1000, DT::BF16, 4, true, 1.0 / 16, 0.0, true},
+        {"bf16 fast no decay, beta near 1", 1, 1, 32, 32, 600, DT::BF16, 2, true, 0.0, 0.9, true},
     };
     int failed = 0;
     for (const Case& c : cases) failed += run_case(c, rng) ? 0 : 1;

@@ -9,6 +9,7 @@ use super::module::{dtype_index, Kernels, PREP_THREADS};
 use super::params::{CombineParams, PrepParams, ScanParams};
 use super::window::{Window, CHUNK};
 use crate::error::{Error, Result};
+use crate::tensor::DType;
 
 /// One window of `tokens` tokens per sequence: the state in `win.state` is read at the
 /// start and replaced by the state after the window; outputs land in `win.o`.
@@ -18,13 +19,22 @@ pub(crate) fn run_window(
     win: &Window,
     tokens: usize,
     scale: f32,
-    segments: usize,
+    scan_with: ScanWith,
 ) -> Result<()> {
     if tokens == 0 {
         return Ok(());
     }
     prep(kernels, stream, win, tokens, scale)?;
-    scan(kernels, stream, win, tokens, scale, segments)
+    scan(kernels, stream, win, tokens, scale, scan_with)
+}
+
+/// How the scan of a window runs.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ScanWith {
+    /// Segments per window (≤ 1: the plain scan).
+    pub segments: usize,
+    /// bf16 inputs only: the FAST kernels, every MMA operand in bf16.
+    pub bf16_products: bool,
 }
 
 pub(crate) fn prep(
@@ -79,12 +89,12 @@ pub(crate) fn scan(
     win: &Window,
     tokens: usize,
     scale: f32,
-    segments: usize,
+    scan_with: ScanWith,
 ) -> Result<()> {
     let s = win.shape;
     let lay = kernels.layout;
     let nc = tokens.div_ceil(CHUNK);
-    let g = segments.clamp(1, nc.max(1)).min(s.g_cap);
+    let g = scan_with.segments.clamp(1, nc.max(1)).min(s.g_cap);
     let per_seg = nc.div_ceil(g);
     let g = nc.div_ceil(per_seg); // no empty segments
     let slices = s.value_dim.div_ceil(lay.slice);
@@ -112,6 +122,12 @@ pub(crate) fn scan(
         scale,
     };
     let dtype = dtype_index(s.dtype);
+    let fast = scan_with.bf16_products && s.dtype == DType::BF16;
+    let (scan_fn, maps_fn) = if fast {
+        (&kernels.scan_bf16_fast, &kernels.maps_bf16_fast)
+    } else {
+        (&kernels.scan[dtype], &kernels.maps[dtype])
+    };
     let cfg = |x_blocks: usize| LaunchConfig {
         grid_dim: (x_blocks as u32, s.heads as u32, s.batch as u32),
         block_dim: (lay.threads, 1, 1),
@@ -129,7 +145,7 @@ pub(crate) fn scan(
         };
         launch(
             stream,
-            &kernels.maps[dtype],
+            maps_fn,
             cfg(aug_slices * g),
             &maps,
             "ltm_segment_maps",
@@ -163,16 +179,10 @@ pub(crate) fn scan(
             starts: win.starts.ptr(stream),
             ..base
         };
-        launch(
-            stream,
-            &kernels.scan[dtype],
-            cfg(slices * g),
-            &outputs,
-            "ltm_scan",
-        )
+        launch(stream, scan_fn, cfg(slices * g), &outputs, "ltm_scan")
     } else {
         // In place: each block reads its own state slice first and writes it last.
-        launch(stream, &kernels.scan[dtype], cfg(slices), &base, "ltm_scan")
+        launch(stream, scan_fn, cfg(slices), &base, "ltm_scan")
     }
 }
 

@@ -49,9 +49,19 @@ pub struct CudaBackend {
     window: Mutex<Option<Window>>,
     window_tokens: Option<usize>,
     segments: Option<usize>,
+    bf16_products: bool,
     checks: bool,
     /// Host staging for inputs that come as rows (a model's features), reused.
     staged: Mutex<MaterializedRows>,
+}
+
+/// What [`CudaBackend::time_resident`] times.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TimedStages {
+    /// The whole forward: stage 1 and the scan.
+    All,
+    /// Stage 1 (`column_write.cu`) alone.
+    PrepOnly,
 }
 
 /// Stage-1 outputs of a whole input, as the GPU computed them (for tests): per
@@ -100,6 +110,7 @@ impl CudaBackend {
             window: Mutex::new(None),
             window_tokens: None,
             segments: None,
+            bf16_products: false,
             checks: false,
             staged: Mutex::new(MaterializedRows::default()),
         })
@@ -117,6 +128,22 @@ impl CudaBackend {
     pub fn with_segments(mut self, segments: usize) -> Self {
         self.segments = Some(segments.max(1));
         self
+    }
+
+    /// bf16 inputs only: run the scan's FAST kernels, which give the tensor cores every
+    /// operand (W, the state, P, V') as one bf16 value instead of an f32-accurate hi/lo
+    /// pair: one MMA per product instead of two or three, at errors near 5e-3 of the
+    /// largest output instead of 1e-5 (kernels/emu measures both). Default: off.
+    pub fn with_bf16_products(mut self, on: bool) -> Self {
+        self.bf16_products = on;
+        self
+    }
+
+    fn scan_with(&self, segments: usize) -> launch::ScanWith {
+        launch::ScanWith {
+            segments,
+            bf16_products: self.bf16_products,
+        }
     }
 
     /// Test mode: poison every device output with NaN before each window, and check the
@@ -223,6 +250,8 @@ impl CudaBackend {
     /// back to back carrying the state, as a stream of `windows × tokens` tokens whose
     /// windows repeat the same values (the kernels' cost does not depend on values).
     /// Returns the seconds of each of `repeats` timed runs after one warm-up run.
+    /// `stages` = [`TimedStages::PrepOnly`] times stage 1 alone, so that a benchmark can
+    /// tell the two stages' shares apart.
     pub fn time_resident(
         &self,
         config: &MemoryConfig,
@@ -230,6 +259,7 @@ impl CudaBackend {
         state: &State,
         windows: usize,
         repeats: usize,
+        stages: TimedStages,
     ) -> Result<Vec<f64>> {
         inputs.validate(config)?;
         state.check_matches(config, inputs.batch)?;
@@ -254,14 +284,20 @@ impl CudaBackend {
             self.sync()?;
             let t = Instant::now();
             for _ in 0..windows {
-                launch::run_window(
-                    &self.kernels,
-                    &self.stream,
-                    win,
-                    inputs.tokens,
-                    config.effective_scale(),
-                    segments,
-                )?;
+                let scale = config.effective_scale();
+                match stages {
+                    TimedStages::All => launch::run_window(
+                        &self.kernels,
+                        &self.stream,
+                        win,
+                        inputs.tokens,
+                        scale,
+                        self.scan_with(segments),
+                    )?,
+                    TimedStages::PrepOnly => {
+                        launch::prep(&self.kernels, &self.stream, win, inputs.tokens, scale)?
+                    }
+                }
             }
             self.sync()?;
             if run > 0 {
@@ -338,7 +374,7 @@ impl CudaBackend {
             &win,
             inputs.tokens,
             config.effective_scale(),
-            segments,
+            self.scan_with(segments),
         )?;
         let mut out = vec![0.0f32; inputs.output_len(config)];
         win.download_outputs(&self.stream, &mut out, inputs.tokens, 0, inputs.tokens)?;
@@ -473,7 +509,7 @@ impl Backend for CudaBackend {
                     win,
                     len,
                     config.effective_scale(),
-                    segments,
+                    self.scan_with(segments),
                 )?;
                 win.download_outputs(&self.stream, out, tokens, t0, len)?;
                 t0 += len;

@@ -31,6 +31,9 @@ pub(crate) struct Kernels {
     pub prep: [CudaFunction; 3],
     pub scan: [CudaFunction; 3],
     pub maps: [CudaFunction; 3],
+    /// The FAST variants for bf16 inputs (every MMA operand in bf16, see scan.cu).
+    pub scan_bf16_fast: CudaFunction,
+    pub maps_bf16_fast: CudaFunction,
     pub combine: CudaFunction,
     pub layout: ScanLayout,
     /// How the modules were loaded: "ptx" or "nvrtc (…)".
@@ -78,6 +81,8 @@ impl Kernels {
             prep: three(&cw, "ltm_chunk_prep")?,
             scan: three(&sc, "ltm_scan")?,
             maps: three(&sc, "ltm_segment_maps")?,
+            scan_bf16_fast: func(&sc, "ltm_scan_bf16_fast".into())?,
+            maps_bf16_fast: func(&sc, "ltm_segment_maps_bf16_fast".into())?,
             combine: func(&sc, "ltm_segment_combine".into())?,
             layout: read_layout(&sc, stream)?,
             loaded_from: via.join(", "),
@@ -99,7 +104,8 @@ impl Kernels {
                  {need} (an A100, H100 or H200 class GPU, compute capability 8.0 or 9.0)"
             )));
         }
-        for f in self.scan.iter().chain(&self.maps) {
+        let fast = [&self.scan_bf16_fast, &self.maps_bf16_fast];
+        for f in self.scan.iter().chain(&self.maps).chain(fast) {
             // SAFETY: `f` is a loaded function of this context.
             unsafe {
                 result::function::set_function_attribute(

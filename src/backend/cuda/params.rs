@@ -79,13 +79,123 @@ unsafe impl DeviceRepr for CombineParams {}
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::mem::{offset_of, size_of};
 
-    /// The sizes the C++ compiler gives the same structs (8-byte pointers, 4-byte
-    /// scalars, no padding): a field added on one side only shows up here.
+    /// (name, offset, size) of each field, read off the Rust struct.
+    macro_rules! rust_layout {
+        ($t:ty: $($f:ident),* $(,)?) => {{
+            let d = <$t>::default();
+            (vec![$((stringify!($f), offset_of!($t, $f), std::mem::size_of_val(&d.$f))),*],
+             size_of::<$t>())
+        }};
+    }
+
+    /// (name, offset, size) of each field of `struct NAME { ... };` in a kernel source,
+    /// laid out as the C++ compiler does on a 64-bit target (pointers 8 bytes, int and
+    /// float 4, each aligned to its size, the struct to its largest field).
+    fn c_layout(source: &str, name: &str) -> (Vec<(String, usize, usize)>, usize) {
+        let start = source
+            .find(&format!("struct {name} {{"))
+            .unwrap_or_else(|| panic!("struct {name} not found in the kernel source"));
+        let body = &source[start..];
+        let body = &body[body.find('{').unwrap() + 1..body.find("};").unwrap()];
+        let (mut fields, mut offset, mut align) = (Vec::new(), 0usize, 1usize);
+        for line in body.lines() {
+            let decl = line.split("//").next().unwrap().trim();
+            let Some(decl) = decl.strip_suffix(';') else {
+                assert!(decl.is_empty(), "{name}: cannot read `{line}`");
+                continue;
+            };
+            let size = if decl.contains('*') {
+                8
+            } else if decl.starts_with("int ") || decl.starts_with("float ") {
+                4
+            } else {
+                panic!("{name}: unexpected field type in `{decl}`")
+            };
+            let after_type = if let Some(star) = decl.rfind('*') {
+                &decl[star + 1..]
+            } else {
+                decl.split_once(' ').unwrap().1
+            };
+            for field in after_type.split(',') {
+                offset = offset.next_multiple_of(size);
+                fields.push((field.trim().trim_end_matches('_').to_string(), offset, size));
+                offset += size;
+                align = align.max(size);
+            }
+        }
+        (fields, offset.next_multiple_of(align))
+    }
+
+    fn check(
+        source: &str,
+        name: &str,
+        rust: (Vec<(&'static str, usize, usize)>, usize),
+        rust_size: usize,
+    ) {
+        let (c_fields, c_size) = c_layout(source, name);
+        let rust_fields: Vec<(String, usize, usize)> = rust
+            .0
+            .iter()
+            .map(|&(n, o, s)| (n.to_string(), o, s))
+            .collect();
+        assert_eq!(
+            rust_fields, c_fields,
+            "{name}: fields (name, offset, size) differ"
+        );
+        // The list above names every Rust field only if the sizes agree too.
+        assert_eq!(rust.1, rust_size);
+        assert_eq!(rust_size, c_size, "{name}: sizes differ (Rust vs C++)");
+    }
+
+    /// Field for field (name, order, offset, size) against the structs in the kernel
+    /// sources: a field added, removed, renamed or moved on one side fails here, not as
+    /// garbage on a GPU.
     #[test]
     fn layouts_match_the_kernels() {
-        assert_eq!(std::mem::size_of::<PrepParams>(), 9 * 8 + 10 * 4);
-        assert_eq!(std::mem::size_of::<ScanParams>(), 9 * 8 + 12 * 4);
-        assert_eq!(std::mem::size_of::<CombineParams>(), 3 * 8 + 6 * 4);
+        let prep = include_str!("../../../kernels/column_write.cu");
+        let scan = include_str!("../../../kernels/scan.cu");
+        check(
+            prep,
+            "PrepParams",
+            rust_layout!(PrepParams: q, k, v, beta, g, w, u, p, gamma, batch, heads,
+                key_dim, value_dim, kp, t_stride, tokens, num_chunks, scale, pad),
+            size_of::<PrepParams>(),
+        );
+        check(
+            scan,
+            "ScanParams",
+            rust_layout!(ScanParams: q, k, w, u, p, gamma, starts, state_out, out, batch,
+                heads, key_dim, value_dim, kp, t_stride, tokens, num_chunks,
+                chunks_per_segment, num_segments, slices, scale),
+            size_of::<ScanParams>(),
+        );
+        check(
+            scan,
+            "CombineParams",
+            rust_layout!(CombineParams: state, maps, starts, batch, heads, key_dim,
+                value_dim, num_segments, pad),
+            size_of::<CombineParams>(),
+        );
+    }
+
+    /// The reader itself: a swapped pair of fields must change what it reports.
+    #[test]
+    fn the_layout_reader_sees_order_and_types() {
+        let a = "struct X {\n const float* p; // c\n int a, b;\n float s;\n};";
+        let b = "struct X {\n const float* p;\n int b, a;\n float s;\n};";
+        let (fa, sa) = c_layout(a, "X");
+        assert_eq!(
+            fa,
+            vec![
+                ("p".into(), 0, 8),
+                ("a".into(), 8, 4),
+                ("b".into(), 12, 4),
+                ("s".into(), 16, 4)
+            ]
+        );
+        assert_eq!(sa, 24);
+        assert_ne!(fa, c_layout(b, "X").0);
     }
 }
