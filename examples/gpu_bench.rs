@@ -4,13 +4,13 @@
 //! ```sh
 //! gpu_bench [--tokens 65536] [--heads 16] [--dim 128] [--batch 1] [--dtype bf16]
 //!           [--repeats 5] [--total-tokens N] [--segments G] [--prep-only]
-//!           [--bf16-products]
+//!           [--bf16-fast]
 //! ```
 //! With `--total-tokens N` one sequence of N tokens streams through: ceil(N / tokens)
 //! windows of `--tokens` back to back, the state carried, each window reusing the same
 //! device inputs (the kernels' cost does not depend on the values). `--prep-only` times
 //! stage 1 alone; `--segments G` fixes the segment count of the scan (1: plain scan);
-//! `--bf16-products` runs the FAST bf16 scan (`CudaBackend::with_bf16_products`).
+//! `--bf16-fast` runs the FAST bf16 scan (`CudaBackend::with_bf16_fast`).
 
 use half::bf16;
 use ltm_engine::backend::cuda::{CudaBackend, TimedStages};
@@ -26,7 +26,7 @@ struct Args {
     total_tokens: Option<usize>,
     segments: Option<usize>,
     prep_only: bool,
-    bf16_products: bool,
+    bf16_fast: bool,
 }
 
 fn parse() -> Result<Args, String> {
@@ -40,7 +40,7 @@ fn parse() -> Result<Args, String> {
         total_tokens: None,
         segments: None,
         prep_only: false,
-        bf16_products: false,
+        bf16_fast: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -56,7 +56,7 @@ fn parse() -> Result<Args, String> {
             "--total-tokens" => a.total_tokens = Some(num(value()?)?),
             "--segments" => a.segments = Some(num(value()?)?),
             "--prep-only" => a.prep_only = true,
-            "--bf16-products" => a.bf16_products = true,
+            "--bf16-fast" => a.bf16_fast = true,
             _ => return Err(format!("unknown argument {flag}")),
         }
     }
@@ -102,7 +102,7 @@ fn main() -> std::process::ExitCode {
 fn run() -> Result<(), Box<dyn std::error::Error>> {
     let a = parse()?;
     let config = MemoryConfig::new(a.heads, a.dim, a.dim);
-    let mut backend = CudaBackend::new(0)?.with_bf16_products(a.bf16_products);
+    let mut backend = CudaBackend::new(0)?.with_bf16_fast(a.bf16_fast);
     if let Some(g) = a.segments {
         backend = backend.with_segments(g);
     }
@@ -151,7 +151,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         "batch": a.batch, "tokens_per_window": a.tokens, "windows": windows,
         "tokens_total": tokens, "heads": a.heads, "key_dim": a.dim, "value_dim": a.dim,
         "dtype": a.dtype, "stages": if a.prep_only { "prep" } else { "all" },
-        "bf16_products": a.bf16_products,
+        "bf16_fast": a.bf16_fast,
         "segments": a.segments.map_or("auto".to_string(), |g| g.to_string()),
         "seconds_median": median, "seconds_all": times,
         "tokens_per_second": tokens / median.max(1e-12),

@@ -71,7 +71,8 @@ __device__ __forceinline__ void chunk_gammas(const float* g, long long gate0, lo
     __syncthreads();
 }
 
-template <typename T>
+// S: the storage type of W, U, P (float, or bf16_t in the FAST path).
+template <typename T, typename S = float>
 __device__ void chunk_prep(const PrepParams& P) {
     using namespace prep;
     constexpr bool EXACT = ExactInBf16<T>::value;
@@ -133,7 +134,7 @@ __device__ void chunk_prep(const PrepParams& P) {
 
     // Masks and decays. exp(γ_i − γ_j) ≤ 1 on and below the diagonal (γ never rises);
     // above it the factor could overflow, so it is never evaluated there.
-    float* p_out = P.p + out_chunk * C * C;
+    S* p_out = reinterpret_cast<S*>(P.p) + out_chunk * C * C;
 #pragma unroll
     for (int n = 0; n < 8; ++n) {
 #pragma unroll
@@ -148,7 +149,7 @@ __device__ void chunk_prep(const PrepParams& P) {
                 p2[d] = jj <= i ? P.scale * acc_qk[n][e + d] * decay : 0.0f;
             }
             *reinterpret_cast<float2*>(s_a + i * LD_A + j) = make_float2(a2[0], a2[1]);
-            *reinterpret_cast<float2*>(p_out + i * C + j) = make_float2(p2[0], p2[1]);
+            store_pair(p_out + i * C + j, p2[0], p2[1]);
         }
     }
     __syncthreads();
@@ -214,19 +215,22 @@ __device__ void chunk_prep(const PrepParams& P) {
         // Store the solved columns: W keeps all KP columns (padding columns are 0),
         // U exactly V.
         const int width = is_w ? P.kp : P.value_dim;
-        float* dst = is_w ? P.w + out_chunk * C * P.kp : P.u + out_chunk * C * P.value_dim;
+        S* dst = is_w ? reinterpret_cast<S*>(P.w) + out_chunk * C * P.kp
+                      : reinterpret_cast<S*>(P.u) + out_chunk * C * P.value_dim;
         for (int idx = tid; idx < C * XT; idx += THREADS) {
             const int r = idx / XT, c = idx - r * XT;
-            if (c0 + c < width) dst[r * width + c0 + c] = s_x[r * LD_X + c];
+            if (c0 + c < width) store_elem(dst + r * width + c0 + c, s_x[r * LD_X + c]);
         }
         __syncthreads();
     }
 }
 
-#define LTM_PREP_ENTRY(NAME, T)                                          \
+#define LTM_PREP_ENTRY(NAME, T, S)                                       \
     extern "C" __global__ void __launch_bounds__(prep::THREADS)          \
-    NAME(const PrepParams params) { chunk_prep<T>(params); }
+    NAME(const PrepParams params) { chunk_prep<T, S>(params); }
 
-LTM_PREP_ENTRY(ltm_chunk_prep_f32, float)
-LTM_PREP_ENTRY(ltm_chunk_prep_f16, f16_t)
-LTM_PREP_ENTRY(ltm_chunk_prep_bf16, bf16_t)
+LTM_PREP_ENTRY(ltm_chunk_prep_f32, float, float)
+LTM_PREP_ENTRY(ltm_chunk_prep_f16, f16_t, float)
+LTM_PREP_ENTRY(ltm_chunk_prep_bf16, bf16_t, float)
+// The FAST path's stage 1: W, U, P stored as bf16 for ltm_scan_bf16_fast.
+LTM_PREP_ENTRY(ltm_chunk_prep_bf16_fast, bf16_t, bf16_t)

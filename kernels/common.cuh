@@ -28,6 +28,10 @@ typedef unsigned short u16;
 struct bf16_t { u16 bits; };
 struct f16_t { u16 bits; };
 
+// Type choice at compile time (no <type_traits> here, see the top of this file).
+template <bool COND, typename A, typename B> struct Pick { typedef A type; };
+template <typename A, typename B> struct Pick<false, A, B> { typedef B type; };
+
 __device__ __forceinline__ float to_f32(float x) { return x; }
 __device__ __forceinline__ float to_f32(bf16_t x) {
     return __uint_as_float(((u32)x.bits) << 16);
@@ -169,6 +173,20 @@ __device__ __forceinline__ FragB<EXACT> load_b_cols(const float* base, int ld, i
         split_pair<EXACT>(x.x, x.y, f.hi[i], f.lo[i]);
     }
     return f;
+}
+
+// Stage-1 outputs W, U, P are stored as f32, or as bf16 in the FAST path (half the
+// bytes written by stage 1 and read back by the scan). Stores round to nearest even.
+__device__ __forceinline__ void store_elem(float* dst, float x) { *dst = x; }
+__device__ __forceinline__ void store_elem(bf16_t* dst, float x) {
+    dst->bits = (u16)(pack_bf16x2(x, 0.0f) & 0xffffu);
+}
+// Two adjacent elements; `dst` is aligned to the pair (8 bytes f32, 4 bytes bf16).
+__device__ __forceinline__ void store_pair(float* dst, float x0, float x1) {
+    *reinterpret_cast<float2*>(dst) = make_float2(x0, x1);
+}
+__device__ __forceinline__ void store_pair(bf16_t* dst, float x0, float x1) {
+    *reinterpret_cast<u32*>(dst) = pack_bf16x2(x0, x1);
 }
 
 // Row and column of accumulator element e (0..3) of a 16×8 tile at (m0, n0).

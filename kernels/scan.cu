@@ -11,7 +11,8 @@
 // one block owns a DV = 32-column slice of one (sequence, head) and walks its chunks in
 // order. When sequences × heads × slices are too few to fill the GPU (one long sequence,
 // few heads), the chunks are cut into G segments and the two-level scan runs instead:
-//   1. ltm_segment_maps_*: per segment, the affine map S_end = M S_start + B, found by
+//   1. ltm_segment_maps_*: per segment but the last (whose map nothing uses; the host
+//      launches G − 1 segments' blocks), the affine map S_end = M S_start + B, found by
 //      running this same chunk loop on the augmented state [M | B] (K × (K + V)), from
 //      [I | 0] with U read as [0 | U] (S₁ = (e^{γ_C} I − K̃ᵀ W) S₀ + K̃ᵀ U, applied to
 //      M and B at once); all segments in parallel;
@@ -91,24 +92,37 @@ extern "C" __global__ void ltm_scan_layout_query(int* out) {
     if (threadIdx.x < 6) out[threadIdx.x] = ltm_scan_layout[threadIdx.x];
 }
 
-// Copies rows of `width` contiguous floats (width a multiple of 4, 16-byte aligned rows)
-// into shared memory with row stride `ld`.
-__device__ __forceinline__ void copy_rows_f32(float* dst, int ld, const float* src, int rows, int width) {
+// Copies rows of `width` contiguous stage-1 values (width a multiple of 4, rows aligned to
+// 4 elements) into f32 shared memory with row stride `ld`: 16-byte loads of f32, 8-byte
+// loads of bf16.
+__device__ __forceinline__ void copy_rows(float* dst, int ld, const float* src, int rows, int width) {
     const int quads = width / 4;
     for (int idx = threadIdx.x; idx < rows * quads; idx += blockDim.x) {
         const int r = idx / quads, c = (idx - r * quads) * 4;
         *reinterpret_cast<float4*>(dst + r * ld + c) = *reinterpret_cast<const float4*>(src + r * width + c);
     }
 }
+__device__ __forceinline__ void copy_rows(float* dst, int ld, const bf16_t* src, int rows, int width) {
+    const int quads = width / 4;
+    for (int idx = threadIdx.x; idx < rows * quads; idx += blockDim.x) {
+        const int r = idx / quads, c = (idx - r * quads) * 4;
+        const uint2 x = *reinterpret_cast<const uint2*>(src + r * width + c);
+        *reinterpret_cast<float4*>(dst + r * ld + c) =
+            make_float4(__uint_as_float(x.x << 16), __uint_as_float(x.x & 0xffff0000u),
+                        __uint_as_float(x.y << 16), __uint_as_float(x.y & 0xffff0000u));
+    }
+}
 
-// FAST (bf16 inputs only): W, S, P and V' also go to the tensor cores as single bf16
-// values, so every product is one MMA instead of two or three, at bf16 rounding of those
-// operands (f32 accumulation and an f32 state kept in registers as before).
+// FAST (bf16 inputs only): stage 1's W, U, P come as bf16 (ltm_chunk_prep_bf16_fast), and
+// W, S, P and V' go to the tensor cores as single bf16 values, so every product is one
+// MMA instead of two or three, at bf16 rounding of those operands (f32 accumulation and
+// an f32 state kept in registers as before).
 template <typename T, bool MAPS, bool FAST = false>
 __device__ void scan_chunks(const ScanParams& P) {
     using namespace scan;
     constexpr bool EXACT = ExactInBf16<T>::value;
     static_assert(!FAST || EXACT, "the FAST scan is for bf16 inputs");
+    typedef typename Pick<FAST, bf16_t, float>::type S;  // stage-1 storage
     LTM_DYNAMIC_SMEM(smem);
     float* s_q = smem + OFF_Q;
     float* s_w = smem + OFF_W;
@@ -171,11 +185,11 @@ __device__ void scan_chunks(const ScanParams& P) {
             s_ein[tid] = expf(gm);
             s_eout[tid] = expf(glast - gm);
         }
-        copy_rows_f32(s_w, LD_QW, P.w + chunk * C * P.kp, C, P.kp);
+        copy_rows(s_w, LD_QW, reinterpret_cast<const S*>(P.w) + chunk * C * P.kp, C, P.kp);
         load_tile(s_k, LD_K, reinterpret_cast<const T*>(P.k) + gate0 * K, qk_stride, C, valid, 0, P.kp, K);
         if (!MAPS) {
             load_tile(s_q, LD_QW, reinterpret_cast<const T*>(P.q) + gate0 * K, qk_stride, C, valid, 0, P.kp, K);
-            copy_rows_f32(s_p, LD_P, P.p + chunk * C * C, C, C);
+            copy_rows(s_p, LD_P, reinterpret_cast<const S*>(P.p) + chunk * C * C, C, C);
         }
         __syncthreads();
 
@@ -197,14 +211,14 @@ __device__ void scan_chunks(const ScanParams& P) {
             }
         }
         // V' = U − W S₀ (padding rows: U and W rows are 0, so V' rows are 0: no write).
-        const float* u = P.u + chunk * C * V;
+        const S* u = reinterpret_cast<const S*>(P.u) + chunk * C * V;
 #pragma unroll
         for (int n = 0; n < 2; ++n)
 #pragma unroll
             for (int e = 0; e < 4; ++e) {
                 const int row = acc_row(rm, e), lc = acc_col(cn + n * 8, e), col = v0 + lc;
                 const int ucol = MAPS ? col - K : col;  // maps: U is [0 | U]
-                const float uval = (ucol >= 0 && col < width) ? u[row * V + ucol] : 0.0f;
+                const float uval = (ucol >= 0 && col < width) ? to_f32(u[row * V + ucol]) : 0.0f;
                 const float vp = uval - vacc[n][e];
                 s_vp[row * LD_S + lc] = vp;
                 s_vs[row * LD_S + lc] = vp * s_eout[row];

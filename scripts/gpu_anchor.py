@@ -286,7 +286,7 @@ def main():
         # and fla's, in turn, each round.
         variants = {"ours": ()}
         if dev == "cuda":
-            variants["ours_bf16_products"] = ("--bf16-products",)
+            variants["ours_bf16_fast"] = ("--bf16-fast",)
         times = {name: [] for name in variants}
         theirs = []
         inputs = make_inputs(a.tokens, a.heads, a.dim, dev, 1, False)
@@ -337,7 +337,7 @@ def main():
         floor = max(t_flop, t_mem)
         report["floor"] = {"flop": flop, "bytes": byts, "seconds_flop": t_flop,
                            "seconds_memory": t_mem, "seconds": floor}
-        for name in ("ours", "ours_bf16_products"):
+        for name in ("ours", "ours_bf16_fast"):
             if f"{name}_median" in speed_res:
                 report["floor"][f"{name}_fraction_of_floor"] = floor / speed_res[f"{name}_median"]
 
@@ -358,7 +358,7 @@ def print_table(r):
         print(f"ceilings: copy {c['copy_bytes_per_s'] / 1e12:.2f} TB/s, bf16 matmul {c['bf16_flop_per_s'] / 1e12:.0f} TFLOP/s")
     s = r.get("speed", {})
     f = r.get("floor", {})
-    for name in ("ours", "ours_bf16_products", "fla"):
+    for name in ("ours", "ours_bf16_fast", "fla"):
         if f"{name}_median" not in s:
             continue
         line = (f"{name:<19} {s[f'{name}_median'] * 1e3:8.3f} ms  {s[f'{name}_tokens_per_s'] / 1e6:7.1f} M tokens/s"

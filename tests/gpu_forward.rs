@@ -56,6 +56,19 @@ fn as_f64(x: &[f32]) -> Vec<f64> {
     x.iter().map(|&v| v as f64).collect()
 }
 
+/// The CPU backend's outputs and final state from `initial`.
+fn cpu_reference(
+    config: &MemoryConfig,
+    inputs: &ForwardInputs<'_>,
+    initial: &State,
+) -> (Vec<f32>, State) {
+    let mut state = initial.clone();
+    let o = CpuBackend::new()
+        .forward(config, inputs, &mut state)
+        .unwrap();
+    (o, state)
+}
+
 /// GPU vs CPU from the same initial state: outputs, state, tokens seen.
 fn check_vs_cpu(
     name: &str,
@@ -65,13 +78,23 @@ fn check_vs_cpu(
     initial: &State,
     tol: f64,
 ) -> (Vec<f32>, State) {
-    let mut cpu_state = initial.clone();
-    let cpu_o = CpuBackend::new()
-        .forward(config, inputs, &mut cpu_state)
-        .unwrap();
+    let reference = cpu_reference(config, inputs, initial);
+    check_against(name, backend, config, inputs, initial, tol, &reference)
+}
+
+/// GPU vs a CPU reference computed once by [`cpu_reference`].
+fn check_against(
+    name: &str,
+    backend: &CudaBackend,
+    config: &MemoryConfig,
+    inputs: &ForwardInputs<'_>,
+    initial: &State,
+    tol: f64,
+    (cpu_o, cpu_state): &(Vec<f32>, State),
+) -> (Vec<f32>, State) {
     let mut state = initial.clone();
     let o = gpu_forward(backend, config, inputs, &mut state);
-    let eo = normalised_error(&o, &as_f64(&cpu_o));
+    let eo = normalised_error(&o, &as_f64(cpu_o));
     let es = normalised_error(state.values(), &as_f64(cpu_state.values()));
     eprintln!(
         "{name}: B={} T={} H={} K={} V={}: output {eo:.2e}, state {es:.2e}",
@@ -361,7 +384,7 @@ fn bf16_and_f16_inputs() {
 /// bit-identical to the exact kernels (so the variant really ran).
 #[test]
 #[ignore = "needs a CUDA GPU"]
-fn bf16_products_stay_within_the_bf16_tolerance() {
+fn bf16_fast_stay_within_the_bf16_tolerance() {
     let config = MemoryConfig::new(4, 128, 128);
     let mut rng = rng("bf16 products");
     let f = random_inputs(&mut rng, &config, 1, 20_000, Gates::Typical);
@@ -375,7 +398,7 @@ fn bf16_products_stay_within_the_bf16_tolerance() {
     };
     let (exact, _) = check_vs_cpu("bf16 exact", &gpu(), &config, &bf, &initial, F32_TOL);
     for segments in [1, 5] {
-        let fast = gpu().with_bf16_products(true).with_segments(segments);
+        let fast = gpu().with_bf16_fast(true).with_segments(segments);
         let name = format!("bf16 products, {segments} segment(s)");
         let (o, _) = check_vs_cpu(&name, &fast, &config, &bf, &initial, BF16_TOL);
         assert_ne!(o, exact, "{name}: identical to the exact kernels");
@@ -452,7 +475,11 @@ fn split_calls_match_one_call() {
     let backend = gpu();
     let mut whole_s = initial.clone();
     let whole_o = gpu_forward(&backend, &config, &x.inputs(), &mut whole_s);
+    // Cuts on chunk boundaries leave every chunk as it was: bit-identical. Other cuts
+    // move the chunk boundaries and with them the rounding: within 5e-5 (f32-accurate
+    // products differ by ~1e-5 between chunkings; measured up to 1.1e-5 in kernels/emu).
     for cuts in [vec![64, 512, 576], vec![1], vec![37, 100, 101, 999]] {
+        let aligned = cuts.iter().all(|c| c % 64 == 0);
         let mut state = initial.clone();
         let mut pieces = Vec::new();
         let mut bounds = vec![0];
@@ -472,7 +499,11 @@ fn split_calls_match_one_call() {
         }
         let eo = normalised_error(&o, &as_f64(&whole_o));
         let es = normalised_error(state.values(), &as_f64(whole_s.values()));
-        assert!(eo < 1e-5 && es < 1e-5, "cuts {cuts:?}: {eo:e} {es:e}");
+        if aligned {
+            assert_eq!(o, whole_o, "cuts {cuts:?}: outputs not bit-identical");
+            assert_eq!(state.values(), whole_s.values(), "cuts {cuts:?}: state");
+        }
+        assert!(eo < 5e-5 && es < 5e-5, "cuts {cuts:?}: {eo:e} {es:e}");
         assert_eq!(state.tokens_seen(), 1000);
     }
 }
@@ -484,16 +515,26 @@ fn a_million_tokens() {
     let mut rng = rng("million");
     let x = random_inputs(&mut rng, &config, 1, 1_000_000, Gates::Typical);
     let initial = random_state(&mut rng, &config, 1);
-    let (o, s) = check_vs_cpu("T=1e6", &gpu(), &config, &x.inputs(), &initial, F32_TOL);
+    let reference = cpu_reference(&config, &x.inputs(), &initial);
+    let (o, s) = check_against(
+        "T=1e6",
+        &gpu(),
+        &config,
+        &x.inputs(),
+        &initial,
+        F32_TOL,
+        &reference,
+    );
     // Windows of 2^16 tokens with the segment scan forced: the same within rounding.
     let backend = gpu().with_window_tokens(1 << 16).with_segments(8);
-    let (o2, s2) = check_vs_cpu(
+    let (o2, s2) = check_against(
         "T=1e6 windows",
         &backend,
         &config,
         &x.inputs(),
         &initial,
         F32_TOL,
+        &reference,
     );
     let eo = normalised_error(&o2, &as_f64(&o));
     let es = normalised_error(s2.values(), &as_f64(s.values()));

@@ -19,30 +19,37 @@ pub(crate) fn run_window(
     win: &Window,
     tokens: usize,
     scale: f32,
-    scan_with: ScanWith,
+    opts: RunOptions,
 ) -> Result<()> {
     if tokens == 0 {
         return Ok(());
     }
-    prep(kernels, stream, win, tokens, scale)?;
-    scan(kernels, stream, win, tokens, scale, scan_with)
+    prep(kernels, stream, win, tokens, scale, opts)?;
+    scan(kernels, stream, win, tokens, scale, opts)
 }
 
-/// How the scan of a window runs.
+/// How a window's kernels run.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct ScanWith {
+pub(crate) struct RunOptions {
     /// Segments per window (≤ 1: the plain scan).
     pub segments: usize,
-    /// bf16 inputs only: the FAST kernels, every MMA operand in bf16.
-    pub bf16_products: bool,
+    /// bf16 inputs only: the FAST kernels, stage-1 outputs and every MMA operand in
+    /// bf16. Stage 1 must have run with the same flag: it decides how W, U, P are stored.
+    pub bf16_fast: bool,
+    /// Wait for each kernel and report its failure under its own name (test mode);
+    /// otherwise a fault surfaces at the next synchronisation, named after that.
+    pub sync_each: bool,
 }
 
+/// Stage 1; with `opts.bf16_fast` (bf16 inputs only) W, U, P are stored as bf16 for the
+/// FAST scan.
 pub(crate) fn prep(
     kernels: &Kernels,
     stream: &Arc<CudaStream>,
     win: &Window,
     tokens: usize,
     scale: f32,
+    opts: RunOptions,
 ) -> Result<()> {
     let s = win.shape;
     let nc = tokens.div_ceil(CHUNK);
@@ -72,13 +79,12 @@ pub(crate) fn prep(
         block_dim: (PREP_THREADS, 1, 1),
         shared_mem_bytes: 0,
     };
-    launch(
-        stream,
-        &kernels.prep[dtype_index(s.dtype)],
-        cfg,
-        &params,
-        "ltm_chunk_prep",
-    )
+    let f = if opts.bf16_fast && s.dtype == DType::BF16 {
+        &kernels.prep_bf16_fast
+    } else {
+        &kernels.prep[dtype_index(s.dtype)]
+    };
+    launch(stream, f, cfg, &params, "ltm_chunk_prep", opts)
 }
 
 /// The scan from stage-1 outputs already in the window. `segments` ≤ 1 runs the plain
@@ -89,12 +95,12 @@ pub(crate) fn scan(
     win: &Window,
     tokens: usize,
     scale: f32,
-    scan_with: ScanWith,
+    opts: RunOptions,
 ) -> Result<()> {
     let s = win.shape;
     let lay = kernels.layout;
     let nc = tokens.div_ceil(CHUNK);
-    let g = scan_with.segments.clamp(1, nc.max(1)).min(s.g_cap);
+    let g = opts.segments.clamp(1, nc.max(1)).min(s.g_cap);
     let per_seg = nc.div_ceil(g);
     let g = nc.div_ceil(per_seg); // no empty segments
     let slices = s.value_dim.div_ceil(lay.slice);
@@ -122,7 +128,7 @@ pub(crate) fn scan(
         scale,
     };
     let dtype = dtype_index(s.dtype);
-    let fast = scan_with.bf16_products && s.dtype == DType::BF16;
+    let fast = opts.bf16_fast && s.dtype == DType::BF16;
     let (scan_fn, maps_fn) = if fast {
         (&kernels.scan_bf16_fast, &kernels.maps_bf16_fast)
     } else {
@@ -134,7 +140,8 @@ pub(crate) fn scan(
         shared_mem_bytes: lay.smem_bytes,
     };
     if g > 1 {
-        // 1. the affine map of every segment, on the augmented state [M | B]
+        // 1. the affine map of every segment but the last (nothing follows it), on the
+        //    augmented state [M | B]
         let aug_slices = (s.key_dim + s.value_dim).div_ceil(lay.slice);
         let maps = ScanParams {
             starts: 0,
@@ -146,9 +153,10 @@ pub(crate) fn scan(
         launch(
             stream,
             maps_fn,
-            cfg(aug_slices * g),
+            cfg(aug_slices * (g - 1)),
             &maps,
             "ltm_segment_maps",
+            opts,
         )?;
         // 2. the state at every segment's start
         let combine = CombineParams {
@@ -173,16 +181,17 @@ pub(crate) fn scan(
             ccfg,
             &combine,
             "ltm_segment_combine",
+            opts,
         )?;
         // 3. every segment from its start, with outputs; the last writes the state
         let outputs = ScanParams {
             starts: win.starts.ptr(stream),
             ..base
         };
-        launch(stream, scan_fn, cfg(slices * g), &outputs, "ltm_scan")
+        launch(stream, scan_fn, cfg(slices * g), &outputs, "ltm_scan", opts)
     } else {
         // In place: each block reads its own state slice first and writes it last.
-        launch(stream, scan_fn, cfg(slices), &base, "ltm_scan")
+        launch(stream, scan_fn, cfg(slices), &base, "ltm_scan", opts)
     }
 }
 
@@ -192,6 +201,7 @@ fn launch<P: cudarc::driver::DeviceRepr>(
     cfg: LaunchConfig,
     params: &P,
     name: &str,
+    opts: RunOptions,
 ) -> Result<()> {
     let mut builder = stream.launch_builder(func);
     builder.arg(params);
@@ -205,5 +215,11 @@ fn launch<P: cudarc::driver::DeviceRepr>(
         ),
         detail: e.to_string(),
     })?;
+    if opts.sync_each {
+        stream.synchronize().map_err(|e| Error::Cuda {
+            op: format!("running {name}"),
+            detail: e.to_string(),
+        })?;
+    }
     Ok(())
 }

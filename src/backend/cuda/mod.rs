@@ -49,7 +49,7 @@ pub struct CudaBackend {
     window: Mutex<Option<Window>>,
     window_tokens: Option<usize>,
     segments: Option<usize>,
-    bf16_products: bool,
+    bf16_fast: bool,
     checks: bool,
     /// Host staging for inputs that come as rows (a model's features), reused.
     staged: Mutex<MaterializedRows>,
@@ -110,7 +110,7 @@ impl CudaBackend {
             window: Mutex::new(None),
             window_tokens: None,
             segments: None,
-            bf16_products: false,
+            bf16_fast: false,
             checks: false,
             staged: Mutex::new(MaterializedRows::default()),
         })
@@ -134,15 +134,16 @@ impl CudaBackend {
     /// operand (W, the state, P, V') as one bf16 value instead of an f32-accurate hi/lo
     /// pair: one MMA per product instead of two or three, at errors near 5e-3 of the
     /// largest output instead of 1e-5 (kernels/emu measures both). Default: off.
-    pub fn with_bf16_products(mut self, on: bool) -> Self {
-        self.bf16_products = on;
+    pub fn with_bf16_fast(mut self, on: bool) -> Self {
+        self.bf16_fast = on;
         self
     }
 
-    fn scan_with(&self, segments: usize) -> launch::ScanWith {
-        launch::ScanWith {
+    fn run_options(&self, segments: usize) -> launch::RunOptions {
+        launch::RunOptions {
             segments,
-            bf16_products: self.bf16_products,
+            bf16_fast: self.bf16_fast,
+            sync_each: self.checks,
         }
     }
 
@@ -220,7 +221,7 @@ impl CudaBackend {
     /// doing one chunk: a pass of N blocks (one block per multiprocessor fits, the scan
     /// takes 156 KB of shared memory) costs ceil(N / SMs) waves × the chunks each block
     /// walks. Plain: `slices·B·H` blocks × `nc` chunks. Segmented with G: the map pass,
-    /// `(K+V)/32·B·H·G` blocks × nc/G chunks at ~0.7 (no queries, no outputs), plus the
+    /// `(K+V)/32·B·H·(G−1)` blocks × nc/G chunks at ~0.7 (no queries, no outputs), plus the
     /// output pass, `slices·B·H·G` blocks × nc/G. Segments pay only when the plain scan
     /// leaves most multiprocessors idle (one sequence, few heads); each is ≥ 16 chunks.
     fn segments_for(&self, shape: &Shape, nc: usize) -> usize {
@@ -230,9 +231,10 @@ impl CudaBackend {
         }
     }
 
-    /// The window for `shape`, reusing the last one when it has the same shape.
+    /// The window for `shape`, reusing the last one when it holds that shape: calls of
+    /// other lengths (a stream's last window, split calls) allocate nothing.
     fn window_for<'a>(&self, slot: &'a mut Option<Window>, shape: Shape) -> Result<&'a mut Window> {
-        if slot.as_ref().is_none_or(|w| w.shape != shape) {
+        if slot.as_ref().is_none_or(|w| !w.shape.holds(&shape)) {
             *slot = None; // free the old buffers before allocating new ones
             *slot = Some(Window::new(&self.stream, shape)?);
         }
@@ -278,13 +280,16 @@ impl CudaBackend {
         win.upload_inputs(&self.stream, inputs, 0, inputs.tokens)?;
         let segments = self.segments_for(&shape, inputs.tokens.div_ceil(CHUNK));
         let mut times = Vec::with_capacity(repeats);
+        let scale = config.effective_scale();
+        let opts = self.run_options(segments);
         for run in 0..=repeats {
             win.state
                 .upload(&self.stream, 0, bytemuck::cast_slice(state.values()))?;
             self.sync()?;
             let t = Instant::now();
-            for _ in 0..windows {
-                let scale = config.effective_scale();
+            // The warm-up (run 0) loads and JIT-compiles the kernels: one window does it.
+            let n = if run == 0 { windows.min(1) } else { windows };
+            for _ in 0..n {
                 match stages {
                     TimedStages::All => launch::run_window(
                         &self.kernels,
@@ -292,10 +297,10 @@ impl CudaBackend {
                         win,
                         inputs.tokens,
                         scale,
-                        self.scan_with(segments),
+                        opts,
                     )?,
                     TimedStages::PrepOnly => {
-                        launch::prep(&self.kernels, &self.stream, win, inputs.tokens, scale)?
+                        launch::prep(&self.kernels, &self.stream, win, inputs.tokens, scale, opts)?
                     }
                 }
             }
@@ -307,7 +312,8 @@ impl CudaBackend {
         Ok(times)
     }
 
-    /// Stage 1 alone over all of `inputs` (one window), for tests.
+    /// Stage 1 alone over all of `inputs` (one window), for tests. Always the exact
+    /// stage 1 (f32 outputs), whatever [`CudaBackend::with_bf16_fast`] says.
     pub fn chunk_prep(
         &self,
         config: &MemoryConfig,
@@ -322,6 +328,10 @@ impl CudaBackend {
             &win,
             inputs.tokens,
             config.effective_scale(),
+            launch::RunOptions {
+                bf16_fast: false,
+                ..self.run_options(1)
+            },
         )?;
         let s = win.shape;
         let rows = s.batch * s.heads * inputs.tokens.div_ceil(CHUNK) * CHUNK;
@@ -346,6 +356,7 @@ impl CudaBackend {
 
     /// The scan alone, from given stage-1 outputs, over all of `inputs` (one window)
     /// with `segments` segments; updates `state` and returns the outputs. For tests.
+    /// Always the exact scan: `prep` holds f32 stage-1 outputs.
     pub fn scan_prepared(
         &self,
         config: &MemoryConfig,
@@ -374,7 +385,10 @@ impl CudaBackend {
             &win,
             inputs.tokens,
             config.effective_scale(),
-            self.scan_with(segments),
+            launch::RunOptions {
+                bf16_fast: false,
+                ..self.run_options(segments)
+            },
         )?;
         let mut out = vec![0.0f32; inputs.output_len(config)];
         win.download_outputs(&self.stream, &mut out, inputs.tokens, 0, inputs.tokens)?;
@@ -426,7 +440,7 @@ fn choose_segments(shape: &Shape, nc: usize, sms: usize, slice: usize) -> usize 
         if g == 1 {
             waves(slices) * per
         } else {
-            0.7 * waves(aug * g) * per + waves(slices * g) * per
+            0.7 * waves(aug * (g - 1)) * per + waves(slices * g) * per
         }
     };
     (1..=(nc / 16).clamp(1, 4 * sms.max(1)))
@@ -486,7 +500,8 @@ impl Backend for CudaBackend {
         }
         self.check_supported(config, inputs.batch)?;
         let tokens = inputs.tokens;
-        if tokens > 0 {
+        // No sequences: nothing to launch (a grid dimension of 0 is a launch error).
+        if tokens > 0 && inputs.batch > 0 {
             self.ctx
                 .bind_to_thread()
                 .map_err(cuda_err("binding the context"))?;
@@ -509,7 +524,7 @@ impl Backend for CudaBackend {
                     win,
                     len,
                     config.effective_scale(),
-                    self.scan_with(segments),
+                    self.run_options(segments),
                 )?;
                 win.download_outputs(&self.stream, out, tokens, t0, len)?;
                 t0 += len;
@@ -547,8 +562,11 @@ mod tests {
     fn segments_only_where_the_plain_scan_leaves_the_gpu_idle() {
         // H200: 132 multiprocessors, 32-column slices, windows of 1024 chunks.
         let g = |b, h, d| choose_segments(&shape(b, h, d), 1024, 132, 32);
-        // 64 blocks: the map pass would cost more than the idle SMs give back.
-        assert_eq!(g(1, 16, 128), 1);
+        // 64 blocks: two segments (plain 1024 units; G = 2: a map pass of 128 blocks for
+        // the first segment, 0.7 × 512, then 128 blocks × 512 = 870); three would need
+        // two waves in each pass.
+        assert_eq!(g(1, 16, 128), 2);
+        // 512 blocks fill the GPU: plain.
         assert_eq!(g(8, 16, 128), 1);
         // 4 blocks: segments, each at least 16 chunks.
         let one_head = g(1, 1, 128);

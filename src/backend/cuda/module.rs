@@ -31,7 +31,9 @@ pub(crate) struct Kernels {
     pub prep: [CudaFunction; 3],
     pub scan: [CudaFunction; 3],
     pub maps: [CudaFunction; 3],
-    /// The FAST variants for bf16 inputs (every MMA operand in bf16, see scan.cu).
+    /// The FAST variants for bf16 inputs (stage-1 outputs and every MMA operand in
+    /// bf16, see scan.cu).
+    pub prep_bf16_fast: CudaFunction,
     pub scan_bf16_fast: CudaFunction,
     pub maps_bf16_fast: CudaFunction,
     pub combine: CudaFunction,
@@ -81,6 +83,7 @@ impl Kernels {
             prep: three(&cw, "ltm_chunk_prep")?,
             scan: three(&sc, "ltm_scan")?,
             maps: three(&sc, "ltm_segment_maps")?,
+            prep_bf16_fast: func(&cw, "ltm_chunk_prep_bf16_fast".into())?,
             scan_bf16_fast: func(&sc, "ltm_scan_bf16_fast".into())?,
             maps_bf16_fast: func(&sc, "ltm_segment_maps_bf16_fast".into())?,
             combine: func(&sc, "ltm_segment_combine".into())?,

@@ -37,6 +37,28 @@ pub(crate) fn elem_bytes(d: DType) -> usize {
 }
 
 impl Shape {
+    /// Whether a window sized for `self` can run `other`: the same sequences, heads,
+    /// dims and input type, and at least its tokens and segments (the kernels take the
+    /// token stride from the window, so a longer window serves shorter calls).
+    pub fn holds(&self, other: &Shape) -> bool {
+        (
+            self.batch,
+            self.heads,
+            self.key_dim,
+            self.value_dim,
+            self.kp,
+            self.dtype,
+        ) == (
+            other.batch,
+            other.heads,
+            other.key_dim,
+            other.value_dim,
+            other.kp,
+            other.dtype,
+        ) && self.t_cap >= other.t_cap
+            && self.g_cap >= other.g_cap
+    }
+
     /// Device bytes per token of every sequence (all window buffers but the state/maps).
     pub fn bytes_per_token(&self) -> usize {
         let rows = self.batch * self.heads;

@@ -20,7 +20,11 @@ pub fn run(args: Args) -> ltm_engine::Result<()> {
             (line, d)
         }
     };
-    let auto = ltm_engine::backend_for(ltm_engine::Device::Auto)?.name();
+    // `info` reports a GPU that fails to start (an old driver, say) instead of failing.
+    let auto = match ltm_engine::backend_for(ltm_engine::Device::Auto) {
+        Ok(b) => b.name(),
+        Err(e) => format!("none: the CUDA device did not start ({e}); --device cpu runs"),
+    };
     if args.json {
         let devs: Vec<_> = devices
             .iter()
