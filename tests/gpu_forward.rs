@@ -515,10 +515,11 @@ fn a_million_tokens() {
     let mut rng = rng("million");
     let x = random_inputs(&mut rng, &config, 1, 1_000_000, Gates::Typical);
     let initial = random_state(&mut rng, &config, 1);
+    let backend = gpu(); // first: without a GPU, fail before the CPU reference
     let reference = cpu_reference(&config, &x.inputs(), &initial);
     let (o, s) = check_against(
         "T=1e6",
-        &gpu(),
+        &backend,
         &config,
         &x.inputs(),
         &initial,
