@@ -56,7 +56,11 @@ tests_start=$(date +%s)
 for t in $(./gpu_forward --list --ignored 2>/dev/null | sed -n 's/: test$//p'); do
     left=$(( 150 - ($(date +%s) - tests_start) ))
     if [ $left -le 5 ]; then failed+=("$t(not run: out of time)"); continue; fi
-    if timeout $left ./gpu_forward --ignored --exact "$t" --test-threads=1 >> "$out/gpu-tests.log" 2>&1; then
+    # At most 40 s a test, so one hang cannot take the others' time; --show-output keeps
+    # the errors that passing tests measured.
+    limit=$(( left < 40 ? left : 40 ))
+    if timeout -k 5 $limit ./gpu_forward --ignored --exact "$t" --test-threads=1 --show-output \
+        >> "$out/gpu-tests.log" 2>&1; then
         passed=$((passed + 1))
     else
         failed+=("$t")
@@ -72,7 +76,10 @@ if [ ${#failed[@]} -gt 0 ] || [ $passed -eq 0 ]; then
     log "tests: $passed passed, ${#failed[@]} FAILED: ${failed[*]:-(none ran)}; full log: gpu-tests.log"
     # The first failure once more under compute-sanitizer's memcheck (Firecracker
     # machines run it), for the kernel and address of a bad access.
-    first="${failed[0]%%(*}"
+    first=""
+    for f in "${failed[@]:-}"; do  # not the million-token test: too slow under memcheck
+        case "$f" in a_million_tokens*|"") ;; *) first="${f%%(*}"; break ;; esac
+    done
     if [ -n "$first" ] && command -v compute-sanitizer >/dev/null && fits 60; then
         log "compute-sanitizer memcheck on $first:"
         log '```'
@@ -101,11 +108,11 @@ done
 # bench above used the backend's own choice), and the FAST bf16 scan.
 if fits 45; then
     timeout 45 bash -c '
-        ./gpu_bench --tokens 65536 --heads 16 --dim 128 --dtype bf16 --repeats 5 --prep-only
+        timeout 10 ./gpu_bench --tokens 65536 --heads 16 --dim 128 --dtype bf16 --repeats 5 --bf16-fast
+        timeout 10 ./gpu_bench --tokens 65536 --heads 16 --dim 128 --dtype bf16 --repeats 5 --prep-only
         for g in 1 2 4 8 16; do
-            ./gpu_bench --tokens 65536 --heads 16 --dim 128 --dtype bf16 --repeats 5 --segments $g
-        done
-        ./gpu_bench --tokens 65536 --heads 16 --dim 128 --dtype bf16 --repeats 5 --bf16-fast' 2>&1 | tee -a "$report"
+            timeout 10 ./gpu_bench --tokens 65536 --heads 16 --dim 128 --dtype bf16 --repeats 5 --segments $g
+        done' 2>&1 | tee -a "$report"
     [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 fi
 # 3. One sequence of 100M tokens at that layer shape (windows of 65536 tokens back to
@@ -143,9 +150,12 @@ log '```'
 log "## against flash-linear-attention (same card, same run)"
 log '```'
 rc=124
-fits 100 && { timeout 100 python3 gpu_anchor.py "${anchor_args[@]}" --rounds 3 --repeats 10 \
+fits 100 && { # Autotune afresh on the idle GPU (compiled kernels come from the cache): choices made
+# while our tests shared the GPU must not be reused for fla's timed run.
+TRITON_CACHE_AUTOTUNING=0 FLA_CACHE_RESULTS=0 \
+    timeout -k 5 100 python3 gpu_anchor.py "${anchor_args[@]}" --rounds 3 --repeats 10 \
     --json-out "$out/anchor.json" > "$out/anchor.log" 2>&1; rc=$?; }
-grep -v '^{' "$out/anchor.log" | grep -v '^\[' | tail -n 30 | tee -a "$report"
+grep -v '^{"[a-z_]*": ' "$out/anchor.log" | grep -v '^\[' | tail -n 30 | tee -a "$report"
 log '```'
 [ $rc -eq 0 ] || { status=1; log "anchor: FAILED (exit $rc; 124 = timed out); full log: anchor.log"; }
 log "elapsed: $(elapsed); exit status $status"

@@ -247,6 +247,8 @@ def step(report, name, fn):
         traceback.print_exc()
         report[name] = {"error": f"{type(e).__name__}: {e}"}
     print(f"[{name}: {time.perf_counter() - t0:.1f} s]", file=sys.stderr, flush=True)
+    # Partial results as they come: a run stopped at its time limit keeps what it had.
+    print(json.dumps({name: report[name]}), flush=True)
 
 
 def main():
@@ -288,14 +290,22 @@ def main():
         if dev == "cuda":
             variants["ours_bf16_fast"] = ("--bf16-fast",)
         times = {name: [] for name in variants}
+        errors = {}
         theirs = []
         inputs = make_inputs(a.tokens, a.heads, a.dim, dev, 1, False)
         for _ in range(a.rounds):
             for name, extra in variants.items():
-                times[name].append(ours_speed(a, extra))
+                try:  # one variant failing must not lose the others' times
+                    times[name].append(ours_speed(a, extra))
+                except Exception as e:
+                    errors[name] = f"{type(e).__name__}: {e}"
             if fla is not None:
-                theirs.append(median_seconds(lambda: fla(*inputs), dev, 3, a.repeats)[0])
-        res = {}
+                try:
+                    theirs.append(median_seconds(lambda: fla(*inputs), dev, 3, a.repeats)[0])
+                except Exception as e:
+                    errors["fla"] = f"{type(e).__name__}: {e}"
+        res = {"errors": errors} if errors else {}
+        times = {name: t for name, t in times.items() if t}
         for name, t in times.items():
             res.update({f"{name}_seconds": t, f"{name}_median": statistics.median(t),
                         f"{name}_tokens_per_s": a.tokens / statistics.median(t)})
@@ -309,10 +319,16 @@ def main():
 
     def agreement():
         T = a.agree_tokens
-        q, k, v, g, beta, h0 = make_inputs(T, a.heads, a.dim, dev, int(time.time()) & 0xFFFF, True)
+        seed = int(time.time()) & 0xFFFF
+        q, k, v, g, beta, h0 = make_inputs(T, a.heads, a.dim, dev, seed, True)
         o_ref, s_ref = recurrence_f64(q, k, v, g, beta, h0)
-        o, s = ours_forward(a, q, k, v, g, beta, h0)
-        res = {"tokens": T, "ours_o": rel_fro(o, o_ref), "ours_state": rel_fro(s, s_ref)}
+        res = {"tokens": T, "seed": seed}
+        try:
+            o, s = ours_forward(a, q, k, v, g, beta, h0)
+            res.update({"ours_o": rel_fro(o, o_ref), "ours_state": rel_fro(s, s_ref)})
+        except Exception as e:  # fla's agreement is still worth having
+            res["ours_error"] = f"{type(e).__name__}: {e}"
+            res["ours_o"] = res["ours_state"] = {"rel_fro": float("nan")}
         if fla is not None:
             with torch.no_grad():
                 fo, fs = fla(q, k, v, g, beta, h0)

@@ -61,7 +61,7 @@ struct Case {
     bool with_state;
     double gate_scale;  // g = logsigmoid(z) * gate_scale
     double beta_min;    // β = beta_min + (1 − beta_min)·sigmoid(z)
-    bool fast = false;  // the FAST bf16 scan: every MMA operand rounded to bf16
+    bool fast = false;  // the FAST bf16 path: W, U, P stored and every MMA operand in bf16
 };
 
 double normalised_error(const float* got, const std::vector<double>& want) {

@@ -130,10 +130,12 @@ impl CudaBackend {
         self
     }
 
-    /// bf16 inputs only: run the scan's FAST kernels, which give the tensor cores every
-    /// operand (W, the state, P, V') as one bf16 value instead of an f32-accurate hi/lo
-    /// pair: one MMA per product instead of two or three, at errors near 5e-3 of the
-    /// largest output instead of 1e-5 (kernels/emu measures both). Default: off.
+    /// bf16 inputs only: run the FAST kernels. Stage 1 stores W, U, P as bf16 (half its
+    /// output bytes, and half of what the scan reads back), and the scan gives the tensor
+    /// cores every operand (W, the state, P, V') as one bf16 value instead of an
+    /// f32-accurate hi/lo pair: one MMA per product instead of two or three. Errors of
+    /// 2e-3 to 8e-3 of the largest output instead of ~1e-5 (kernels/emu measures both;
+    /// docs/gpu-notes.md). Default: off.
     pub fn with_bf16_fast(mut self, on: bool) -> Self {
         self.bf16_fast = on;
         self
