@@ -396,11 +396,20 @@ fn bf16_fast_stay_within_the_bf16_tolerance() {
         v: Data::BF16(&v),
         ..f.inputs()
     };
-    let (exact, _) = check_vs_cpu("bf16 exact", &gpu(), &config, &bf, &initial, F32_TOL);
+    let reference = cpu_reference(&config, &bf, &initial);
+    let (exact, _) = check_against(
+        "bf16 exact",
+        &gpu(),
+        &config,
+        &bf,
+        &initial,
+        F32_TOL,
+        &reference,
+    );
     for segments in [1, 5] {
         let fast = gpu().with_bf16_fast(true).with_segments(segments);
         let name = format!("bf16 products, {segments} segment(s)");
-        let (o, _) = check_vs_cpu(&name, &fast, &config, &bf, &initial, BF16_TOL);
+        let (o, _) = check_against(&name, &fast, &config, &bf, &initial, BF16_TOL, &reference);
         assert_ne!(o, exact, "{name}: identical to the exact kernels");
     }
 }
@@ -439,22 +448,25 @@ fn segmented_scan_matches_the_plain_scan_and_cpu() {
     let mut rng = rng("segments");
     let x = random_inputs(&mut rng, &config, 1, 5000, Gates::Typical);
     let initial = random_state(&mut rng, &config, 1);
-    let (plain_o, plain_s) = check_vs_cpu(
+    let reference = cpu_reference(&config, &x.inputs(), &initial);
+    let (plain_o, plain_s) = check_against(
         "segments=1",
         &gpu().with_segments(1),
         &config,
         &x.inputs(),
         &initial,
         F32_TOL,
+        &reference,
     );
     for g in [2, 5, 13, 79] {
-        let (o, s) = check_vs_cpu(
+        let (o, s) = check_against(
             &format!("segments={g}"),
             &gpu().with_segments(g),
             &config,
             &x.inputs(),
             &initial,
             F32_TOL,
+            &reference,
         );
         let eo = normalised_error(&o, &as_f64(&plain_o));
         let es = normalised_error(s.values(), &as_f64(plain_s.values()));
