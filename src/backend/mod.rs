@@ -3,6 +3,7 @@
 pub mod cpu;
 pub mod cuda;
 pub mod device;
+pub mod session;
 pub mod sparse;
 
 use crate::config::MemoryConfig;
@@ -11,6 +12,7 @@ use crate::inputs::{ForwardInputs, InputRows};
 use crate::state::State;
 
 pub use device::Device;
+pub use session::{HostSession, MemorySession};
 pub use sparse::{SparseBackend, SparseKeys, SparseWrites};
 
 /// A place to run the memory. Implementations give the same results up to f32
@@ -53,6 +55,17 @@ pub trait Backend: Send + Sync {
     ) -> Result<()> {
         self.forward_into(config, inputs, state, out)
     }
+
+    /// Opens a session on `state`: the memory stays with the backend between calls
+    /// (on the host for the CPU) until [`MemorySession::snapshot`] or
+    /// [`MemorySession::into_state`] hands it back.
+    /// The CUDA backend keeps the host copy too until its device-resident session is
+    /// written (see docs/design.md).
+    fn open<'a>(
+        &'a self,
+        config: &MemoryConfig,
+        state: State,
+    ) -> Result<Box<dyn MemorySession + 'a>>;
 
     /// [`Backend::forward_into`] into a new buffer.
     fn forward(

@@ -67,6 +67,16 @@ impl CpuBackend {
 }
 
 impl Backend for CpuBackend {
+    fn open<'a>(
+        &'a self,
+        config: &MemoryConfig,
+        state: State,
+    ) -> Result<Box<dyn crate::backend::MemorySession + 'a>> {
+        Ok(Box::new(crate::backend::HostSession::new(
+            self, config, state,
+        )?))
+    }
+
     fn name(&self) -> String {
         format!("cpu ({}, {} threads)", self.isa().name(), self.threads())
     }

@@ -461,6 +461,16 @@ fn device_dtype(inputs: &ForwardInputs<'_>) -> DType {
 }
 
 impl Backend for CudaBackend {
+    fn open<'a>(
+        &'a self,
+        config: &MemoryConfig,
+        state: State,
+    ) -> Result<Box<dyn crate::backend::MemorySession + 'a>> {
+        Ok(Box::new(crate::backend::HostSession::new(
+            self, config, state,
+        )?))
+    }
+
     /// Rows (a model's features) are written out on the host, then uploaded like
     /// tensors; computing them on the device is future work.
     fn forward_rows(

@@ -6,6 +6,7 @@ pub mod hashhop;
 mod info;
 mod kernel;
 mod run;
+mod run_lm;
 
 use std::process::ExitCode;
 

@@ -14,7 +14,7 @@ use ltm_engine::{backend_for, Device, Error, State};
 use crate::hashhop::parse_bytes;
 
 /// Which model turns the context into the memory's writes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ModelChoice {
     /// The built-in memory model: words under sparse hashed keys, answers decoded to
     /// exact words (text only).
@@ -22,71 +22,96 @@ pub enum ModelChoice {
     /// Dense random features over any tokens: the engine's dense forward at H=4,
     /// K=V=64, a next-token memory.
     RandomFeatures,
+    /// A trained Gated DeltaNet checkpoint (a model directory).
+    Dir(PathBuf),
+}
+
+/// `memory`, `random-features`, or the path of a model directory.
+fn parse_model(s: &str) -> Result<ModelChoice, String> {
+    match s {
+        "memory" => Ok(ModelChoice::Memory),
+        "random-features" => Ok(ModelChoice::RandomFeatures),
+        path => {
+            let p = PathBuf::from(path);
+            if p.is_dir() {
+                Ok(ModelChoice::Dir(p))
+            } else {
+                Err(format!(
+                    "`{path}` is neither `memory`, `random-features` nor a model directory"
+                ))
+            }
+        }
+    }
 }
 
 #[derive(clap::Args)]
 pub struct Args {
     /// The context to stream: UTF-8 text, raw bytes, or little-endian u32 token ids.
     #[arg(long)]
-    context_file: PathBuf,
-    /// The model: `memory` (default; text) or `random-features` (any format).
-    #[arg(long, value_enum, default_value = "memory")]
+    pub context_file: PathBuf,
+    /// The model: `memory` (default; text), `random-features` (any format), or a
+    /// Gated DeltaNet model directory (config.json, model.safetensors, tokenizer.json).
+    #[arg(long, default_value = "memory", value_parser = parse_model)]
     model: ModelChoice,
     /// Size of the memory model's state (e.g. 256MiB, 16GiB).
     #[arg(long, default_value = "256MiB", value_parser = parse_bytes)]
-    state_bytes: u64,
+    pub state_bytes: u64,
     /// After streaming, ask the memory model which word follows this line prefix
     /// (repeatable).
     #[arg(long)]
-    query: Vec<String>,
+    pub query: Vec<String>,
     /// text, bytes or u32; by default from the extension, else text if the file starts
     /// as valid UTF-8.
     #[arg(long)]
-    format: Option<Format>,
+    pub format: Option<Format>,
     /// auto, cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
-    device: Device,
+    pub device: Device,
     /// Tokens per window (rounded up to a multiple of the chunk size); for the memory
-    /// model, writes per backend call.
-    #[arg(long, default_value_t = StreamOptions::default().window_tokens)]
-    window_tokens: usize,
+    /// model, writes per backend call; for a model directory, tokens per prefill
+    /// window (default 512).
+    /// [default: 4096; 512 for a model directory]
+    #[arg(long)]
+    pub window_tokens: Option<usize>,
     /// Stop after this many tokens.
     #[arg(long)]
-    max_tokens: Option<u64>,
+    pub max_tokens: Option<u64>,
     /// Start from this state instead of an empty memory.
     #[arg(long)]
-    load_state: Option<PathBuf>,
+    pub load_state: Option<PathBuf>,
     /// With --load-state: skip the tokens that state has already consumed from this
     /// file, to finish an interrupted run.
     #[arg(long, requires = "load_state")]
-    resume: bool,
+    pub resume: bool,
     /// Save the final state here (atomically).
     #[arg(long)]
-    save_state: Option<PathBuf>,
+    pub save_state: Option<PathBuf>,
     /// Also save the state every N tokens, so an interrupted run can --resume.
     #[arg(long, requires = "save_state")]
-    checkpoint_every: Option<u64>,
+    pub checkpoint_every: Option<u64>,
     /// Token ids of bytes and u32 files must be below this (default: the model's
     /// vocabulary, 2^32 for the random-feature model).
     #[arg(long)]
-    vocab_size: Option<u64>,
+    pub vocab_size: Option<u64>,
     /// Bytes per window of the memory model (extended to a line end).
     #[arg(long, default_value = "4MiB", value_parser = parse_bytes)]
-    window_bytes: u64,
+    pub window_bytes: u64,
     /// Seed of the model (default: the model's own).
     #[arg(long)]
-    seed: Option<u64>,
+    pub seed: Option<u64>,
     /// Add a CRC-32 of all outputs to the summary (to compare runs).
     #[arg(long)]
-    digest: bool,
+    pub digest: bool,
     /// Print the summary as JSON on stdout, and no progress.
     #[arg(long)]
-    json: bool,
+    pub json: bool,
+    #[command(flatten)]
+    pub lm: crate::run_lm::LmArgs,
 }
 
 pub fn run(args: Args) -> ltm_engine::Result<()> {
     let options = StreamOptions {
-        window_tokens: args.window_tokens,
+        window_tokens: args.window_tokens.unwrap_or(StreamOptions::DEFAULT_WINDOW),
         window_bytes: args.window_bytes as usize,
         max_tokens: args.max_tokens,
         resume: args.resume,
@@ -96,9 +121,14 @@ pub fn run(args: Args) -> ltm_engine::Result<()> {
         vocab_size: args.vocab_size,
     };
     let mut bar = ProgressLine::new(!args.json && std::io::stderr().is_terminal());
+    if let ModelChoice::Dir(dir) = &args.model {
+        return crate::run_lm::run(dir, &args, &mut bar);
+    }
+    args.lm.refuse_without_model()?;
     let (summary, answers) = match args.model {
         ModelChoice::Memory => run_memory_model(&args, &options, &mut bar)?,
         ModelChoice::RandomFeatures => (run_random_features(&args, &options, &mut bar)?, vec![]),
+        ModelChoice::Dir(_) => unreachable!("model directories returned above"),
     };
     bar.finish();
     if args.json {
@@ -248,7 +278,7 @@ fn print_summary(s: &StreamSummary, saved: Option<&std::path::Path>) {
 }
 
 /// A one-line progress display on a terminal; silent otherwise.
-struct ProgressLine {
+pub struct ProgressLine {
     enabled: bool,
     last: Option<Instant>,
 }
@@ -261,7 +291,7 @@ impl ProgressLine {
         }
     }
 
-    fn finish(&mut self) {
+    pub fn finish(&mut self) {
         if self.enabled && self.last.is_some() {
             eprintln!();
         }

@@ -1,0 +1,377 @@
+//! A Gated DeltaNet checkpoint's `config.json`, as flash-linear-attention writes it,
+//! checked field by field: what the engine cannot run is refused by name, never
+//! guessed at.
+
+use std::path::Path;
+
+use serde_json::{Map, Value};
+
+use crate::error::{Error, Result};
+
+/// The activation of the output gate of each layer (`output_gate_activation`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GateActivation {
+    /// `x · sigmoid(x)` (`swish` or `silu`).
+    Swish,
+    /// `sigmoid(x)`.
+    Sigmoid,
+}
+
+/// The shape and options of a Gated DeltaNet causal language model.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GdnConfig {
+    /// Width of the residual stream, `D`.
+    pub hidden_size: usize,
+    /// Number of layers.
+    pub layers: usize,
+    /// Query/key heads, `H`.
+    pub heads: usize,
+    /// Value heads, `HV` (a multiple of `H`; value head `i` reads query/key head
+    /// `i / (HV / H)`).
+    pub value_heads: usize,
+    /// Query/key width per head, `K`.
+    pub head_dim: usize,
+    /// Value width per head, `V = head_dim · expand_v`.
+    pub value_dim: usize,
+    /// Width of the causal depthwise convolution, `W`.
+    pub conv_size: usize,
+    /// Epsilon of every RMSNorm (inside the square root).
+    pub norm_eps: f32,
+    /// Width of the SwiGLU MLP, `I`.
+    pub intermediate_size: usize,
+    /// Vocabulary size.
+    pub vocab_size: usize,
+    /// The output head shares the embedding matrix.
+    pub tie_word_embeddings: bool,
+    /// The output of each layer is gated by `g_proj(h)` after its RMSNorm.
+    pub use_gate: bool,
+    /// Activation of that gate.
+    pub gate_activation: GateActivation,
+    /// β is `2 · sigmoid(·)`, allowing negative eigenvalues of the transition.
+    pub allow_neg_eigval: bool,
+    /// Token id of `<s>`, if the config names one.
+    pub bos_token_id: Option<u32>,
+    /// Token id of `</s>`, if the config names one.
+    pub eos_token_id: Option<u32>,
+}
+
+/// Fields that do not change what inference computes (training switches, fused-kernel
+/// choices, bookkeeping written by `transformers`).
+const INERT_FIELDS: &[&str] = &[
+    "architectures",
+    "attn_mode",
+    "dtype",
+    "torch_dtype",
+    "fuse_cross_entropy",
+    "fuse_linear_cross_entropy",
+    "fuse_norm",
+    "fuse_swiglu",
+    "initializer_range",
+    "max_position_embeddings",
+    "pad_token_id",
+    "transformers_version",
+    "use_cache",
+    "use_l2warp",
+    "output_attentions",
+    "output_hidden_states",
+    "return_dict",
+];
+
+/// Largest dimension accepted from a config: far above any published model, low
+/// enough that products of a few of them cannot overflow or ask for absurd memory
+/// before the weights are checked against them.
+const MAX_DIM: u64 = 1 << 20;
+
+impl GdnConfig {
+    /// Reads and checks `path` (a model directory's `config.json`).
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        Self::parse(&text).map_err(|problem| Error::File {
+            path: path.to_path_buf(),
+            problem,
+        })
+    }
+
+    /// Parses the text of a `config.json`; the error says which field is wrong and why.
+    pub fn parse(text: &str) -> std::result::Result<Self, String> {
+        let value: Value =
+            serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))?;
+        let Value::Object(fields) = value else {
+            return Err("expected a JSON object at the top level".into());
+        };
+        Fields(&fields).config()
+    }
+
+    /// `H · K`: the width of the query and key projections.
+    pub fn key_width(&self) -> usize {
+        self.heads * self.head_dim
+    }
+
+    /// `HV · V`: the width of the value projection and of the layer's output.
+    pub fn value_width(&self) -> usize {
+        self.value_heads * self.value_dim
+    }
+
+    /// Value heads per query/key head.
+    pub fn group(&self) -> usize {
+        self.value_heads / self.heads
+    }
+
+    /// Multiply–adds per token of the projections, the MLP and the output head (the
+    /// matrix work that dominates), times two: FLOPs per token of prefill with logits
+    /// at every position.
+    pub fn matmul_flops_per_token(&self) -> u64 {
+        let d = self.hidden_size as u64;
+        let per_layer = d
+            * (2 * self.key_width() as u64
+                + self.value_width() as u64 * if self.use_gate { 2 } else { 1 }
+                + 2 * self.value_heads as u64)
+            + self.value_width() as u64 * d
+            + 3 * d * self.intermediate_size as u64;
+        2 * (self.layers as u64 * per_layer + d * self.vocab_size as u64)
+    }
+
+    /// FLOPs per token of the recurrence (chunked gated delta rule at chunk 64), as the
+    /// CPU kernels compute it: about `4KV + 2·64·(K+V)` per value head.
+    pub fn memory_flops_per_token(&self) -> u64 {
+        let (k, v) = (self.head_dim as u64, self.value_dim as u64);
+        self.layers as u64 * self.value_heads as u64 * (6 * k * v + 128 * (k + v))
+    }
+}
+
+/// The JSON object being read, with typed accessors that name the field on failure.
+struct Fields<'a>(&'a Map<String, Value>);
+
+impl Fields<'_> {
+    fn config(&self) -> std::result::Result<GdnConfig, String> {
+        self.check_known()?;
+        match self.0.get("model_type").and_then(Value::as_str) {
+            Some("gated_deltanet") => {}
+            Some(other) => {
+                return Err(format!(
+                    "model_type is \"{other}\"; only \"gated_deltanet\" is supported"
+                ))
+            }
+            None => return Err("model_type is missing (expected \"gated_deltanet\")".into()),
+        }
+        self.require_null("attn", "hybrid attention layers are not supported")?;
+        self.require_null(
+            "attnres_block_size",
+            "attention residuals are not supported",
+        )?;
+        if !self.bool_or("use_short_conv", true)? {
+            return Err(
+                "use_short_conv is false; only models with the short convolution are supported"
+                    .into(),
+            );
+        }
+        if self.0.get("conv_bias").is_some() && self.bool_or("conv_bias", false)? {
+            return Err("conv_bias is true; convolutions with a bias are not supported".into());
+        }
+        let act = self.str_or("hidden_act", "swish")?;
+        if act != "swish" && act != "silu" {
+            return Err(format!(
+                "hidden_act is \"{act}\"; only \"swish\" (SiLU) is supported"
+            ));
+        }
+        let gate_activation = match self.str_or("output_gate_activation", "swish")?.as_str() {
+            "swish" | "silu" => GateActivation::Swish,
+            "sigmoid" => GateActivation::Sigmoid,
+            other => {
+                return Err(format!(
+                    "output_gate_activation is \"{other}\"; expected \"swish\", \"silu\" or \"sigmoid\""
+                ))
+            }
+        };
+        let hidden_size = self.dim("hidden_size", None)?;
+        let layers = self.dim("num_hidden_layers", None)?;
+        let heads = self.dim("num_heads", None)?;
+        let head_dim = self.dim("head_dim", None)?;
+        let value_heads = self.dim("num_v_heads", Some(heads))?;
+        if value_heads % heads != 0 {
+            return Err(format!(
+                "num_v_heads is {value_heads}, not a multiple of num_heads ({heads})"
+            ));
+        }
+        let expand_v = self.number_or("expand_v", 2.0)?;
+        let value_dim_f = head_dim as f64 * expand_v;
+        if expand_v <= 0.0 || value_dim_f < 1.0 || value_dim_f > MAX_DIM as f64 {
+            return Err(format!(
+                "expand_v is {expand_v}: head_dim · expand_v must be between 1 and {MAX_DIM}"
+            ));
+        }
+        // fla takes int(head_dim * expand_v) and insists it is whole.
+        if value_dim_f.fract() != 0.0 {
+            return Err(format!(
+                "expand_v is {expand_v}: head_dim · expand_v = {value_dim_f} is not a whole number"
+            ));
+        }
+        let value_dim = value_dim_f as usize;
+        let conv_size = self.dim("conv_size", Some(4))?;
+        if conv_size > 64 {
+            return Err(format!("conv_size is {conv_size}; at most 64 is supported"));
+        }
+        let norm_eps = self.number_or("norm_eps", 1e-6)?;
+        if norm_eps <= 0.0 || norm_eps >= 1.0 {
+            return Err(format!(
+                "norm_eps is {norm_eps}; expected a small positive number"
+            ));
+        }
+        let intermediate_size = match self.0.get("intermediate_size") {
+            None | Some(Value::Null) => {
+                let ratio = self.number_or("hidden_ratio", 4.0)?;
+                if ratio <= 0.0 || ratio >= 1024.0 {
+                    return Err(format!(
+                        "hidden_ratio is {ratio}; expected a positive number"
+                    ));
+                }
+                // modules/mlp.py: int(D · ratio · 2/3), rounded up to a multiple of 256.
+                let raw = (hidden_size as f64 * ratio * 2.0 / 3.0) as u64;
+                (raw.div_ceil(256) * 256) as usize
+            }
+            Some(_) => self.dim("intermediate_size", None)?,
+        };
+        let vocab_size = self.dim("vocab_size", None)?;
+        let token = |name: &str| -> std::result::Result<Option<u32>, String> {
+            match self.0.get(name) {
+                None | Some(Value::Null) => Ok(None),
+                Some(v) => match v.as_u64() {
+                    Some(id) if id < vocab_size as u64 => Ok(Some(id as u32)),
+                    _ => Err(format!(
+                        "{name} is {v}; expected a token id below vocab_size ({vocab_size})"
+                    )),
+                },
+            }
+        };
+        Ok(GdnConfig {
+            hidden_size,
+            layers,
+            heads,
+            value_heads,
+            head_dim,
+            value_dim,
+            conv_size,
+            norm_eps: norm_eps as f32,
+            intermediate_size,
+            vocab_size,
+            tie_word_embeddings: self.bool_or("tie_word_embeddings", false)?,
+            use_gate: self.bool_or("use_gate", true)?,
+            gate_activation,
+            allow_neg_eigval: self.bool_or("allow_neg_eigval", false)?,
+            bos_token_id: token("bos_token_id")?,
+            eos_token_id: token("eos_token_id")?,
+        })
+    }
+
+    /// Every field is either understood or known not to matter for inference.
+    fn check_known(&self) -> std::result::Result<(), String> {
+        const USED: &[&str] = &[
+            "model_type",
+            "attn",
+            "attnres_block_size",
+            "use_short_conv",
+            "conv_bias",
+            "hidden_act",
+            "output_gate_activation",
+            "hidden_size",
+            "num_hidden_layers",
+            "num_heads",
+            "num_v_heads",
+            "head_dim",
+            "expand_v",
+            "conv_size",
+            "norm_eps",
+            "intermediate_size",
+            "hidden_ratio",
+            "vocab_size",
+            "tie_word_embeddings",
+            "use_gate",
+            "allow_neg_eigval",
+            "bos_token_id",
+            "eos_token_id",
+        ];
+        let unknown: Vec<&str> = self
+            .0
+            .keys()
+            .map(String::as_str)
+            .filter(|k| !k.starts_with('_') && !USED.contains(k) && !INERT_FIELDS.contains(k))
+            .collect();
+        if unknown.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "unknown field(s) {}: this engine does not know what they change, so it \
+                 refuses the model rather than run it wrongly",
+                unknown.join(", ")
+            ))
+        }
+    }
+
+    fn require_null(&self, name: &str, why: &str) -> std::result::Result<(), String> {
+        match self.0.get(name) {
+            None | Some(Value::Null) => Ok(()),
+            Some(v) => Err(format!("{name} is {}; {why}", cut(&v.to_string()))),
+        }
+    }
+
+    fn bool_or(&self, name: &str, default: bool) -> std::result::Result<bool, String> {
+        match self.0.get(name) {
+            None | Some(Value::Null) => Ok(default),
+            Some(Value::Bool(b)) => Ok(*b),
+            Some(v) => Err(format!(
+                "{name} is {}; expected true or false",
+                cut(&v.to_string())
+            )),
+        }
+    }
+
+    fn str_or(&self, name: &str, default: &str) -> std::result::Result<String, String> {
+        match self.0.get(name) {
+            None | Some(Value::Null) => Ok(default.to_string()),
+            Some(Value::String(s)) => Ok(s.clone()),
+            Some(v) => Err(format!(
+                "{name} is {}; expected a string",
+                cut(&v.to_string())
+            )),
+        }
+    }
+
+    fn number_or(&self, name: &str, default: f64) -> std::result::Result<f64, String> {
+        match self.0.get(name) {
+            None | Some(Value::Null) => Ok(default),
+            Some(v) => v
+                .as_f64()
+                .filter(|x| x.is_finite())
+                .ok_or_else(|| format!("{name} is {}; expected a number", cut(&v.to_string()))),
+        }
+    }
+
+    /// A positive whole dimension no larger than [`MAX_DIM`]; `default` when absent.
+    fn dim(&self, name: &str, default: Option<usize>) -> std::result::Result<usize, String> {
+        match (self.0.get(name), default) {
+            (None | Some(Value::Null), Some(d)) => Ok(d),
+            (None | Some(Value::Null), None) => Err(format!("{name} is missing")),
+            (Some(v), _) => match v.as_u64() {
+                Some(n) if (1..=MAX_DIM).contains(&n) => Ok(n as usize),
+                _ => Err(format!(
+                    "{name} is {}; expected a whole number from 1 to {MAX_DIM}",
+                    cut(&v.to_string())
+                )),
+            },
+        }
+    }
+}
+
+/// Quoted input in a message, cut to a readable length.
+fn cut(s: &str) -> String {
+    const MAX: usize = 80;
+    if s.len() <= MAX {
+        s.to_string()
+    } else {
+        let end = (0..=MAX)
+            .rev()
+            .find(|&i| s.is_char_boundary(i))
+            .unwrap_or(0);
+        format!("{}… ({} bytes)", &s[..end], s.len())
+    }
+}

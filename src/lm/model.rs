@@ -1,0 +1,201 @@
+//! A loaded Gated DeltaNet language model: config, f32 weights, the backend its
+//! memories run on, and its tokenizer. Sequences run in [`ModelSession`]s.
+
+use std::path::Path;
+
+use crate::backend::{backend_for, Backend, Device};
+use crate::config::{Fnv64, MemoryConfig};
+use crate::error::{Error, Result};
+use crate::memory_model::mix::SplitMix64;
+
+use super::config::GdnConfig;
+use super::session::ModelSession;
+use super::state::ModelState;
+use super::tokenizer::ModelTokenizer;
+use super::weights::{expected_tensors, LayerWeights, WeightFiles, Weights};
+
+/// A causal language model of Gated DeltaNet layers, ready to run sequences.
+pub struct LanguageModel {
+    config: GdnConfig,
+    weights: Weights,
+    memory: MemoryConfig,
+    backend: Box<dyn Backend>,
+    tokenizer: Option<ModelTokenizer>,
+    fingerprint: u64,
+    name: String,
+}
+
+impl LanguageModel {
+    /// Loads a model directory as flash-linear-attention's `save_pretrained` writes
+    /// it: `config.json`, `model.safetensors` (or shards with an index), and
+    /// `tokenizer.json` if present.
+    pub fn load(dir: impl AsRef<Path>, device: Device) -> Result<Self> {
+        let dir = dir.as_ref();
+        if !dir.is_dir() {
+            return Err(Error::File {
+                path: dir.to_path_buf(),
+                problem: "not a model directory (expected config.json and model.safetensors in it)"
+                    .into(),
+            });
+        }
+        let config = GdnConfig::load(&dir.join("config.json"))?;
+        let files = WeightFiles::open(dir)?;
+        let (weights, weight_digest) = files.load(&config)?;
+        drop(files);
+        let tokenizer_path = dir.join("tokenizer.json");
+        let tokenizer = if tokenizer_path.exists() {
+            Some(ModelTokenizer::load(&tokenizer_path, config.vocab_size)?)
+        } else {
+            None
+        };
+        let name = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| dir.display().to_string());
+        Self::assemble(config, weights, weight_digest, tokenizer, device, name)
+    }
+
+    /// A model of the given shape with random weights (for benchmarks and tests at
+    /// shapes no checkpoint here has): normal-ish weights scaled by `1/sqrt(fan_in)`,
+    /// norms at one, decays and gates in the ranges trained models have.
+    pub fn random(config: GdnConfig, seed: u64, device: Device) -> Result<Self> {
+        let mut rng = SplitMix64::new(seed);
+        let mut fill = |n: usize, scale: f32| -> Vec<f32> {
+            (0..n)
+                .map(|_| {
+                    // Sum of uniforms: cheap, bell-shaped, unit variance.
+                    let s: f32 = (0..4)
+                        .map(|_| (rng.next_u64() >> 40) as f32 / (1u64 << 24) as f32 - 0.5)
+                        .sum();
+                    s * 1.732 * scale
+                })
+                .collect()
+        };
+        let c = &config;
+        let (d, hv, i) = (c.hidden_size, c.value_heads, c.intermediate_size);
+        let in_rows = 2 * c.key_width() + c.value_width() * if c.use_gate { 2 } else { 1 } + 2 * hv;
+        let inv = |n: usize| 1.0 / (n as f32).sqrt();
+        let layers = (0..c.layers)
+            .map(|_| LayerWeights {
+                attn_norm: vec![1.0; d],
+                in_proj: fill(in_rows * d, inv(d)),
+                conv: fill((2 * c.key_width() + c.value_width()) * c.conv_size, 0.5),
+                decay_rate: (0..hv).map(|h| -(1.0 + h as f32) / hv as f32).collect(),
+                dt_bias: vec![-2.0; hv],
+                o_norm: vec![1.0; c.value_dim],
+                o_proj: fill(d * c.value_width(), inv(c.value_width())),
+                mlp_norm: vec![1.0; d],
+                gate_up: fill(2 * i * d, inv(d)),
+                down: fill(d * i, inv(i)),
+            })
+            .collect();
+        let weights = Weights {
+            embeddings: fill(c.vocab_size * d, 1.0),
+            layers,
+            norm: vec![1.0; d],
+            lm_head: (!c.tie_word_embeddings).then(|| fill(c.vocab_size * d, inv(d))),
+        };
+        let name = format!(
+            "random gated-deltanet (D={}, L={}, H={}, HV={}, K={}, V={})",
+            c.hidden_size, c.layers, c.heads, c.value_heads, c.head_dim, c.value_dim
+        );
+        Self::assemble(config, weights, seed, None, device, name)
+    }
+
+    fn assemble(
+        config: GdnConfig,
+        weights: Weights,
+        weight_digest: u64,
+        tokenizer: Option<ModelTokenizer>,
+        device: Device,
+        name: String,
+    ) -> Result<Self> {
+        let backend = backend_for(device)?;
+        let mut h = Fnv64::new();
+        h.write(b"ltm-engine/gated-deltanet-lm/v1");
+        h.write(format!("{config:?}").as_bytes());
+        h.write(&weight_digest.to_le_bytes());
+        let fingerprint = h.finish();
+        let memory = MemoryConfig::new(config.value_heads, config.head_dim, config.value_dim)
+            .with_scale(1.0 / (config.head_dim as f32).sqrt())
+            .with_model(fingerprint);
+        Ok(LanguageModel {
+            config,
+            weights,
+            memory,
+            backend,
+            tokenizer,
+            fingerprint,
+            name,
+        })
+    }
+
+    /// The model's configuration.
+    pub fn config(&self) -> &GdnConfig {
+        &self.config
+    }
+
+    /// The weights, f32.
+    pub fn weights(&self) -> &Weights {
+        &self.weights
+    }
+
+    /// The shape of each layer's memory (value heads, `K`, `V`).
+    pub fn memory_config(&self) -> &MemoryConfig {
+        &self.memory
+    }
+
+    /// The backend the layers' memories run on.
+    pub fn backend(&self) -> &dyn Backend {
+        self.backend.as_ref()
+    }
+
+    /// The tokenizer of the model directory, if it had one.
+    pub fn tokenizer(&self) -> Option<&ModelTokenizer> {
+        self.tokenizer.as_ref()
+    }
+
+    /// The tokenizer, or an error saying the model has none.
+    pub fn require_tokenizer(&self) -> Result<&ModelTokenizer> {
+        self.tokenizer.as_ref().ok_or_else(|| {
+            Error::Config(format!(
+                "model {} has no tokenizer.json: text needs one (token ids do not)",
+                self.name
+            ))
+        })
+    }
+
+    /// A digest of the config and every weight's bytes: state files carry it, so a
+    /// state is never loaded into another model.
+    pub fn fingerprint(&self) -> u64 {
+        self.fingerprint
+    }
+
+    /// A short description, e.g. the directory's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// An empty sequence: zero memories and conv caches.
+    pub fn session(&self) -> Result<ModelSession<'_>> {
+        ModelSession::new(self, ModelState::zeros(self))
+    }
+
+    /// A sequence continued from a saved state (checked against this model).
+    pub fn resume(&self, state: ModelState) -> Result<ModelSession<'_>> {
+        ModelSession::new(self, state)
+    }
+
+    /// Bytes of one sequence's state: every layer's memory and conv cache.
+    pub fn state_bytes(&self) -> usize {
+        let c = &self.config;
+        4 * c.layers
+            * (self.memory.state_len() + (2 * c.key_width() + c.value_width()) * c.conv_size)
+            + 4 * c.hidden_size
+    }
+
+    /// The names and shapes the checkpoint must hold (for error messages and tests).
+    pub fn expected_tensors(&self) -> Vec<(String, Vec<usize>)> {
+        expected_tensors(&self.config)
+    }
+}

@@ -1,0 +1,454 @@
+//! One sequence running through a language model: the forward of every layer over a
+//! window of tokens (prefill) or one token (decode), with the layers' memories held as
+//! backend sessions and their conv caches beside them.
+
+use rayon::prelude::*;
+
+use crate::backend::MemorySession;
+use crate::error::{Error, Result};
+use crate::inputs::ForwardInputs;
+
+use super::config::GateActivation;
+use super::linear::matmul_t;
+use super::model::LanguageModel;
+use super::ops::{l2_normalize, rms_norm, rms_norm_rows, short_conv, sigmoid, silu, softplus};
+use super::state::{LayerState, ModelState};
+
+/// Which logits a call computes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Logits {
+    /// None (the fastest prefill: no output head).
+    None,
+    /// The last token's only: `[vocab]`.
+    Last,
+    /// Every token's: `[T, vocab]`.
+    All,
+}
+
+/// A sequence's state inside a running model. Feeding tokens in any split (one call,
+/// windows, token by token) gives the same results within f32 rounding.
+pub struct ModelSession<'m> {
+    model: &'m LanguageModel,
+    memories: Vec<Box<dyn MemorySession + 'm>>,
+    conv: Vec<Vec<f32>>,
+    last_hidden: Option<Vec<f32>>,
+    tokens: u64,
+    window: usize,
+    ws: Workspace,
+}
+
+/// Buffers of one window, allocated for the largest window seen and then reused.
+#[derive(Default)]
+struct Workspace {
+    x: Vec<f32>,
+    h: Vec<f32>,
+    proj: Vec<f32>,
+    conv_out: Vec<f32>,
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    beta: Vec<f32>,
+    g: Vec<f32>,
+    o: Vec<f32>,
+    mlp: Vec<f32>,
+    act: Vec<f32>,
+    logits: Vec<f32>,
+}
+
+fn sized(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
+    if buf.len() < len {
+        buf.resize(len, 0.0);
+    }
+    &mut buf[..len]
+}
+
+impl<'m> ModelSession<'m> {
+    /// Tokens per window of a prefill: large enough for efficient matrix products,
+    /// small enough that a window's activations and logits stay modest.
+    pub const DEFAULT_WINDOW: usize = 512;
+
+    pub(crate) fn new(model: &'m LanguageModel, state: ModelState) -> Result<Self> {
+        state.check_matches(model)?;
+        let mut memories = Vec::with_capacity(state.layers.len());
+        let mut conv = Vec::with_capacity(state.layers.len());
+        for layer in state.layers {
+            memories.push(model.backend().open(model.memory_config(), layer.memory)?);
+            conv.push(layer.conv);
+        }
+        Ok(ModelSession {
+            model,
+            memories,
+            conv,
+            last_hidden: state.last_hidden,
+            tokens: state.tokens,
+            window: Self::DEFAULT_WINDOW,
+            ws: Workspace::default(),
+        })
+    }
+
+    /// The model this sequence runs in.
+    pub fn model(&self) -> &'m LanguageModel {
+        self.model
+    }
+
+    /// Tokens fed so far.
+    pub fn tokens(&self) -> u64 {
+        self.tokens
+    }
+
+    /// Sets the tokens per prefill window (at least 1).
+    pub fn set_window(&mut self, tokens: usize) {
+        self.window = tokens.max(1);
+    }
+
+    /// Tokens per prefill window.
+    pub fn window(&self) -> usize {
+        self.window
+    }
+
+    /// Feeds `tokens` (any number; computed in windows) and returns the logits asked
+    /// for: none, the last token's `[vocab]`, or every token's `[T, vocab]`.
+    pub fn feed(&mut self, tokens: &[u32], logits: Logits) -> Result<Vec<f32>> {
+        let vocab = self.model.config().vocab_size;
+        let mut out = Vec::new();
+        if logits == Logits::All {
+            out.try_reserve_exact(tokens.len().saturating_mul(vocab))
+                .map_err(|_| {
+                    Error::Config(format!(
+                        "logits of {} tokens do not fit in memory: feed fewer at a time",
+                        tokens.len()
+                    ))
+                })?;
+        }
+        let windows = tokens.len().div_ceil(self.window);
+        let mut index = 0;
+        self.feed_with(tokens, logits, &mut |rows| {
+            index += 1;
+            if logits == Logits::All || index == windows {
+                if logits == Logits::Last {
+                    out.clear();
+                }
+                out.extend_from_slice(rows);
+            }
+        })?;
+        Ok(out)
+    }
+
+    /// Feeds `tokens` window by window, handing each window's logits to `on_logits`
+    /// (`[T_window, vocab]` for [`Logits::All`], the window's last row for
+    /// [`Logits::Last`], nothing for [`Logits::None`]). Memory stays that of one window.
+    pub fn feed_with(
+        &mut self,
+        tokens: &[u32],
+        logits: Logits,
+        on_logits: &mut dyn FnMut(&[f32]),
+    ) -> Result<()> {
+        let vocab = self.model.config().vocab_size;
+        if let Some((i, &id)) = tokens
+            .iter()
+            .enumerate()
+            .find(|(_, &id)| id as usize >= vocab)
+        {
+            return Err(Error::Query(format!(
+                "token {i} of the input is id {id}, outside the vocabulary of {vocab}"
+            )));
+        }
+        for window in tokens.chunks(self.window) {
+            let n = self.forward(window, logits, false)?;
+            if logits != Logits::None {
+                on_logits(&self.ws.logits[..n]);
+            }
+        }
+        Ok(())
+    }
+
+    /// Feeds one token through the recurrence (generation) and returns the logits for
+    /// the next one. Agrees with [`ModelSession::feed`] within f32 rounding.
+    pub fn step(&mut self, token: u32) -> Result<&[f32]> {
+        let vocab = self.model.config().vocab_size;
+        if token as usize >= vocab {
+            return Err(Error::Query(format!(
+                "token id {token} is outside the vocabulary of {vocab}"
+            )));
+        }
+        let n = self.forward(&[token], Logits::Last, true)?;
+        Ok(&self.ws.logits[..n])
+    }
+
+    /// The logits for the token after the last one fed; `None` before any token.
+    pub fn next_logits(&mut self) -> Option<&[f32]> {
+        let c = self.model.config();
+        let hidden = self.last_hidden.as_ref()?;
+        let d = c.hidden_size;
+        let h = sized(&mut self.ws.h, d);
+        rms_norm(hidden, &self.model.weights().norm, c.norm_eps, h);
+        let logits = sized(&mut self.ws.logits, c.vocab_size);
+        matmul_t(
+            h,
+            1,
+            d,
+            self.model.weights().head(),
+            c.vocab_size,
+            logits,
+            false,
+        );
+        Some(&self.ws.logits[..c.vocab_size])
+    }
+
+    /// A copy of the sequence's whole state (for a checkpoint); the session goes on.
+    pub fn snapshot(&self) -> Result<ModelState> {
+        let layers = self
+            .memories
+            .iter()
+            .zip(&self.conv)
+            .map(|(m, conv)| {
+                Ok(LayerState {
+                    memory: m.snapshot()?,
+                    conv: conv.clone(),
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(ModelState {
+            model: self.model.fingerprint(),
+            layers,
+            last_hidden: self.last_hidden.clone(),
+            tokens: self.tokens,
+        })
+    }
+
+    /// Ends the session and returns its state.
+    pub fn into_state(self) -> Result<ModelState> {
+        let model = self.model.fingerprint();
+        let layers = self
+            .memories
+            .into_iter()
+            .zip(self.conv)
+            .map(|(m, conv)| {
+                Ok(LayerState {
+                    memory: m.into_state()?,
+                    conv,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(ModelState {
+            model,
+            layers,
+            last_hidden: self.last_hidden,
+            tokens: self.tokens,
+        })
+    }
+
+    /// Every layer over `ids`; returns how many logits values it left in
+    /// `ws.logits`. `decode` runs the memories token by token instead of chunked.
+    fn forward(&mut self, ids: &[u32], want: Logits, decode: bool) -> Result<usize> {
+        let model = self.model;
+        let c = model.config();
+        let w = model.weights();
+        let t = ids.len();
+        if t == 0 {
+            return Ok(0);
+        }
+        let (d, dk, dv, hv, kd, vd) = (
+            c.hidden_size,
+            c.key_width(),
+            c.value_width(),
+            c.value_heads,
+            c.head_dim,
+            c.value_dim,
+        );
+        let channels = 2 * dk + dv;
+        let gate_cols = if c.use_gate { dv } else { 0 };
+        let n_in = channels + gate_cols + 2 * hv;
+        let (off_g, off_a, off_b) = (channels, channels + gate_cols, channels + gate_cols + hv);
+        let group = c.group();
+        let eps = c.norm_eps;
+        let ws = &mut self.ws;
+
+        let x = sized(&mut ws.x, t * d);
+        for (row, &id) in x.chunks_mut(d).zip(ids) {
+            row.copy_from_slice(&w.embeddings[id as usize * d..][..d]);
+        }
+        for (l, lw) in w.layers.iter().enumerate() {
+            let h = sized(&mut ws.h, t * d);
+            rms_norm_rows(&ws.x[..t * d], &lw.attn_norm, eps, h);
+            let proj = sized(&mut ws.proj, t * n_in);
+            matmul_t(h, t, d, &lw.in_proj, n_in, proj, false);
+            let conv_out = sized(&mut ws.conv_out, t * channels);
+            short_conv(
+                proj,
+                n_in,
+                t,
+                &lw.conv,
+                &mut self.conv[l],
+                c.conv_size,
+                conv_out,
+            );
+
+            // Heads for the memory: q, k l2-normalised per query/key head and repeated
+            // for each value head that reads them; β and g from their projections.
+            let q = sized(&mut ws.q, t * hv * kd);
+            let k = sized(&mut ws.k, t * hv * kd);
+            let v = sized(&mut ws.v, t * dv);
+            let beta = sized(&mut ws.beta, t * hv);
+            let g = sized(&mut ws.g, t * hv);
+            let conv_ro: &[f32] = conv_out;
+            let proj_ro: &[f32] = proj;
+            q.par_chunks_mut(hv * kd)
+                .zip(k.par_chunks_mut(hv * kd))
+                .zip(v.par_chunks_mut(dv))
+                .zip(beta.par_chunks_mut(hv).zip(g.par_chunks_mut(hv)))
+                .enumerate()
+                .with_min_len(8)
+                .for_each(|(ti, (((q, k), v), (beta, g)))| {
+                    let row = &conv_ro[ti * channels..(ti + 1) * channels];
+                    for head in 0..c.heads {
+                        let first = head * group;
+                        let (qs, ks) = (first * kd, first * kd);
+                        q[qs..qs + kd].copy_from_slice(&row[head * kd..(head + 1) * kd]);
+                        l2_normalize(&mut q[qs..qs + kd]);
+                        k[ks..ks + kd].copy_from_slice(&row[dk + head * kd..dk + (head + 1) * kd]);
+                        l2_normalize(&mut k[ks..ks + kd]);
+                        for j in 1..group {
+                            let to = (first + j) * kd;
+                            q.copy_within(qs..qs + kd, to);
+                            k.copy_within(ks..ks + kd, to);
+                        }
+                    }
+                    v.copy_from_slice(&row[2 * dk..]);
+                    let prow = &proj_ro[ti * n_in..(ti + 1) * n_in];
+                    for i in 0..hv {
+                        let b = sigmoid(prow[off_b + i]);
+                        beta[i] = if c.allow_neg_eigval { 2.0 * b } else { b };
+                        g[i] = lw.decay_rate[i] * softplus(prow[off_a + i] + lw.dt_bias[i]);
+                    }
+                });
+            let inputs = ForwardInputs {
+                batch: 1,
+                tokens: t,
+                q: (&*q).into(),
+                k: (&*k).into(),
+                v: (&*v).into(),
+                beta: (&*beta).into(),
+                g: (&*g).into(),
+            };
+            let o = sized(&mut ws.o, t * dv);
+            if decode {
+                self.memories[l].decode(&inputs, o)?;
+            } else {
+                self.memories[l].feed(&inputs, o)?;
+            }
+
+            // Gated RMSNorm per value head, then the output projection into the residual.
+            let gate_kind = c.gate_activation;
+            o.par_chunks_mut(dv)
+                .enumerate()
+                .with_min_len(8)
+                .for_each(|(ti, row)| {
+                    let prow = &proj_ro[ti * n_in..(ti + 1) * n_in];
+                    for i in 0..hv {
+                        let head = &mut row[i * vd..(i + 1) * vd];
+                        let mean = head.iter().map(|x| x * x).sum::<f32>() / vd as f32;
+                        let r = 1.0 / (mean + eps).sqrt();
+                        for (j, x) in head.iter_mut().enumerate() {
+                            *x = *x * r * lw.o_norm[j];
+                            if c.use_gate {
+                                let gv = prow[off_g + i * vd + j];
+                                *x *= match gate_kind {
+                                    GateActivation::Swish => silu(gv),
+                                    GateActivation::Sigmoid => sigmoid(gv),
+                                };
+                            }
+                        }
+                    }
+                });
+            matmul_t(o, t, dv, &lw.o_proj, d, &mut ws.x[..t * d], true);
+
+            // SwiGLU MLP.
+            let h = sized(&mut ws.h, t * d);
+            rms_norm_rows(&ws.x[..t * d], &lw.mlp_norm, eps, h);
+            let inter = c.intermediate_size;
+            let mlp = sized(&mut ws.mlp, t * 2 * inter);
+            matmul_t(h, t, d, &lw.gate_up, 2 * inter, mlp, false);
+            let act = sized(&mut ws.act, t * inter);
+            let mlp_ro: &[f32] = mlp;
+            act.par_chunks_mut(inter)
+                .zip(mlp_ro.par_chunks(2 * inter))
+                .with_min_len(8)
+                .for_each(|(a, m)| {
+                    let (gate, up) = m.split_at(inter);
+                    for ((a, g), u) in a.iter_mut().zip(gate).zip(up) {
+                        *a = silu(*g) * u;
+                    }
+                });
+            matmul_t(act, t, inter, &lw.down, d, &mut ws.x[..t * d], true);
+        }
+
+        let last = ws.x[(t - 1) * d..t * d].to_vec();
+        self.last_hidden = Some(last);
+        self.tokens += t as u64;
+        let vocab = c.vocab_size;
+        match want {
+            Logits::None => Ok(0),
+            Logits::Last => {
+                let h = sized(&mut ws.h, d);
+                rms_norm(&ws.x[(t - 1) * d..t * d], &w.norm, eps, h);
+                let logits = sized(&mut ws.logits, vocab);
+                matmul_t(h, 1, d, w.head(), vocab, logits, false);
+                Ok(vocab)
+            }
+            Logits::All => {
+                let h = sized(&mut ws.h, t * d);
+                rms_norm_rows(&ws.x[..t * d], &w.norm, eps, h);
+                let logits = sized(&mut ws.logits, t * vocab);
+                matmul_t(h, t, d, w.head(), vocab, logits, false);
+                Ok(t * vocab)
+            }
+        }
+    }
+}
+
+impl ModelSession<'_> {
+    /// Feeds `prompt`, then generates `n` tokens, each fed back as it is chosen
+    /// (token by token through the recurrence). With an empty prompt, continues from
+    /// the last token fed. Returns the generated ids.
+    pub fn generate(
+        &mut self,
+        prompt: &[u32],
+        n: usize,
+        sampler: &mut super::Sampler,
+    ) -> Result<Vec<u32>> {
+        self.generate_with(prompt, n, sampler, &mut |_| true)
+    }
+
+    /// [`ModelSession::generate`], calling `on_token` with each id as it is chosen;
+    /// generation stops early when it returns false.
+    pub fn generate_with(
+        &mut self,
+        prompt: &[u32],
+        n: usize,
+        sampler: &mut super::Sampler,
+        on_token: &mut dyn FnMut(u32) -> bool,
+    ) -> Result<Vec<u32>> {
+        if !prompt.is_empty() {
+            self.feed_with(prompt, Logits::None, &mut |_| {})?;
+        }
+        let mut next = match self.next_logits() {
+            Some(logits) => sampler.pick(logits),
+            None => {
+                return Err(Error::Query(
+                    "nothing to continue: feed at least one token before generating".into(),
+                ))
+            }
+        };
+        let mut out = Vec::with_capacity(n.min(1 << 20));
+        for _ in 0..n {
+            out.push(next);
+            if !on_token(next) {
+                break;
+            }
+            let logits = self.step(next)?;
+            next = sampler.pick(logits);
+        }
+        Ok(out)
+    }
+}
