@@ -35,23 +35,34 @@ impl ModelTokenizer {
                 "the tokenizer has {size} tokens, more than the model's vocab_size of {vocab_size}"
             ));
         }
-        Ok(ModelTokenizer { inner })
+        let tokenizer = ModelTokenizer { inner };
+        // The parser accepts some files whose parts then fail when used: try them
+        // now, so such a file is refused at load rather than in the middle of a run.
+        let probe = "Probe: ASCII, digits 0123, ünïcödé, 漢字, tabs\t and\nlines.";
+        let ids = tokenizer
+            .encode(probe, true)
+            .map_err(|e| format!("the tokenizer fails on a test text: {e}"))?;
+        tokenizer
+            .decode(&ids)
+            .map_err(|e| format!("the tokenizer fails to decode: {e}"))?;
+        Ok(tokenizer)
     }
 
     /// Token ids of `text`; `add_special` adds what the tokenizer's post-processor adds
     /// (for fla's models, `<s>` in front), as at the start of a sequence.
     pub fn encode(&self, text: &str, add_special: bool) -> Result<Vec<u32>> {
-        let encoding = self
-            .inner
-            .encode(text, add_special)
+        let encoding = std::panic::catch_unwind(|| self.inner.encode(text, add_special))
+            .map_err(|_| {
+                Error::Query("tokenizer: failed on this text (its parser panicked)".into())
+            })?
             .map_err(|e| Error::Query(format!("tokenizer: {e}")))?;
         Ok(encoding.get_ids().to_vec())
     }
 
     /// The text of `ids`, special tokens left out.
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
-        self.inner
-            .decode(ids, true)
+        std::panic::catch_unwind(|| self.inner.decode(ids, true))
+            .map_err(|_| Error::Query("tokenizer: failed to decode (its decoder panicked)".into()))?
             .map_err(|e| Error::Query(format!("tokenizer: {e}")))
     }
 
