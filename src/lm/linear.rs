@@ -29,8 +29,10 @@ pub fn matmul_t(
         return;
     }
     let threads = rayon::current_num_threads();
-    // One row (decode) is memory-bound: threads only help when the matrix is large.
-    let parallelism = if rows * out * inner < 1 << 15 || threads == 1 {
+    // Small products (and one row, decode, unless the matrix is large) cost more to
+    // hand to threads than to compute.
+    let work = rows * out * inner;
+    let parallelism = if threads == 1 || work < 1 << 15 || (rows == 1 && work < 1 << 20) {
         gemm::Parallelism::None
     } else {
         gemm::Parallelism::Rayon(threads)

@@ -1,0 +1,173 @@
+//! Language-model speed on this machine, medians of repeated runs, as JSON lines:
+//!
+//! - `prefill-tiny`: the `gdn-tiny` fixture over 4,096 tokens in windows of 512,
+//!   scoring every token (logits at every position, as `run` does for perplexity);
+//! - `prefill-large`: a random-weight model of hidden 1024, 8 layers, 8 heads of
+//!   128, V = 256, vocabulary 32,000, over 1,024 tokens, with its FLOPs per token, so
+//!   `--peak-gflops` (from `examples/cpu_peak.rs`, same run) gives the share of the
+//!   arithmetic floor;
+//! - `decode`: `gdn-tiny`'s decode step after 1K and after 1M tokens of context, next
+//!   to the attention baseline's decode step over a KV cache of the same lengths (one
+//!   layer of gdn-tiny's query/key shape, H = 4, D = 64; times the layer count).
+//!
+//! `cargo run --release --example lm_bench -- [prefill-tiny|prefill-large|decode|all]
+//!  [--runs N] [--peak-gflops G] [--decode-context N]`
+
+use std::time::Instant;
+
+use ltm_engine::baseline::{AttentionBackend, AttentionConfig, CpuAttention, KvCache};
+use ltm_engine::bench::workload::Workload;
+use ltm_engine::lm::{GateActivation, GdnConfig, LanguageModel, Logits};
+use ltm_engine::memory_model::mix::SplitMix64;
+use ltm_engine::Device;
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn random_ids(n: usize, vocab: usize, seed: u64) -> Vec<u32> {
+    let mut rng = SplitMix64::new(seed);
+    (0..n).map(|_| rng.below(vocab as u64) as u32).collect()
+}
+
+/// Median seconds of `runs` prefills of `ids` from an empty state.
+fn time_prefill(model: &LanguageModel, ids: &[u32], window: usize, runs: usize) -> f64 {
+    let once = || {
+        let mut s = model.session().unwrap();
+        s.set_window(window);
+        let t = Instant::now();
+        s.feed_with(ids, Logits::All, &mut |l| {
+            std::hint::black_box(l);
+        })
+        .unwrap();
+        t.elapsed().as_secs_f64()
+    };
+    once();
+    median((0..runs).map(|_| once()).collect())
+}
+
+fn large_config() -> GdnConfig {
+    GdnConfig {
+        hidden_size: 1024,
+        layers: 8,
+        heads: 8,
+        value_heads: 8,
+        head_dim: 128,
+        value_dim: 256,
+        conv_size: 4,
+        norm_eps: 1e-6,
+        intermediate_size: 2816,
+        vocab_size: 32_000,
+        tie_word_embeddings: false,
+        use_gate: true,
+        gate_activation: GateActivation::Swish,
+        allow_neg_eigval: false,
+        bos_token_id: None,
+        eos_token_id: None,
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let what = args
+        .iter()
+        .find(|a| !a.starts_with("--") && a.parse::<f64>().is_err())
+        .cloned()
+        .unwrap_or_else(|| "all".into());
+    let opt = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .map(|v| v.parse::<f64>().expect("a number"))
+    };
+    let runs = opt("--runs").unwrap_or(5.0) as usize;
+    let peak = opt("--peak-gflops");
+    let long = opt("--decode-context").unwrap_or(1_048_576.0) as usize;
+    let tiny_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/gdn-tiny");
+
+    if what == "all" || what == "prefill-tiny" {
+        let model = LanguageModel::load(tiny_dir, Device::Cpu).unwrap();
+        let ids = random_ids(4096, model.config().vocab_size, 1);
+        let s = time_prefill(&model, &ids, 512, runs);
+        println!(
+            "{}",
+            serde_json::json!({"bench": "prefill", "model": "gdn-tiny", "tokens": ids.len(),
+                "window": 512, "runs": runs, "median_s": s, "tokens_per_second": ids.len() as f64 / s,
+                "backend": model.backend().name()})
+        );
+    }
+    if what == "all" || what == "prefill-large" {
+        let config = large_config();
+        let flops = config.matmul_flops_per_token() + config.memory_flops_per_token();
+        let model = LanguageModel::random(config, 3, Device::Cpu).unwrap();
+        let ids = random_ids(1024, model.config().vocab_size, 2);
+        let s = time_prefill(&model, &ids, 512, runs);
+        let rate = ids.len() as f64 / s;
+        let gflops = rate * flops as f64 / 1e9;
+        println!(
+            "{}",
+            serde_json::json!({"bench": "prefill", "model": model.name(), "tokens": ids.len(),
+                "window": 512, "runs": runs, "median_s": s, "tokens_per_second": rate,
+                "flops_per_token": flops, "gflops": gflops,
+                "peak_gflops": peak, "share_of_floor": peak.map(|p| gflops / p)})
+        );
+    }
+    if what == "all" || what == "decode" {
+        let model = LanguageModel::load(tiny_dir, Device::Cpu).unwrap();
+        let vocab = model.config().vocab_size;
+        let mut session = model.session().unwrap();
+        let attention = CpuAttention::new();
+        let ac = AttentionConfig::new(4, 64);
+        let piece = Workload::new(65_536, 4, 64, 9);
+        let mut cache = KvCache::new(&ac, 1).unwrap();
+        let mut fed = 0usize;
+        for context in [1024usize, long] {
+            let t = Instant::now();
+            let ids = random_ids(context - fed, vocab, 7 + context as u64);
+            session.feed_with(&ids, Logits::None, &mut |_| {}).unwrap();
+            let prefill_s = t.elapsed().as_secs_f64();
+            fed = context;
+            // Decode steps from copies of the same state: each step's cost, not a
+            // growing sequence's.
+            let state = session.snapshot().unwrap();
+            let mut steps = Vec::new();
+            for i in 0..runs.max(5) * 20 {
+                let mut s = model.resume(state.clone()).unwrap();
+                let t = Instant::now();
+                std::hint::black_box(s.step((i * 31 % vocab) as u32).unwrap());
+                steps.push(t.elapsed().as_secs_f64());
+            }
+            let step = median(steps);
+            cache.reserve(context.saturating_sub(cache.len())).unwrap();
+            while cache.len() < context {
+                let n = (context - cache.len()).min(65_536);
+                cache.append(&ac, &piece.attention_inputs(0, n)).unwrap();
+            }
+            let mut out = vec![0.0f32; 4 * 64];
+            let one = Workload::new(1, 4, 64, 5);
+            let mut att = Vec::new();
+            for _ in 0..runs.max(5) * 4 {
+                cache.truncate(context);
+                let t = Instant::now();
+                attention
+                    .attend_into(&ac, &one.attention_inputs(0, 1), &mut cache, &mut out)
+                    .unwrap();
+                att.push(t.elapsed().as_secs_f64());
+            }
+            cache.truncate(context);
+            let att = median(att);
+            let layers = model.config().layers;
+            println!(
+                "{}",
+                serde_json::json!({"bench": "decode", "context": context,
+                    "prefill_seconds": prefill_s,
+                    "gdn_tiny_step_us": step * 1e6, "gdn_tiny_tokens_per_second": 1.0 / step,
+                    "state_bytes": model.state_bytes(),
+                    "attention_layer_step_us": att * 1e6,
+                    "attention_all_layers_us": att * 1e6 * layers as f64,
+                    "kv_cache_bytes_per_layer": cache.used_bytes()})
+            );
+        }
+    }
+}
