@@ -8,7 +8,6 @@
 pub mod fit;
 pub mod meminfo;
 pub mod report;
-pub mod svg;
 mod sweep;
 pub mod timing;
 pub mod workload;
