@@ -8,8 +8,11 @@ use crate::error::{Error, Result};
 /// length of the context.
 #[derive(Clone, Debug, PartialEq)]
 pub struct MemoryConfig {
+    /// Heads (`H`): independent memories side by side.
     pub heads: usize,
+    /// Rows of each head's state (`K`): the key dimension.
     pub key_dim: usize,
+    /// Columns of each head's state (`V`): the value dimension.
     pub value_dim: usize,
     /// Tokens per chunk of the chunked algorithm. Any positive size gives the same
     /// results up to rounding; 64 fits the CPU kernels' registers and caches.
@@ -23,8 +26,11 @@ pub struct MemoryConfig {
 }
 
 impl MemoryConfig {
+    /// The default chunk size, in tokens.
     pub const DEFAULT_CHUNK: usize = 64;
 
+    /// `heads` heads of a `key_dim × value_dim` state, chunks of 64, scale
+    /// `1/sqrt(key_dim)`.
     pub fn new(heads: usize, key_dim: usize, value_dim: usize) -> Self {
         MemoryConfig {
             heads,
@@ -36,16 +42,19 @@ impl MemoryConfig {
         }
     }
 
+    /// Sets the chunk size (tokens per chunk); changes rounding only.
     pub fn with_chunk_size(mut self, chunk_size: usize) -> Self {
         self.chunk_size = chunk_size;
         self
     }
 
+    /// Records the digest of the model that makes the keys and values (see `model`).
     pub fn with_model(mut self, model: u64) -> Self {
         self.model = Some(model);
         self
     }
 
+    /// Multiplies queries by `scale` instead of `1/sqrt(key_dim)`.
     pub fn with_scale(mut self, scale: f32) -> Self {
         self.scale = Some(scale);
         self
@@ -62,6 +71,7 @@ impl MemoryConfig {
         self.heads * self.key_dim * self.value_dim
     }
 
+    /// Checks that every dimension and the chunk size are positive and the scale finite.
     pub fn validate(&self) -> Result<()> {
         let positive = [
             ("heads", self.heads),

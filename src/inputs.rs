@@ -10,12 +10,19 @@ use crate::tensor::{shape_string, Data};
 /// the log-decay (≤ 0); each tensor may have its own element type.
 #[derive(Clone, Copy, Debug)]
 pub struct ForwardInputs<'a> {
+    /// Sequences (`B`).
     pub batch: usize,
+    /// Tokens per sequence (`T`).
     pub tokens: usize,
+    /// Queries, `[B, T, H, K]`.
     pub q: Data<'a>,
+    /// Keys, `[B, T, H, K]`.
     pub k: Data<'a>,
+    /// Values, `[B, T, H, V]`.
     pub v: Data<'a>,
+    /// Write strengths, `[B, T, H]`.
     pub beta: Data<'a>,
+    /// Log-decays, `[B, T, H]`.
     pub g: Data<'a>,
 }
 
@@ -55,7 +62,9 @@ impl<'a> ForwardInputs<'a> {
 /// time: from tensors in memory ([`ForwardInputs`]) or computed on the fly by a model,
 /// so that a streamed context never needs its features written out and read back.
 pub trait InputRows: Sync {
+    /// Sequences (`B`).
     fn batch(&self) -> usize;
+    /// Tokens per sequence (`T`).
     fn tokens(&self) -> usize;
     /// Fails unless the rows fit `config`.
     fn check(&self, config: &MemoryConfig) -> Result<()>;
@@ -115,12 +124,19 @@ impl InputRows for ForwardInputs<'_> {
 /// backend's staging buffers). Reused across calls: buffers only grow.
 #[derive(Default, Debug)]
 pub struct MaterializedRows {
+    /// Sequences (`B`) of the last fill.
     pub batch: usize,
+    /// Tokens per sequence (`T`) of the last fill.
     pub tokens: usize,
+    /// Queries, `[B, T, H, K]`, unscaled.
     pub q: Vec<f32>,
+    /// Keys, `[B, T, H, K]`.
     pub k: Vec<f32>,
+    /// Values, `[B, T, H, V]`.
     pub v: Vec<f32>,
+    /// Write strengths, `[B, T, H]`.
     pub beta: Vec<f32>,
+    /// Log-decays, `[B, T, H]`.
     pub g: Vec<f32>,
 }
 
@@ -152,6 +168,7 @@ impl MaterializedRows {
         Ok(())
     }
 
+    /// The rows of the last fill as tensors for a forward.
     pub fn inputs(&self) -> ForwardInputs<'_> {
         ForwardInputs {
             batch: self.batch,

@@ -32,6 +32,8 @@
 //! Feeding a sequence in pieces, carrying the state between calls, gives the same
 //! outputs and state as one call over the whole sequence.
 
+#![warn(missing_docs)]
+
 pub mod atomic_file;
 pub mod backend;
 pub mod baseline;

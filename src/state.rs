@@ -54,15 +54,19 @@ impl State {
         })
     }
 
+    /// Sequences (`B`).
     pub fn batch(&self) -> usize {
         self.batch
     }
+    /// Heads (`H`).
     pub fn heads(&self) -> usize {
         self.heads
     }
+    /// Rows of each head's matrix (`K`).
     pub fn key_dim(&self) -> usize {
         self.key_dim
     }
+    /// Columns of each head's matrix (`V`).
     pub fn value_dim(&self) -> usize {
         self.value_dim
     }
@@ -75,10 +79,13 @@ impl State {
     pub fn tokens_seen(&self) -> u64 {
         self.tokens_seen
     }
+    /// Records how many tokens each sequence's memory holds (after a write outside the
+    /// backends, or on load).
     pub fn set_tokens_seen(&mut self, tokens: u64) {
         self.tokens_seen = tokens;
     }
 
+    /// The values, `[B, H, K, V]` row-major f32.
     pub fn values(&self) -> &[f32] {
         &self.values
     }

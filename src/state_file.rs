@@ -15,6 +15,8 @@ use crate::error::{Error, Result};
 use crate::state::State;
 
 const MAGIC: &[u8; 8] = b"LTMSTATE";
+/// Version of the state file layout this build writes and reads; other versions are
+/// refused.
 pub const FORMAT_VERSION: u32 = 1;
 const HEADER_LEN: usize = 8 + 4 + 8 + 4 * 4 + 8 + 8 + 4;
 

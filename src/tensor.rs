@@ -6,12 +6,16 @@ use half::{bf16, f16};
 /// accumulate in f32 whatever the storage type.
 #[derive(Clone, Copy, Debug)]
 pub enum Data<'a> {
+    /// 32-bit floats.
     F32(&'a [f32]),
+    /// IEEE half precision, widened to f32 on read.
     F16(&'a [f16]),
+    /// bfloat16, widened to f32 on read.
     BF16(&'a [bf16]),
 }
 
 impl<'a> Data<'a> {
+    /// Number of values, whatever their type.
     pub fn len(&self) -> usize {
         match self {
             Data::F32(s) => s.len(),
@@ -20,10 +24,12 @@ impl<'a> Data<'a> {
         }
     }
 
+    /// Whether there are no values.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
+    /// The element type.
     pub fn dtype(&self) -> DType {
         match self {
             Data::F32(_) => DType::F32,
@@ -32,6 +38,7 @@ impl<'a> Data<'a> {
         }
     }
 
+    /// Value `i` as f32 (exact for every type); panics past the end.
     #[inline(always)]
     pub fn get(&self, i: usize) -> f32 {
         match self {
@@ -104,8 +111,11 @@ impl<'a> From<&'a Vec<bf16>> for Data<'a> {
 /// Element types accepted for inputs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DType {
+    /// 32-bit IEEE float.
     F32,
+    /// 16-bit IEEE float.
     F16,
+    /// bfloat16: f32's exponent with 8 bits of mantissa.
     BF16,
 }
 

@@ -25,11 +25,15 @@ use crate::tensor::{shape_string, Data};
 /// laid out `[B, T, H, s]` row-major like the dense inputs.
 #[derive(Clone, Copy, Debug)]
 pub struct SparseKeys<'a> {
+    /// Sequences.
     pub batch: usize,
+    /// Tokens per sequence.
     pub tokens: usize,
     /// Active rows per key (`s`).
     pub active: usize,
+    /// Row of each entry, `< key_dim`, `[B, T, H, s]`.
     pub rows: &'a [u32],
+    /// Weight of each entry, `[B, T, H, s]` (finite).
     pub weights: &'a [f32],
 }
 
@@ -73,12 +77,16 @@ impl SparseKeys<'_> {
 /// `beta: [B, T, H]` (β = 0 writes nothing and costs nothing).
 #[derive(Clone, Copy, Debug)]
 pub struct SparseWrites<'a> {
+    /// Where each token is written.
     pub keys: SparseKeys<'a>,
+    /// What is written, `[B, T, H, V]`.
     pub v: Data<'a>,
+    /// Write strength per token and head, `[B, T, H]`, in `[0, 1]`.
     pub beta: Data<'a>,
 }
 
 impl SparseWrites<'_> {
+    /// Checks the keys (see [`SparseKeys::validate`]) and the lengths of `v` and `beta`.
     pub fn validate(&self, config: &MemoryConfig) -> Result<()> {
         self.keys.validate(config, "k")?;
         let (b, t, h) = (self.keys.batch, self.keys.tokens, config.heads);

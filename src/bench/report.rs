@@ -13,21 +13,27 @@ use super::BenchConfig;
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum Cell {
+    /// Timed: the median and every run.
     Measured(Timing),
     /// Not run within this bench's limits (time budget, memory limit); the estimate
     /// is extrapolated from the fit.
     Skipped {
+        /// Which limit stopped it, for the table's notes.
         reason: String,
+        /// Seconds predicted by the fit at this length, if there is a fit.
         extrapolated_s: Option<f64>,
     },
     /// Would not fit in this machine's RAM; the estimate is what it would take if it did.
     OutOfMemory {
+        /// Bytes its buffers would need.
         needs_bytes: u64,
+        /// Seconds predicted by the fit at this length, if there is a fit.
         extrapolated_s: Option<f64>,
     },
 }
 
 impl Cell {
+    /// The measured median, if measured.
     pub fn measured_s(&self) -> Option<f64> {
         match self {
             Cell::Measured(t) => Some(t.median_s),
@@ -57,6 +63,7 @@ impl Cell {
 /// One context length.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Point {
+    /// Context length in tokens.
     pub tokens: usize,
     /// Seconds for the memory's forward over the whole context.
     pub memory_forward: Cell,
@@ -75,30 +82,45 @@ pub struct Point {
 /// The fitted `time ∝ n^p` of each measurement.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Fits {
+    /// The memory's forward over the whole context, in seconds against tokens.
     pub memory_forward: Option<PowerFit>,
+    /// Attention's prefill of the whole context.
     pub attention_prefill: Option<PowerFit>,
+    /// The memory's decode step, per generated token.
     pub memory_decode: Option<PowerFit>,
+    /// Attention's decode step over the KV cache, per generated token.
     pub attention_decode: Option<PowerFit>,
 }
 
 /// Where the run was made.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Machine {
+    /// Description of the memory's backend.
     pub memory_backend: String,
+    /// Description of attention's backend.
     pub attention_backend: String,
+    /// This machine's RAM, where `/proc/meminfo` is readable.
     pub ram: Option<MemInfo>,
 }
 
 /// Both at the target length, from the fits: extrapolated, not measured.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Extrapolation {
+    /// The target length, in tokens.
     pub tokens: f64,
+    /// Seconds of the memory's forward over the whole target length.
     pub memory_forward_s: Option<f64>,
+    /// Seconds of attention's prefill of the whole target length.
     pub attention_prefill_s: Option<f64>,
+    /// Seconds per generated token of the memory after the target length.
     pub memory_decode_s: Option<f64>,
+    /// Seconds per generated token of attention after the target length.
     pub attention_decode_s: Option<f64>,
+    /// The memory's state in bytes (the same at every length).
     pub state_bytes: u64,
+    /// Bytes of attention's KV cache at the target length.
     pub kv_cache_bytes: f64,
+    /// Bytes attention's prefill holds at the target length: inputs, outputs and KV cache.
     pub attention_prefill_bytes: f64,
     /// Whether attention's prefill buffers would fit in this machine's RAM.
     pub attention_fits_in_ram: Option<bool>,
@@ -107,18 +129,24 @@ pub struct Extrapolation {
 /// Everything a bench run found.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct BenchReport {
+    /// What was asked for.
     pub config: BenchConfig,
+    /// Where it ran.
     pub machine: Machine,
+    /// Every context length, shortest first.
     pub points: Vec<Point>,
+    /// The power law of each measurement.
     pub fits: Fits,
     /// The smallest measured length from which the memory's forward beats attention's
     /// prefill at every measured length.
     pub crossover_measured_tokens: Option<usize>,
     /// Where the two fits cross.
     pub crossover_fitted_tokens: Option<f64>,
+    /// The memory's state in bytes, the same at every length.
     pub state_bytes: u64,
     /// Buffers of the memory's streamed windows: fixed, whatever the length.
     pub memory_window_bytes: u64,
+    /// Bytes the KV cache grows by per token (keys and values of every head, f32).
     pub kv_cache_bytes_per_token: u64,
     /// What attention's prefill holds per token: inputs, outputs and KV cache.
     pub attention_prefill_bytes_per_token: u64,
@@ -126,15 +154,20 @@ pub struct BenchReport {
     pub attention_prefill_oom_tokens: Option<f64>,
     /// The length from which the KV cache alone exceeds this machine's RAM.
     pub kv_cache_oom_tokens: Option<f64>,
+    /// Both extrapolated to `config.target_tokens`.
     pub at_target: Extrapolation,
 }
 
 /// The sizes of things, fixed by the configuration.
 #[derive(Clone, Copy, Debug)]
 pub struct Sizes {
+    /// The memory's state in bytes.
     pub state_bytes: u64,
+    /// Buffers of the memory's streamed windows in bytes.
     pub memory_window_bytes: u64,
+    /// Bytes the KV cache grows by per token.
     pub kv_cache_bytes_per_token: u64,
+    /// Bytes attention's prefill holds per token: inputs, outputs and KV cache.
     pub attention_prefill_bytes_per_token: u64,
 }
 

@@ -49,16 +49,23 @@ pub struct ModelConfig {
     pub context: usize,
     /// Write strength β of every word.
     pub beta: f32,
+    /// Seed of the hashes, the key rows and the value code; part of the state's
+    /// fingerprint.
     pub seed: u64,
 }
 
 impl ModelConfig {
     /// What `--state-bytes` defaults to: 256 MiB.
     pub const DEFAULT_STATE_BYTES: u64 = 256 << 20;
+    /// Heads unless set otherwise.
     pub const DEFAULT_HEADS: usize = 2;
+    /// Rows per key (`s`) unless set otherwise: see the README's table of `s`.
     pub const DEFAULT_ACTIVE: usize = 16;
+    /// Words of line context per key unless set otherwise.
     pub const DEFAULT_CONTEXT: usize = 2;
+    /// Write strength unless set otherwise: chosen by the capacity measurements (README).
     pub const DEFAULT_BETA: f32 = 0.25;
+    /// Seed unless set otherwise (`ltm-mem` in ASCII).
     pub const DEFAULT_SEED: u64 = 0x006c_746d_2d6d_656d;
 
     /// Bytes of one row: `VALUE_DIM` f32 values.
@@ -104,6 +111,8 @@ impl ModelConfig {
         self.heads as u64 * self.rows as u64 * Self::ROW_BYTES
     }
 
+    /// Checks heads, rows, rows per key, context length and β against what the model
+    /// supports.
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::Config(format!("memory model: {m}")));
         if self.heads == 0 || !(1..=MAX_ACTIVE).contains(&self.active) {
@@ -188,6 +197,7 @@ impl MemoryModel {
         })
     }
 
+    /// The model's configuration.
     pub fn config(&self) -> &ModelConfig {
         &self.config
     }
@@ -195,6 +205,7 @@ impl MemoryModel {
     pub fn memory_config(&self) -> &MemoryConfig {
         &self.memory
     }
+    /// The state: every word written so far, `[1, H, K, V]`.
     pub fn state(&self) -> &State {
         &self.state
     }
@@ -202,9 +213,11 @@ impl MemoryModel {
     pub fn set_tokens_seen(&mut self, tokens: u64) {
         self.state.set_tokens_seen(tokens);
     }
+    /// The state, for saving or handing on.
     pub fn into_state(self) -> State {
         self.state
     }
+    /// The sparse backend's description, e.g. `cpu (avx512, 2 threads)`.
     pub fn backend_name(&self) -> String {
         self.backend.sparse_name()
     }

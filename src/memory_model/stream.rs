@@ -14,11 +14,13 @@ use crate::stream::{ContextFile, Format};
 /// What streaming a file did.
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct StreamStats {
+    /// Size of the file streamed, in bytes.
     pub bytes: u64,
     /// Tokens of the built-in tokenizer (word pieces and punctuation).
     pub tokens: u64,
     /// Words written into the memory (key–value pairs).
     pub writes: u64,
+    /// Wall-clock seconds of the whole stream.
     pub seconds: f64,
 }
 

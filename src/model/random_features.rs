@@ -15,6 +15,8 @@ use crate::vec_math::dot;
 /// features number about `ROWS² · 2` per head.
 const ROWS: usize = 1024;
 
+/// The `random-features` model: keys from a hash of the two tokens before each token,
+/// values a code of the token, both sums of rows of fixed random tables.
 pub struct RandomFeatureModel {
     config: MemoryConfig,
     seed: u64,
@@ -33,6 +35,7 @@ impl RandomFeatureModel {
         MemoryConfig::new(4, 64, 64)
     }
 
+    /// The model for `config` with tables drawn from `seed` (the same on every machine).
     pub fn new(config: MemoryConfig, seed: u64) -> Self {
         let mut rng = SplitMix(seed ^ 0x005E_ED0F_FEA7);
         // Unit rows scaled by 1/√2: the sum or difference of two of them has a norm

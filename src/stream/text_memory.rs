@@ -112,6 +112,7 @@ pub fn stream_text_into_memory(
     })
 }
 
+/// The memory model's description in summaries: heads, rows, rows per key, β.
 pub fn model_name(model: &MemoryModel) -> String {
     let c = model.config();
     format!(

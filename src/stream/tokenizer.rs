@@ -29,10 +29,12 @@ impl Tokenizer {
         }
     }
 
+    /// Byte offset in the file of the next unread byte.
     pub fn offset(&self) -> usize {
         self.offset
     }
 
+    /// Tokens produced so far.
     pub fn tokens_read(&self) -> u64 {
         self.tokens
     }

@@ -53,6 +53,7 @@ impl CpuBackend {
         })
     }
 
+    /// The instruction set this backend's kernels use.
     pub fn isa(&self) -> Isa {
         self.exec.isa()
     }

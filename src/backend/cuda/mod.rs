@@ -68,11 +68,19 @@ pub enum TimedStages {
 /// (sequence, head, chunk) `W [64 × kp]`, `U [64 × V]`, `P [64 × 64]`, `γ [64]`.
 #[derive(Clone, Debug)]
 pub struct PrepOutputs {
+    /// Key dimension padded to the kernels' tile width: the row length of `w`.
     pub kp: usize,
+    /// Chunks of 64 tokens per sequence.
     pub num_chunks: usize,
+    /// `W`, `[B, H, chunks, 64, kp]`: the factor of the start state in the chunk's
+    /// corrected values (`V' = U − W S₀`).
     pub w: Vec<f32>,
+    /// `U`, `[B, H, chunks, 64, V]`: the chunk's values after the in-chunk solve, before
+    /// the start state's share is taken off.
     pub u: Vec<f32>,
+    /// `P`, `[B, H, chunks, 64, 64]`: the masked, decayed query–key products.
     pub p: Vec<f32>,
+    /// `γ`, `[B, H, chunks, 64]`: cumulative log-decay within the chunk.
     pub gamma: Vec<f32>,
 }
 
@@ -156,6 +164,7 @@ impl CudaBackend {
         self
     }
 
+    /// The device this backend runs on, as the driver reported it at start.
     pub fn device_info(&self) -> &CudaDeviceInfo {
         &self.info
     }

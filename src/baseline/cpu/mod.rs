@@ -39,6 +39,7 @@ impl CpuAttention {
         })
     }
 
+    /// The instruction set the attention kernels use.
     pub fn isa(&self) -> Isa {
         self.exec.isa()
     }
