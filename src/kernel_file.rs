@@ -49,13 +49,15 @@ pub struct KernelReport {
 /// forward `repeats` times on `device` after a warm-up, and writes `o` and `final_state` as
 /// f32 to `output`.
 pub fn run_kernel_file(
-    input: &Path,
-    output: &Path,
+    input: impl AsRef<Path>,
+    output: impl AsRef<Path>,
     chunk_size: usize,
     scale: Option<f32>,
     device: Device,
     repeats: usize,
 ) -> Result<KernelReport> {
+    let input = input.as_ref();
+    let output = output.as_ref();
     let t_read = Instant::now();
     let kin = read_kernel_inputs(input, chunk_size, scale)?;
     let read_seconds = t_read.elapsed().as_secs_f64();

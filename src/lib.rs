@@ -61,3 +61,9 @@ pub use error::{Error, Result};
 pub use inputs::ForwardInputs;
 pub use state::State;
 pub use tensor::{DType, Data};
+
+/// The README's Rust snippets, compiled and run as doctests so that they keep up with
+/// the API they show.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

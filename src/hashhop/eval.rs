@@ -124,7 +124,13 @@ pub struct EvalReport {
 }
 
 /// Runs a HashHop evaluation of the built-in memory model.
-pub fn eval(prompt: &Path, targets_path: &Path, options: &EvalOptions) -> Result<EvalReport> {
+pub fn eval(
+    prompt: impl AsRef<Path>,
+    targets_path: impl AsRef<Path>,
+    options: &EvalOptions,
+) -> Result<EvalReport> {
+    let prompt = prompt.as_ref();
+    let targets_path = targets_path.as_ref();
     let mut targets = read_targets(targets_path)?;
     if let Some(n) = options.max_queries {
         targets.truncate(n.max(1));

@@ -19,7 +19,8 @@ pub struct Target {
 /// Reads `targets.json`: a JSON object of query hash → answer string (`"H"` or
 /// `"H2 = H3 = …"`), as Magic's `MultiHopSample.targets` dumped with `json.dump`.
 /// Queries come back sorted by hash.
-pub fn read_targets(path: &Path) -> Result<Vec<Target>> {
+pub fn read_targets(path: impl AsRef<Path>) -> Result<Vec<Target>> {
+    let path = path.as_ref();
     let bad = |problem: String| Error::File {
         path: path.to_path_buf(),
         problem,

@@ -65,7 +65,8 @@ pub fn chains_for(tokens: u64, hops: usize) -> u64 {
 
 /// Writes `prompt.txt` and `targets.json` into `out_dir` (created if missing). The
 /// same options and seed always give the same files.
-pub fn generate(options: &GenerateOptions, out_dir: &Path) -> Result<Generated> {
+pub fn generate(options: &GenerateOptions, out_dir: impl AsRef<Path>) -> Result<Generated> {
+    let out_dir = out_dir.as_ref();
     let GenerateOptions {
         tokens,
         hops,

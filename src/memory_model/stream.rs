@@ -29,11 +29,12 @@ pub struct StreamStats {
 /// Writes are sent to the backend `window_tokens` at a time.
 pub fn stream_file(
     model: &mut MemoryModel,
-    path: &Path,
+    path: impl AsRef<Path>,
     window_bytes: usize,
     window_tokens: usize,
     mut inspect: impl FnMut(&[u8]) -> Result<()>,
 ) -> Result<StreamStats> {
+    let path = path.as_ref();
     let file = ContextFile::open(path, Some(Format::Text))?;
     let options = StreamOptions {
         window_bytes,

@@ -69,7 +69,8 @@ pub struct ContextFile {
 impl ContextFile {
     /// Opens `path`; `format` `None` infers it from the extension, or from whether
     /// the start of the file is valid UTF-8.
-    pub fn open(path: &Path, format: Option<Format>) -> Result<Self> {
+    pub fn open(path: impl AsRef<Path>, format: Option<Format>) -> Result<Self> {
+        let path = path.as_ref();
         let file = File::open(path).map_err(|e| Error::io(path, e))?;
         let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
         let bad = |problem: String| Error::File {
