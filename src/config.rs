@@ -1,6 +1,7 @@
 //! The shape of the memory: heads, key and value dimensions, chunk size, read scale.
 
 use crate::error::{Error, Result};
+use crate::hash::Fnv1a;
 
 /// Configuration of one gated-delta-rule memory layer.
 ///
@@ -103,7 +104,7 @@ impl MemoryConfig {
     /// A stable 64-bit digest of everything that changes what a state means (not the
     /// chunk size, which only changes rounding). State files carry it.
     pub fn fingerprint(&self) -> u64 {
-        let mut h = Fnv64::new();
+        let mut h = Fnv1a::new();
         h.write(b"ltm-engine/gated-delta/v1");
         for v in [self.heads, self.key_dim, self.value_dim] {
             h.write(&(v as u64).to_le_bytes());
@@ -114,23 +115,5 @@ impl MemoryConfig {
             h.write(&model.to_le_bytes());
         }
         h.finish()
-    }
-}
-
-/// FNV-1a: tiny, stable across platforms and releases, enough for a configuration digest.
-pub(crate) struct Fnv64(u64);
-
-impl Fnv64 {
-    pub(crate) fn new() -> Self {
-        Fnv64(0xcbf2_9ce4_8422_2325)
-    }
-    pub(crate) fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 ^= b as u64;
-            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-    pub(crate) fn finish(&self) -> u64 {
-        self.0
     }
 }

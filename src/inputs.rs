@@ -1,8 +1,8 @@
 //! The inputs of one forward call and their shape checks.
 
 use crate::config::MemoryConfig;
-use crate::error::{Error, Result};
-use crate::tensor::{shape_string, Data};
+use crate::error::Result;
+use crate::tensor::{check_len, Data};
 
 /// Inputs of a forward over `batch` sequences of `tokens` tokens each, in the layout of
 /// flash-linear-attention's gated delta rule: `q, k: [B, T, H, K]`, `v: [B, T, H, V]`,
@@ -40,14 +40,7 @@ impl<'a> ForwardInputs<'a> {
             ("g", self.g, vec![b, t, h]),
         ];
         for (name, data, dims) in expected {
-            let want: usize = dims.iter().product();
-            if data.len() != want {
-                return Err(Error::Shape {
-                    tensor: name.to_string(),
-                    expected: format!("{} ({want} values)", shape_string(&dims)),
-                    found: format!("{} values", data.len()),
-                });
-            }
+            check_len(name, data.len(), &dims)?;
         }
         Ok(())
     }

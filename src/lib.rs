@@ -34,12 +34,16 @@
 
 #![warn(missing_docs)]
 
+#[macro_use]
+mod macros;
+
 pub mod atomic_file;
 pub mod backend;
 pub mod baseline;
 pub mod bench;
 pub mod config;
 pub mod error;
+pub mod hash;
 pub mod hashhop;
 pub mod inputs;
 pub mod kernel_file;

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use crate::config::MemoryConfig;
 use crate::error::{Error, Result};
-use crate::tensor::shape_string;
+use crate::tensor::{check_len, shape_string};
 
 /// The memory `S` of each sequence and head: f32 `[B, H, K, V]`, row-major.
 ///
@@ -36,14 +36,7 @@ impl State {
     /// A memory with given values, laid out `[B, H, K, V]`.
     pub fn from_values(config: &MemoryConfig, batch: usize, values: Vec<f32>) -> Result<Self> {
         let dims = [batch, config.heads, config.key_dim, config.value_dim];
-        let want: usize = dims.iter().product();
-        if values.len() != want {
-            return Err(Error::Shape {
-                tensor: "state".into(),
-                expected: format!("{} ({want} values)", shape_string(&dims)),
-                found: format!("{} values", values.len()),
-            });
-        }
+        check_len("state", values.len(), &dims)?;
         Ok(State {
             batch,
             heads: config.heads,

@@ -2,6 +2,8 @@
 
 use half::{bf16, f16};
 
+use crate::error::{Error, Result};
+
 /// A borrowed, contiguous slice of f32, f16 or bf16 values. Kernels read through it and
 /// accumulate in f32 whatever the storage type.
 #[derive(Clone, Copy, Debug)]
@@ -132,4 +134,30 @@ impl std::fmt::Display for DType {
 pub(crate) fn shape_string(dims: &[usize]) -> String {
     let parts: Vec<String> = dims.iter().map(|d| d.to_string()).collect();
     format!("[{}]", parts.join(", "))
+}
+
+/// Fails unless `len` values fill `dims` exactly, naming `tensor`, the shape it should
+/// have and the length it has.
+pub(crate) fn check_len(tensor: impl Into<String>, len: usize, dims: &[usize]) -> Result<()> {
+    let want: usize = dims.iter().product();
+    if len != want {
+        return Err(Error::Shape {
+            tensor: tensor.into(),
+            expected: format!("{} ({want} values)", shape_string(dims)),
+            found: format!("{len} values"),
+        });
+    }
+    Ok(())
+}
+
+/// Fails unless the output buffer `o` holds exactly `want` values.
+pub(crate) fn check_output_len(out: &[f32], want: usize) -> Result<()> {
+    if out.len() != want {
+        return Err(Error::Shape {
+            tensor: "o".into(),
+            expected: format!("{want} values"),
+            found: format!("{} values", out.len()),
+        });
+    }
+    Ok(())
 }

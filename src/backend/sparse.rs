@@ -19,7 +19,7 @@
 use crate::config::MemoryConfig;
 use crate::error::{Error, Result};
 use crate::state::State;
-use crate::tensor::{shape_string, Data};
+use crate::tensor::{check_len, check_output_len, Data};
 
 /// Keys of `batch × tokens × heads` tokens, each with `active` (row, weight) entries,
 /// laid out `[B, T, H, s]` row-major like the dense inputs.
@@ -43,15 +43,8 @@ impl SparseKeys<'_> {
     pub fn validate(&self, config: &MemoryConfig, name: &str) -> Result<()> {
         config.validate()?;
         let dims = [self.batch, self.tokens, config.heads, self.active];
-        let want: usize = dims.iter().product();
         for (tensor, len) in [("rows", self.rows.len()), ("weights", self.weights.len())] {
-            if len != want {
-                return Err(Error::Shape {
-                    tensor: format!("{name}.{tensor}"),
-                    expected: format!("{} ({want} values)", shape_string(&dims)),
-                    found: format!("{len} values"),
-                });
-            }
+            check_len(format!("{name}.{tensor}"), len, &dims)?;
         }
         if let Some(i) = self.rows.iter().position(|&r| r as usize >= config.key_dim) {
             let per_token = config.heads * self.active;
@@ -94,14 +87,7 @@ impl SparseWrites<'_> {
             ("v", self.v, vec![b, t, h, config.value_dim]),
             ("beta", self.beta, vec![b, t, h]),
         ] {
-            let want: usize = dims.iter().product();
-            if data.len() != want {
-                return Err(Error::Shape {
-                    tensor: name.into(),
-                    expected: format!("{} ({want} values)", shape_string(&dims)),
-                    found: format!("{} values", data.len()),
-                });
-            }
+            check_len(name, data.len(), &dims)?;
         }
         Ok(())
     }
@@ -140,13 +126,8 @@ pub fn check_read(
 ) -> Result<()> {
     queries.validate(config, "q")?;
     state.check_matches(config, queries.batch)?;
-    let want = queries.batch * queries.tokens * config.heads * config.value_dim;
-    if out.len() != want {
-        return Err(Error::Shape {
-            tensor: "o".into(),
-            expected: format!("{want} values"),
-            found: format!("{} values", out.len()),
-        });
-    }
-    Ok(())
+    check_output_len(
+        out,
+        queries.batch * queries.tokens * config.heads * config.value_dim,
+    )
 }

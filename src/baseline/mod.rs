@@ -14,7 +14,7 @@ mod softmax;
 
 use crate::backend::device::Device;
 use crate::error::{Error, Result};
-use crate::tensor::{shape_string, Data};
+use crate::tensor::{check_len, Data};
 
 pub use cpu::CpuAttention;
 pub use kv_cache::KvCache;
@@ -98,15 +98,8 @@ impl AttentionInputs<'_> {
     pub fn validate(&self, config: &AttentionConfig) -> Result<()> {
         config.validate()?;
         let dims = [self.batch, self.tokens, config.heads, config.head_dim];
-        let want: usize = dims.iter().product();
         for (name, data) in [("q", self.q), ("k", self.k), ("v", self.v)] {
-            if data.len() != want {
-                return Err(Error::Shape {
-                    tensor: name.to_string(),
-                    expected: format!("{} ({want} values)", shape_string(&dims)),
-                    found: format!("{} values", data.len()),
-                });
-            }
+            check_len(name, data.len(), &dims)?;
         }
         Ok(())
     }
@@ -157,16 +150,4 @@ pub fn attention_backend_for(device: Device) -> Result<Box<dyn AttentionBackend>
              CUDA attention kernel (kernels/attention.cu is not written yet); use --device cpu"
         ))),
     }
-}
-
-/// Checks that `out` holds exactly `want` values.
-pub(crate) fn check_output_len(out: &[f32], want: usize) -> Result<()> {
-    if out.len() != want {
-        return Err(Error::Shape {
-            tensor: "o".into(),
-            expected: format!("{want} values"),
-            found: format!("{} values", out.len()),
-        });
-    }
-    Ok(())
 }

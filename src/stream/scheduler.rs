@@ -245,29 +245,68 @@ pub fn stream_context(
         result.and(read)
     })?;
 
-    let wall = started.elapsed().as_secs_f64();
-    Ok(StreamSummary {
-        file: file.path().to_path_buf(),
-        format: file.format().name().into(),
-        model: model.name(),
-        backend: backend.name(),
+    let counts = RunCounts {
         tokens,
         skipped_tokens: skip,
-        state_tokens: state.tokens_seen(),
         windows,
         window_tokens: window,
-        wall_seconds: wall,
-        tokens_per_second: tokens as f64 / wall.max(1e-9),
         compute_seconds: compute,
-        forward_seconds: forward,
-        state_bytes: state.size_bytes(),
-        peak_host_bytes: peak_resident_bytes(),
-        peak_device_bytes: None,
-        next_token_cosine: Some(acc.mean_cosine()),
-        writes: None,
-        output_digest: acc.digest(),
         checkpoints: checkpoints.written,
+    };
+    Ok(StreamSummary {
+        forward_seconds: forward,
+        next_token_cosine: Some(acc.mean_cosine()),
+        output_digest: acc.digest(),
+        ..StreamSummary::finish(file, model.name(), backend.name(), state, started, counts)
     })
+}
+
+/// What a run counted, for [`StreamSummary::finish`].
+pub(crate) struct RunCounts {
+    pub(crate) tokens: u64,
+    pub(crate) skipped_tokens: u64,
+    pub(crate) windows: u64,
+    pub(crate) window_tokens: usize,
+    pub(crate) compute_seconds: f64,
+    pub(crate) checkpoints: u64,
+}
+
+impl StreamSummary {
+    /// The summary of a run of `file` that started at `started` and left `state`, with
+    /// what every model reports alike; the model's own measures (cosine, writes,
+    /// digest) are `None` and the forward time is the compute time.
+    pub(crate) fn finish(
+        file: &ContextFile,
+        model: String,
+        backend: String,
+        state: &State,
+        started: Instant,
+        counts: RunCounts,
+    ) -> StreamSummary {
+        let wall = started.elapsed().as_secs_f64();
+        StreamSummary {
+            file: file.path().to_path_buf(),
+            format: file.format().name().into(),
+            model,
+            backend,
+            tokens: counts.tokens,
+            skipped_tokens: counts.skipped_tokens,
+            state_tokens: state.tokens_seen(),
+            windows: counts.windows,
+            window_tokens: counts.window_tokens,
+            wall_seconds: wall,
+            tokens_per_second: counts.tokens as f64 / wall.max(1e-9),
+            compute_seconds: counts.compute_seconds,
+            forward_seconds: counts.compute_seconds,
+            state_bytes: state.size_bytes(),
+            peak_host_bytes: peak_resident_bytes(),
+            peak_device_bytes: None,
+            next_token_cosine: None,
+            writes: None,
+            output_digest: None,
+            checkpoints: counts.checkpoints,
+        }
+    }
 }
 
 /// Periodic saves of the state during a run, every `checkpoint_every` tokens at the

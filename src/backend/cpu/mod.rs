@@ -16,9 +16,10 @@ use rayon::prelude::*;
 
 use crate::backend::Backend;
 use crate::config::MemoryConfig;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::inputs::{ForwardInputs, InputRows};
 use crate::state::State;
+use crate::tensor::check_output_len;
 
 pub use exec::CpuExec;
 pub use gemm::Isa;
@@ -143,17 +144,6 @@ impl CpuBackend {
         state.set_tokens_seen(tokens_seen);
         Ok(())
     }
-}
-
-fn check_output_len(out: &[f32], want: usize) -> Result<()> {
-    if out.len() != want {
-        return Err(Error::Shape {
-            tensor: "o".into(),
-            expected: format!("{want} values"),
-            found: format!("{} values", out.len()),
-        });
-    }
-    Ok(())
 }
 
 /// One unit of parallel work: a sequence, a head and a slice of value columns.

@@ -24,7 +24,7 @@ use crate::config::MemoryConfig;
 use crate::error::{Error, Result};
 use crate::inputs::{ForwardInputs, InputRows, MaterializedRows};
 use crate::state::State;
-use crate::tensor::DType;
+use crate::tensor::{check_output_len, DType};
 
 use module::Kernels;
 pub use module::{driver_version, PTX_DRIVER};
@@ -501,14 +501,7 @@ impl Backend for CudaBackend {
     ) -> Result<()> {
         inputs.validate(config)?;
         state.check_matches(config, inputs.batch)?;
-        let want = inputs.output_len(config);
-        if out.len() != want {
-            return Err(Error::Shape {
-                tensor: "o".into(),
-                expected: format!("{want} values"),
-                found: format!("{} values", out.len()),
-            });
-        }
+        check_output_len(out, inputs.output_len(config))?;
         self.check_supported(config, inputs.batch)?;
         let tokens = inputs.tokens;
         // No sequences: nothing to launch (a grid dimension of 0 is a launch error).

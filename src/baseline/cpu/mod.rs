@@ -7,9 +7,10 @@ mod tiles;
 
 pub(crate) use decode::PARALLEL_FROM;
 
-use super::{check_output_len, AttentionBackend, AttentionConfig, AttentionInputs, KvCache};
+use super::{AttentionBackend, AttentionConfig, AttentionInputs, KvCache};
 use crate::backend::cpu::{CpuExec, Isa};
 use crate::error::Result;
+use crate::tensor::check_output_len;
 
 /// Runs attention on the CPU with rayon threads.
 #[derive(Default)]
