@@ -5,7 +5,8 @@
 //!
 //! The CPU twin follows FlashAttention's algorithm (tiles of keys and values, a
 //! running max and sum per query, no `T × T` matrix), so the comparison is against a
-//! strong baseline. A CUDA `attention.cu` implements the same [`AttentionBackend`].
+//! strong baseline. There is no CUDA attention yet (`kernels/attention.cu` is not
+//! written); one would implement the same [`AttentionBackend`].
 
 pub mod cpu;
 pub mod kv_cache;

@@ -222,21 +222,21 @@ impl MemoryModel {
         self.backend.sparse_name()
     }
 
-    /// A writer that streams text into this model, buffering up to `window_tokens`
+    /// A writer that streams text into this model, buffering up to `batch_writes`
     /// writes between calls to the backend (its buffers are fixed at that size).
-    pub fn writer(&self, window_tokens: usize) -> StreamWriter {
-        let window = window_tokens.max(1);
+    pub fn writer(&self, batch_writes: usize) -> StreamWriter {
+        let batch = batch_writes.max(1);
         let (h, s) = (self.config.heads, self.config.active);
         StreamWriter {
             tokenizer: Tokenizer::new(),
             sink: Sink {
                 context: LineContext::new(self.config.context),
-                window,
+                batch,
                 len: 0,
-                rows: vec![0; window * h * s],
-                weights: vec![0.0; window * h * s],
-                values: vec![0.0; window * h * VALUE_DIM],
-                beta: vec![0.0; window * h],
+                rows: vec![0; batch * h * s],
+                weights: vec![0.0; batch * h * s],
+                values: vec![0.0; batch * h * VALUE_DIM],
+                beta: vec![0.0; batch * h],
                 writes: 0,
                 error: None,
             },
@@ -360,10 +360,12 @@ impl StreamWriter {
     }
 }
 
-/// The buffered writes of one window, `[1, window, heads, *]`.
+/// A batch of buffered writes, `[1, batch, heads, *]`: what one call to the backend
+/// writes (a "window" is a piece of the context; a window's words may take several
+/// batches).
 struct Sink {
     context: LineContext,
-    window: usize,
+    batch: usize,
     len: usize,
     rows: Vec<u32>,
     weights: Vec<f32>,
@@ -399,7 +401,7 @@ impl Sink {
             self.beta[slot + head] = model.config.beta;
             self.len += 1;
             self.writes += 1;
-            if self.len == self.window {
+            if self.len == self.batch {
                 if let Err(e) = self.flush(model) {
                     self.error = Some(e);
                 }

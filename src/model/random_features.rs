@@ -1,5 +1,5 @@
-//! The default model until the built-in memory model lands: fixed random features,
-//! no weights to load, deterministic for a seed.
+//! The `random-features` model (`run --model random-features`): the engine's dense
+//! forward over fixed random features, no weights to load, deterministic for a seed.
 //!
 //! Token `t` is written under a key made from the two tokens before it, with a value
 //! that is a code of token `t` itself; the query at `t` is the key the *next* token
@@ -30,8 +30,8 @@ pub struct RandomFeatureModel {
 }
 
 impl RandomFeatureModel {
-    /// The configuration `ltm-engine run` uses by default: 4 heads, K = V = 64,
-    /// β = 0.5, no decay.
+    /// The configuration of `ltm-engine run --model random-features`: 4 heads,
+    /// K = V = 64 (β = 0.5 and no decay are the model's own).
     pub fn default_config() -> MemoryConfig {
         MemoryConfig::new(4, 64, 64)
     }

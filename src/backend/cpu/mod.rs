@@ -207,7 +207,7 @@ fn run_task<R: InputRows + ?Sized>(
     }
 }
 
-/// One task's window onto the `[B, T, H, *]` inputs and outputs.
+/// One task's view of the `[B, T, H, *]` inputs and outputs.
 pub(crate) struct SequenceView<'a, R: InputRows + ?Sized> {
     pub config: &'a MemoryConfig,
     pub rows: &'a R,

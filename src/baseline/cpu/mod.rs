@@ -1,4 +1,4 @@
-//! The CPU twin of `attention.cu`: causal attention with FlashAttention's tiling on
+//! Causal attention on the CPU, with FlashAttention's tiling on
 //! the crate's AVX-512 matrix micro-kernels, parallel over sequences, heads and query
 //! tiles (prefill) or key ranges (a decode step).
 
