@@ -71,7 +71,8 @@ fn main() {
         }
     };
 
-    let mut rs = String::from("pub static EMBEDDED_KERNELS: &[EmbeddedKernel] = &[\n");
+    let mut rs = String::from(
+        "/// The CUDA modules this build compiled, one per `.cu` file; empty in a CPU-only build.\npub static EMBEDDED_KERNELS: &[EmbeddedKernel] = &[\n");
     for (name, ptx, source) in &compiled {
         writeln!(
             rs,

@@ -47,7 +47,8 @@ fn temp_path(path: &Path) -> PathBuf {
 }
 
 /// Convenience for `write_atomically` of one byte buffer.
-pub fn write_bytes_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+pub fn write_bytes_atomically(path: impl AsRef<Path>, bytes: &[u8]) -> Result<()> {
+    let path = path.as_ref();
     write_atomically(path, |w| w.write_all(bytes))
 }
 

@@ -1,6 +1,7 @@
 //! The shape of the memory: heads, key and value dimensions, chunk size, read scale.
 
 use crate::error::{Error, Result};
+use crate::hash::Fnv1a;
 
 /// Configuration of one gated-delta-rule memory layer.
 ///
@@ -8,8 +9,11 @@ use crate::error::{Error, Result};
 /// length of the context.
 #[derive(Clone, Debug, PartialEq)]
 pub struct MemoryConfig {
+    /// Heads (`H`): independent memories side by side.
     pub heads: usize,
+    /// Rows of each head's state (`K`): the key dimension.
     pub key_dim: usize,
+    /// Columns of each head's state (`V`): the value dimension.
     pub value_dim: usize,
     /// Tokens per chunk of the chunked algorithm. Any positive size gives the same
     /// results up to rounding; 64 fits the CPU kernels' registers and caches.
@@ -23,8 +27,11 @@ pub struct MemoryConfig {
 }
 
 impl MemoryConfig {
+    /// The default chunk size, in tokens.
     pub const DEFAULT_CHUNK: usize = 64;
 
+    /// `heads` heads of a `key_dim × value_dim` state, chunks of 64, scale
+    /// `1/sqrt(key_dim)`.
     pub fn new(heads: usize, key_dim: usize, value_dim: usize) -> Self {
         MemoryConfig {
             heads,
@@ -36,16 +43,19 @@ impl MemoryConfig {
         }
     }
 
+    /// Sets the chunk size (tokens per chunk); changes rounding only.
     pub fn with_chunk_size(mut self, chunk_size: usize) -> Self {
         self.chunk_size = chunk_size;
         self
     }
 
+    /// Records the digest of the model that makes the keys and values (see `model`).
     pub fn with_model(mut self, model: u64) -> Self {
         self.model = Some(model);
         self
     }
 
+    /// Multiplies queries by `scale` instead of `1/sqrt(key_dim)`.
     pub fn with_scale(mut self, scale: f32) -> Self {
         self.scale = Some(scale);
         self
@@ -62,6 +72,7 @@ impl MemoryConfig {
         self.heads * self.key_dim * self.value_dim
     }
 
+    /// Checks that every dimension and the chunk size are positive and the scale finite.
     pub fn validate(&self) -> Result<()> {
         let positive = [
             ("heads", self.heads),
@@ -93,7 +104,7 @@ impl MemoryConfig {
     /// A stable 64-bit digest of everything that changes what a state means (not the
     /// chunk size, which only changes rounding). State files carry it.
     pub fn fingerprint(&self) -> u64 {
-        let mut h = Fnv64::new();
+        let mut h = Fnv1a::new();
         h.write(b"ltm-engine/gated-delta/v1");
         for v in [self.heads, self.key_dim, self.value_dim] {
             h.write(&(v as u64).to_le_bytes());
@@ -104,23 +115,5 @@ impl MemoryConfig {
             h.write(&model.to_le_bytes());
         }
         h.finish()
-    }
-}
-
-/// FNV-1a: tiny, stable across platforms and releases, enough for a configuration digest.
-pub(crate) struct Fnv64(u64);
-
-impl Fnv64 {
-    pub(crate) fn new() -> Self {
-        Fnv64(0xcbf2_9ce4_8422_2325)
-    }
-    pub(crate) fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 ^= b as u64;
-            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-    pub(crate) fn finish(&self) -> u64 {
-        self.0
     }
 }

@@ -6,47 +6,88 @@ use std::path::PathBuf;
 /// and what was expected versus found, so the CLI can print them as they are.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// A shape, size or option out of range; the message names it.
     #[error("invalid configuration: {0}")]
     Config(String),
 
+    /// A tensor or buffer of the wrong shape or length.
     #[error("tensor `{tensor}`: expected shape {expected}, found {found}")]
     Shape {
+        /// The tensor's name, e.g. `q` or `o`.
         tensor: String,
+        /// The shape the other inputs call for, e.g. `[1, 64, 4, 64]`.
         expected: String,
+        /// What was given.
         found: String,
     },
 
+    /// A tensor stored in an element type other than f32, f16 or bf16.
     #[error("tensor `{tensor}`: unsupported dtype {found} (expected one of f32, f16, bf16)")]
-    DType { tensor: String, found: String },
+    DType {
+        /// The tensor's name.
+        tensor: String,
+        /// Its element type as the file names it.
+        found: String,
+    },
 
+    /// A required tensor absent from a safetensors file.
     #[error("tensor `{tensor}` is missing from {path}")]
-    MissingTensor { tensor: String, path: PathBuf },
+    MissingTensor {
+        /// The tensor's name.
+        tensor: String,
+        /// The file it should be in.
+        path: PathBuf,
+    },
 
+    /// An input file that cannot be used as it is (empty, malformed, bad UTF-8, …).
     #[error("{path}: {problem}")]
-    File { path: PathBuf, problem: String },
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, with a line, token or byte offset where one helps.
+        problem: String,
+    },
 
+    /// The operating system refused a read, write, map or rename.
     #[error("{path}: {source}")]
     Io {
+        /// The file or folder the operation was on.
         path: PathBuf,
+        /// The operating system's error.
         #[source]
         source: std::io::Error,
     },
 
+    /// A state file that is truncated, corrupted, of another format version or of
+    /// another model or configuration.
     #[error("state file {path}: {problem}")]
-    StateFile { path: PathBuf, problem: String },
+    StateFile {
+        /// The state file.
+        path: PathBuf,
+        /// What is wrong with it.
+        problem: String,
+    },
 
+    /// A state of another shape, or not of the context it is resumed on.
     #[error("state does not match: {0}")]
     StateMismatch(String),
 
+    /// A query the memory model cannot make a key of (its prefix has no word).
     #[error("query: {0}")]
     Query(String),
 
+    /// A device that is missing or cannot run the request, with what to do about it.
     #[error("device: {0}")]
     Device(String),
 
     /// A CUDA driver call, copy or kernel launch that failed on a device that exists.
     #[error("CUDA {op}: {detail}")]
-    Cuda { op: String, detail: String },
+    Cuda {
+        /// The call or kernel, e.g. `launch scan`.
+        op: String,
+        /// The driver's message.
+        detail: String,
+    },
 }
 
 impl Error {
@@ -58,4 +99,5 @@ impl Error {
     }
 }
 
+/// The library's result type: [`Error`] unless said otherwise.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

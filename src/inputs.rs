@@ -1,8 +1,8 @@
 //! The inputs of one forward call and their shape checks.
 
 use crate::config::MemoryConfig;
-use crate::error::{Error, Result};
-use crate::tensor::{shape_string, Data};
+use crate::error::Result;
+use crate::tensor::{check_len, Data};
 
 /// Inputs of a forward over `batch` sequences of `tokens` tokens each, in the layout of
 /// flash-linear-attention's gated delta rule: `q, k: [B, T, H, K]`, `v: [B, T, H, V]`,
@@ -10,12 +10,19 @@ use crate::tensor::{shape_string, Data};
 /// the log-decay (≤ 0); each tensor may have its own element type.
 #[derive(Clone, Copy, Debug)]
 pub struct ForwardInputs<'a> {
+    /// Sequences (`B`).
     pub batch: usize,
+    /// Tokens per sequence (`T`).
     pub tokens: usize,
+    /// Queries, `[B, T, H, K]`.
     pub q: Data<'a>,
+    /// Keys, `[B, T, H, K]`.
     pub k: Data<'a>,
+    /// Values, `[B, T, H, V]`.
     pub v: Data<'a>,
+    /// Write strengths, `[B, T, H]`.
     pub beta: Data<'a>,
+    /// Log-decays, `[B, T, H]`.
     pub g: Data<'a>,
 }
 
@@ -33,14 +40,7 @@ impl<'a> ForwardInputs<'a> {
             ("g", self.g, vec![b, t, h]),
         ];
         for (name, data, dims) in expected {
-            let want: usize = dims.iter().product();
-            if data.len() != want {
-                return Err(Error::Shape {
-                    tensor: name.to_string(),
-                    expected: format!("{} ({want} values)", shape_string(&dims)),
-                    found: format!("{} values", data.len()),
-                });
-            }
+            check_len(name, data.len(), &dims)?;
         }
         Ok(())
     }
@@ -55,7 +55,9 @@ impl<'a> ForwardInputs<'a> {
 /// time: from tensors in memory ([`ForwardInputs`]) or computed on the fly by a model,
 /// so that a streamed context never needs its features written out and read back.
 pub trait InputRows: Sync {
+    /// Sequences (`B`).
     fn batch(&self) -> usize;
+    /// Tokens per sequence (`T`).
     fn tokens(&self) -> usize;
     /// Fails unless the rows fit `config`.
     fn check(&self, config: &MemoryConfig) -> Result<()>;
@@ -115,12 +117,19 @@ impl InputRows for ForwardInputs<'_> {
 /// backend's staging buffers). Reused across calls: buffers only grow.
 #[derive(Default, Debug)]
 pub struct MaterializedRows {
+    /// Sequences (`B`) of the last fill.
     pub batch: usize,
+    /// Tokens per sequence (`T`) of the last fill.
     pub tokens: usize,
+    /// Queries, `[B, T, H, K]`, unscaled.
     pub q: Vec<f32>,
+    /// Keys, `[B, T, H, K]`.
     pub k: Vec<f32>,
+    /// Values, `[B, T, H, V]`.
     pub v: Vec<f32>,
+    /// Write strengths, `[B, T, H]`.
     pub beta: Vec<f32>,
+    /// Log-decays, `[B, T, H]`.
     pub g: Vec<f32>,
 }
 
@@ -152,6 +161,7 @@ impl MaterializedRows {
         Ok(())
     }
 
+    /// The rows of the last fill as tensors for a forward.
     pub fn inputs(&self) -> ForwardInputs<'_> {
         ForwardInputs {
             batch: self.batch,

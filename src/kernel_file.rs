@@ -14,33 +14,50 @@ use crate::safetensors_io::{read_kernel_inputs, write_kernel_outputs};
 /// What a `kernel` run did and how fast.
 #[derive(Clone, Debug, Serialize)]
 pub struct KernelReport {
+    /// The backend that ran the forward.
     pub backend: String,
+    /// Sequences (`B`).
     pub batch: usize,
+    /// Tokens per sequence (`T`).
     pub tokens: usize,
+    /// Heads (`H`).
     pub heads: usize,
+    /// Key dimension (`K`).
     pub key_dim: usize,
+    /// Value dimension (`V`).
     pub value_dim: usize,
+    /// Tokens per chunk of the chunked algorithm.
     pub chunk_size: usize,
+    /// The read scale used (given, or `1/sqrt(K)`).
     pub scale: f32,
+    /// Element types of `q, k, v, beta, g` as stored in the file.
     pub input_dtypes: [String; 5],
     /// Median seconds of the forward alone (without reading or writing files) over
     /// the timed runs, each from the initial state after one untimed warm-up run.
     pub forward_seconds: f64,
+    /// Seconds of each timed forward, in run order.
     pub forward_seconds_all: Vec<f64>,
     /// Tokens of all sequences per second of forward.
     pub tokens_per_second: f64,
+    /// Seconds to read and convert the input file.
     pub read_seconds: f64,
+    /// Seconds to write the output file.
     pub write_seconds: f64,
 }
 
+/// The `kernel` job: reads `q, k, v, beta, g` (and `initial_state`) from `input`, runs the
+/// forward `repeats` times on `device` after a warm-up, and writes `o` and `final_state` as
+/// f32 to `output`.
 pub fn run_kernel_file(
-    input: &Path,
-    output: &Path,
+    input: impl AsRef<Path>,
+    output: impl AsRef<Path>,
     chunk_size: usize,
     scale: Option<f32>,
     device: Device,
     repeats: usize,
 ) -> Result<KernelReport> {
+    let input = input.as_ref();
+    let output = output.as_ref();
     let t_read = Instant::now();
     let kin = read_kernel_inputs(input, chunk_size, scale)?;
     let read_seconds = t_read.elapsed().as_secs_f64();

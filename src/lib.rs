@@ -32,12 +32,18 @@
 //! Feeding a sequence in pieces, carrying the state between calls, gives the same
 //! outputs and state as one call over the whole sequence.
 
+#![warn(missing_docs)]
+
+#[macro_use]
+mod macros;
+
 pub mod atomic_file;
 pub mod backend;
 pub mod baseline;
 pub mod bench;
 pub mod config;
 pub mod error;
+pub mod hash;
 pub mod hashhop;
 pub mod inputs;
 pub mod kernel_file;
@@ -60,3 +66,9 @@ pub use error::{Error, Result};
 pub use inputs::ForwardInputs;
 pub use state::State;
 pub use tensor::{DType, Data};
+
+/// The README's Rust snippets, compiled and run as doctests so that they keep up with
+/// the API they show.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -19,12 +19,16 @@ use crate::tensor::{shape_string, Data};
 /// Values of one tensor, in the element type it was stored with.
 #[derive(Clone, Debug)]
 pub enum OwnedData {
+    /// Stored as f32.
     F32(Vec<f32>),
+    /// Stored as IEEE half precision.
     F16(Vec<f16>),
+    /// Stored as bfloat16.
     BF16(Vec<bf16>),
 }
 
 impl OwnedData {
+    /// A view of the values for [`ForwardInputs`], without converting them.
     pub fn as_data(&self) -> Data<'_> {
         match self {
             OwnedData::F32(v) => Data::F32(v),
@@ -37,18 +41,28 @@ impl OwnedData {
 /// The tensors of a kernel input file, checked against each other.
 #[derive(Debug)]
 pub struct KernelInputs {
+    /// The memory's shape, read off the tensors, with the chunk size and scale asked for.
     pub config: MemoryConfig,
+    /// Sequences (`B`).
     pub batch: usize,
+    /// Tokens per sequence (`T`).
     pub tokens: usize,
+    /// Queries, `[B, T, H, K]`.
     pub q: OwnedData,
+    /// Keys, `[B, T, H, K]`.
     pub k: OwnedData,
+    /// Values, `[B, T, H, V]`.
     pub v: OwnedData,
+    /// Write strengths, `[B, T, H]`.
     pub beta: OwnedData,
+    /// Log-decays, `[B, T, H]`.
     pub g: OwnedData,
+    /// The state before the first token, `[B, H, K, V]` f32; zeros when absent.
     pub initial_state: Option<State>,
 }
 
 impl KernelInputs {
+    /// The inputs as views for a backend's forward.
     pub fn forward_inputs(&self) -> ForwardInputs<'_> {
         ForwardInputs {
             batch: self.batch,

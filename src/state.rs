@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use crate::config::MemoryConfig;
 use crate::error::{Error, Result};
-use crate::tensor::shape_string;
+use crate::tensor::{check_len, shape_string};
 
 /// The memory `S` of each sequence and head: f32 `[B, H, K, V]`, row-major.
 ///
@@ -36,14 +36,7 @@ impl State {
     /// A memory with given values, laid out `[B, H, K, V]`.
     pub fn from_values(config: &MemoryConfig, batch: usize, values: Vec<f32>) -> Result<Self> {
         let dims = [batch, config.heads, config.key_dim, config.value_dim];
-        let want: usize = dims.iter().product();
-        if values.len() != want {
-            return Err(Error::Shape {
-                tensor: "state".into(),
-                expected: format!("{} ({want} values)", shape_string(&dims)),
-                found: format!("{} values", values.len()),
-            });
-        }
+        check_len("state", values.len(), &dims)?;
         Ok(State {
             batch,
             heads: config.heads,
@@ -54,15 +47,19 @@ impl State {
         })
     }
 
+    /// Sequences (`B`).
     pub fn batch(&self) -> usize {
         self.batch
     }
+    /// Heads (`H`).
     pub fn heads(&self) -> usize {
         self.heads
     }
+    /// Rows of each head's matrix (`K`).
     pub fn key_dim(&self) -> usize {
         self.key_dim
     }
+    /// Columns of each head's matrix (`V`).
     pub fn value_dim(&self) -> usize {
         self.value_dim
     }
@@ -75,10 +72,13 @@ impl State {
     pub fn tokens_seen(&self) -> u64 {
         self.tokens_seen
     }
+    /// Records how many tokens each sequence's memory holds (after a write outside the
+    /// backends, or on load).
     pub fn set_tokens_seen(&mut self, tokens: u64) {
         self.tokens_seen = tokens;
     }
 
+    /// The values, `[B, H, K, V]` row-major f32.
     pub fn values(&self) -> &[f32] {
         &self.values
     }

@@ -15,13 +15,16 @@ use crate::error::{Error, Result};
 use crate::state::State;
 
 const MAGIC: &[u8; 8] = b"LTMSTATE";
+/// Version of the state file layout this build writes and reads; other versions are
+/// refused.
 pub const FORMAT_VERSION: u32 = 1;
 const HEADER_LEN: usize = 8 + 4 + 8 + 4 * 4 + 8 + 8 + 4;
 
 /// Saves `state` to `path` with the fingerprint of `config`; the previous file, if
 /// any, stays intact until the new one is complete.
 /// A model's digest in [`MemoryConfig::model`] is part of that fingerprint.
-pub fn save_state(path: &Path, config: &MemoryConfig, state: &State) -> Result<()> {
+pub fn save_state(path: impl AsRef<Path>, config: &MemoryConfig, state: &State) -> Result<()> {
+    let path = path.as_ref();
     state.check_matches(config, state.batch())?;
     let payload: &[u8] = bytemuck::cast_slice(state.values());
     let mut header = Vec::with_capacity(HEADER_LEN);
@@ -46,7 +49,8 @@ pub fn save_state(path: &Path, config: &MemoryConfig, state: &State) -> Result<(
 
 /// Loads a state saved for `config`, checking magic, version, configuration, length
 /// and checksum; each failure names the file and the problem.
-pub fn load_state(path: &Path, config: &MemoryConfig) -> Result<State> {
+pub fn load_state(path: impl AsRef<Path>, config: &MemoryConfig) -> Result<State> {
+    let path = path.as_ref();
     let expected = config.fingerprint();
     let bad = |problem: String| Error::StateFile {
         path: path.to_path_buf(),

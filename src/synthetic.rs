@@ -9,7 +9,8 @@ use crate::error::{Error, Result};
 /// Writes about `tokens` tokens of the built-in text tokenizer to `path`: words from a
 /// vocabulary of 50,000 made-up words, drawn Zipf-like, 5–24 words and a full stop per
 /// line; every 10th line repeats one of the last 1,000 lines.
-pub fn write_text_context(path: &Path, tokens: u64, seed: u64) -> Result<u64> {
+pub fn write_text_context(path: impl AsRef<Path>, tokens: u64, seed: u64) -> Result<u64> {
+    let path = path.as_ref();
     let io = |e| Error::io(path, e);
     let mut rng = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     let mut next = move || {

@@ -2,16 +2,22 @@
 
 use half::{bf16, f16};
 
+use crate::error::{Error, Result};
+
 /// A borrowed, contiguous slice of f32, f16 or bf16 values. Kernels read through it and
 /// accumulate in f32 whatever the storage type.
 #[derive(Clone, Copy, Debug)]
 pub enum Data<'a> {
+    /// 32-bit floats.
     F32(&'a [f32]),
+    /// IEEE half precision, widened to f32 on read.
     F16(&'a [f16]),
+    /// bfloat16, widened to f32 on read.
     BF16(&'a [bf16]),
 }
 
 impl<'a> Data<'a> {
+    /// Number of values, whatever their type.
     pub fn len(&self) -> usize {
         match self {
             Data::F32(s) => s.len(),
@@ -20,10 +26,12 @@ impl<'a> Data<'a> {
         }
     }
 
+    /// Whether there are no values.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
+    /// The element type.
     pub fn dtype(&self) -> DType {
         match self {
             Data::F32(_) => DType::F32,
@@ -32,6 +40,7 @@ impl<'a> Data<'a> {
         }
     }
 
+    /// Value `i` as f32 (exact for every type); panics past the end.
     #[inline(always)]
     pub fn get(&self, i: usize) -> f32 {
         match self {
@@ -104,8 +113,11 @@ impl<'a> From<&'a Vec<bf16>> for Data<'a> {
 /// Element types accepted for inputs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DType {
+    /// 32-bit IEEE float.
     F32,
+    /// 16-bit IEEE float.
     F16,
+    /// bfloat16: f32's exponent with 8 bits of mantissa.
     BF16,
 }
 
@@ -122,4 +134,30 @@ impl std::fmt::Display for DType {
 pub(crate) fn shape_string(dims: &[usize]) -> String {
     let parts: Vec<String> = dims.iter().map(|d| d.to_string()).collect();
     format!("[{}]", parts.join(", "))
+}
+
+/// Fails unless `len` values fill `dims` exactly, naming `tensor`, the shape it should
+/// have and the length it has.
+pub(crate) fn check_len(tensor: impl Into<String>, len: usize, dims: &[usize]) -> Result<()> {
+    let want: usize = dims.iter().product();
+    if len != want {
+        return Err(Error::Shape {
+            tensor: tensor.into(),
+            expected: format!("{} ({want} values)", shape_string(dims)),
+            found: format!("{len} values"),
+        });
+    }
+    Ok(())
+}
+
+/// Fails unless the output buffer `o` holds exactly `want` values.
+pub(crate) fn check_output_len(out: &[f32], want: usize) -> Result<()> {
+    if out.len() != want {
+        return Err(Error::Shape {
+            tensor: "o".into(),
+            expected: format!("{want} values"),
+            found: format!("{} values", out.len()),
+        });
+    }
+    Ok(())
 }

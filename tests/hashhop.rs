@@ -110,7 +110,7 @@ fn the_same_seed_gives_the_same_files_and_answers() {
                 cot: false,
                 seed,
             },
-            &dir.path().join(name),
+            dir.path().join(name),
         )
         .unwrap()
     };
@@ -140,7 +140,7 @@ fn recall_well_under_capacity_is_complete() {
                 cot,
                 seed: 77,
             },
-            &dir.path().join(format!("{hops}")),
+            dir.path().join(format!("{hops}")),
         )
         .unwrap();
         // ~4,300 pairs in 64 MiB (30,840 rows): well under capacity.
@@ -277,7 +277,7 @@ fn bad_files_get_clear_errors() {
 
     let dir = tempfile::tempdir().unwrap();
     let t = write(dir.path(), "targets.json", r#"{"aaaa": "bbbb"}"#);
-    let e = eval(&dir.path().join("missing.txt"), &t, &options(1 << 20))
+    let e = eval(dir.path().join("missing.txt"), &t, &options(1 << 20))
         .unwrap_err()
         .to_string();
     assert!(e.contains("missing.txt"), "{e}");

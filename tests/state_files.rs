@@ -63,7 +63,7 @@ fn truncated_corrupted_and_foreign_files_are_refused() {
     let other = MemoryConfig::new(2, 16, 8).with_scale(0.5);
     assert!(problem(load_state(&path, &other).unwrap_err()).contains("another configuration"));
 
-    let err = load_state(&dir.path().join("absent"), &config).unwrap_err();
+    let err = load_state(dir.path().join("absent"), &config).unwrap_err();
     assert!(err.to_string().contains("absent"));
 }
 
@@ -77,6 +77,6 @@ fn a_failed_save_leaves_the_previous_file_intact() {
     assert!(save_state(&path, &config, &wrong).is_err());
     assert_eq!(std::fs::read(&path).unwrap(), before);
     // A save into a directory that does not exist fails without touching anything.
-    assert!(save_state(&dir.path().join("no/such/dir/s"), &config, &state).is_err());
+    assert!(save_state(dir.path().join("no/such/dir/s"), &config, &state).is_err());
     assert_eq!(std::fs::read(&path).unwrap(), before);
 }

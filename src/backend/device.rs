@@ -7,9 +7,13 @@ use crate::error::Error;
 /// Where to run: `auto` picks a CUDA device when this build can use one, else the CPU.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Device {
+    /// CUDA device 0 when this build has kernels and the machine a driver and a device,
+    /// else the CPU.
     #[default]
     Auto,
+    /// The CPU backend, always available.
     Cpu,
+    /// The CUDA device with this ordinal; an error where it cannot run.
     Cuda(usize),
 }
 
@@ -36,17 +40,24 @@ impl FromStr for Device {
 /// A CUDA device as the driver reports it.
 #[derive(Clone, Debug)]
 pub struct CudaDeviceInfo {
+    /// The driver's index of the device (`cuda:N`).
     pub ordinal: usize,
+    /// The device's name as the driver reports it, e.g. `NVIDIA H100 80GB HBM3`.
     pub name: String,
+    /// Compute capability `(major, minor)`, e.g. `(9, 0)` for Hopper.
     pub compute_capability: (i32, i32),
+    /// Total device memory in bytes.
     pub memory_bytes: usize,
 }
 
 /// What the CUDA driver reports, without failing when there is none.
 #[derive(Clone, Debug)]
 pub enum CudaProbe {
+    /// No CUDA driver library (libcuda) on this machine.
     NoDriver,
+    /// The driver is there but failed to initialise or to list devices; its message.
     DriverError(String),
+    /// The devices the driver lists, in ordinal order (possibly none).
     Devices(Vec<CudaDeviceInfo>),
 }
 
@@ -108,8 +119,11 @@ pub enum CudaMissing {
     Kernels,
     /// No libcuda on this machine.
     Driver,
+    /// The driver is there but failed to start; its message.
     DriverFailed(String),
+    /// The driver lists fewer devices than the ordinal asked for.
     Device {
+        /// How many devices the driver lists.
         found: usize,
     },
 }

@@ -109,9 +109,11 @@ pub fn sparse_backend_for(device: Device) -> Result<Box<dyn SparseBackend>> {
 /// A CUDA kernel module compiled to PTX at build time.
 #[derive(Clone, Copy, Debug)]
 pub struct EmbeddedKernel {
+    /// The module's name, its `.cu` file's stem (e.g. `scan`).
     pub name: &'static str,
     /// The virtual or real architecture it was compiled for, e.g. `compute_80`.
     pub target: &'static str,
+    /// The PTX text nvcc made, loaded by the driver (which JIT-compiles it for the device).
     pub ptx: &'static str,
     /// The `.cu` source with its local headers inlined, for NVRTC when the driver is
     /// too old for the PTX.

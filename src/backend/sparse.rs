@@ -19,17 +19,21 @@
 use crate::config::MemoryConfig;
 use crate::error::{Error, Result};
 use crate::state::State;
-use crate::tensor::{shape_string, Data};
+use crate::tensor::{check_len, check_output_len, Data};
 
 /// Keys of `batch × tokens × heads` tokens, each with `active` (row, weight) entries,
 /// laid out `[B, T, H, s]` row-major like the dense inputs.
 #[derive(Clone, Copy, Debug)]
 pub struct SparseKeys<'a> {
+    /// Sequences.
     pub batch: usize,
+    /// Tokens per sequence.
     pub tokens: usize,
     /// Active rows per key (`s`).
     pub active: usize,
+    /// Row of each entry, `< key_dim`, `[B, T, H, s]`.
     pub rows: &'a [u32],
+    /// Weight of each entry, `[B, T, H, s]` (finite).
     pub weights: &'a [f32],
 }
 
@@ -39,15 +43,8 @@ impl SparseKeys<'_> {
     pub fn validate(&self, config: &MemoryConfig, name: &str) -> Result<()> {
         config.validate()?;
         let dims = [self.batch, self.tokens, config.heads, self.active];
-        let want: usize = dims.iter().product();
         for (tensor, len) in [("rows", self.rows.len()), ("weights", self.weights.len())] {
-            if len != want {
-                return Err(Error::Shape {
-                    tensor: format!("{name}.{tensor}"),
-                    expected: format!("{} ({want} values)", shape_string(&dims)),
-                    found: format!("{len} values"),
-                });
-            }
+            check_len(format!("{name}.{tensor}"), len, &dims)?;
         }
         if let Some(i) = self.rows.iter().position(|&r| r as usize >= config.key_dim) {
             let per_token = config.heads * self.active;
@@ -73,12 +70,16 @@ impl SparseKeys<'_> {
 /// `beta: [B, T, H]` (β = 0 writes nothing and costs nothing).
 #[derive(Clone, Copy, Debug)]
 pub struct SparseWrites<'a> {
+    /// Where each token is written.
     pub keys: SparseKeys<'a>,
+    /// What is written, `[B, T, H, V]`.
     pub v: Data<'a>,
+    /// Write strength per token and head, `[B, T, H]`, in `[0, 1]`.
     pub beta: Data<'a>,
 }
 
 impl SparseWrites<'_> {
+    /// Checks the keys (see [`SparseKeys::validate`]) and the lengths of `v` and `beta`.
     pub fn validate(&self, config: &MemoryConfig) -> Result<()> {
         self.keys.validate(config, "k")?;
         let (b, t, h) = (self.keys.batch, self.keys.tokens, config.heads);
@@ -86,14 +87,7 @@ impl SparseWrites<'_> {
             ("v", self.v, vec![b, t, h, config.value_dim]),
             ("beta", self.beta, vec![b, t, h]),
         ] {
-            let want: usize = dims.iter().product();
-            if data.len() != want {
-                return Err(Error::Shape {
-                    tensor: name.into(),
-                    expected: format!("{} ({want} values)", shape_string(&dims)),
-                    found: format!("{} values", data.len()),
-                });
-            }
+            check_len(name, data.len(), &dims)?;
         }
         Ok(())
     }
@@ -132,13 +126,8 @@ pub fn check_read(
 ) -> Result<()> {
     queries.validate(config, "q")?;
     state.check_matches(config, queries.batch)?;
-    let want = queries.batch * queries.tokens * config.heads * config.value_dim;
-    if out.len() != want {
-        return Err(Error::Shape {
-            tensor: "o".into(),
-            expected: format!("{want} values"),
-            found: format!("{} values", out.len()),
-        });
-    }
-    Ok(())
+    check_output_len(
+        out,
+        queries.batch * queries.tokens * config.heads * config.value_dim,
+    )
 }

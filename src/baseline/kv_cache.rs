@@ -58,10 +58,12 @@ impl KvCache {
         self.len
     }
 
+    /// Whether no token is cached.
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
 
+    /// Sequences the cache holds.
     pub fn batch(&self) -> usize {
         self.batch
     }

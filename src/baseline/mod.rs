@@ -5,7 +5,8 @@
 //!
 //! The CPU twin follows FlashAttention's algorithm (tiles of keys and values, a
 //! running max and sum per query, no `T × T` matrix), so the comparison is against a
-//! strong baseline. A CUDA `attention.cu` implements the same [`AttentionBackend`].
+//! strong baseline. There is no CUDA attention yet (`kernels/attention.cu` is not
+//! written); one would implement the same [`AttentionBackend`].
 
 pub mod cpu;
 pub mod kv_cache;
@@ -14,7 +15,7 @@ mod softmax;
 
 use crate::backend::device::Device;
 use crate::error::{Error, Result};
-use crate::tensor::{shape_string, Data};
+use crate::tensor::{check_len, Data};
 
 pub use cpu::CpuAttention;
 pub use kv_cache::KvCache;
@@ -23,13 +24,16 @@ pub use kv_cache::KvCache;
 /// `head_dim` values per head.
 #[derive(Clone, Debug, PartialEq)]
 pub struct AttentionConfig {
+    /// Attention heads; each has its own keys and values.
     pub heads: usize,
+    /// Values per head of queries, keys and values (`D`).
     pub head_dim: usize,
     /// Scale of the scores `q·k`; `None` means `1/sqrt(head_dim)`.
     pub scale: Option<f32>,
 }
 
 impl AttentionConfig {
+    /// `heads` heads of `head_dim` values, scores scaled by `1/sqrt(head_dim)`.
     pub fn new(heads: usize, head_dim: usize) -> Self {
         AttentionConfig {
             heads,
@@ -38,16 +42,19 @@ impl AttentionConfig {
         }
     }
 
+    /// Scales the scores by `scale` instead of `1/sqrt(head_dim)`.
     pub fn with_scale(mut self, scale: f32) -> Self {
         self.scale = Some(scale);
         self
     }
 
+    /// The scale the scores are multiplied by: `scale`, else `1/sqrt(head_dim)`.
     pub fn effective_scale(&self) -> f32 {
         self.scale
             .unwrap_or_else(|| 1.0 / (self.head_dim as f32).sqrt())
     }
 
+    /// Checks that heads and head dimension are positive and the scale finite.
     pub fn validate(&self) -> Result<()> {
         for (name, value) in [("heads", self.heads), ("head_dim", self.head_dim)] {
             if value == 0 {
@@ -75,26 +82,25 @@ impl AttentionConfig {
 /// each f32, f16 or bf16.
 #[derive(Clone, Copy, Debug)]
 pub struct AttentionInputs<'a> {
+    /// Sequences (`B`).
     pub batch: usize,
+    /// New tokens per sequence (`T`); 1 for a decode step.
     pub tokens: usize,
+    /// Queries, `[B, T, H, D]`.
     pub q: Data<'a>,
+    /// Keys, `[B, T, H, D]`, appended to the cache.
     pub k: Data<'a>,
+    /// Values, `[B, T, H, D]`, appended to the cache.
     pub v: Data<'a>,
 }
 
 impl AttentionInputs<'_> {
+    /// Checks the configuration and that `q`, `k` and `v` each hold `B·T·H·D` values.
     pub fn validate(&self, config: &AttentionConfig) -> Result<()> {
         config.validate()?;
         let dims = [self.batch, self.tokens, config.heads, config.head_dim];
-        let want: usize = dims.iter().product();
         for (name, data) in [("q", self.q), ("k", self.k), ("v", self.v)] {
-            if data.len() != want {
-                return Err(Error::Shape {
-                    tensor: name.to_string(),
-                    expected: format!("{} ({want} values)", shape_string(&dims)),
-                    found: format!("{} values", data.len()),
-                });
-            }
+            check_len(name, data.len(), &dims)?;
         }
         Ok(())
     }
@@ -145,16 +151,4 @@ pub fn attention_backend_for(device: Device) -> Result<Box<dyn AttentionBackend>
              CUDA attention kernel (kernels/attention.cu is not written yet); use --device cpu"
         ))),
     }
-}
-
-/// Checks that `out` holds exactly `want` values.
-pub(crate) fn check_output_len(out: &[f32], want: usize) -> Result<()> {
-    if out.len() != want {
-        return Err(Error::Shape {
-            tensor: "o".into(),
-            expected: format!("{want} values"),
-            found: format!("{} values", out.len()),
-        });
-    }
-    Ok(())
 }

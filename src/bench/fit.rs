@@ -11,9 +11,11 @@ pub struct PowerFit {
     pub coefficient: f64,
     /// Coefficient of determination in log-log space (1 is a perfect line).
     pub r_squared: f64,
-    /// The smallest and largest `n` of the points fitted.
+    /// The smallest `n` of the points fitted.
     pub from: f64,
+    /// The largest `n` of the points fitted.
     pub to: f64,
+    /// Points the fit used.
     pub points: usize,
 }
 

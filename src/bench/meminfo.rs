@@ -6,7 +6,9 @@ use serde::Serialize;
 /// Total and currently available RAM in bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct MemInfo {
+    /// `MemTotal`: the RAM the kernel manages.
     pub total_bytes: u64,
+    /// `MemAvailable`: what could be allocated now without swapping.
     pub available_bytes: u64,
 }
 

@@ -8,7 +8,6 @@
 pub mod fit;
 pub mod meminfo;
 pub mod report;
-pub mod svg;
 mod sweep;
 pub mod timing;
 pub mod workload;
@@ -25,16 +24,21 @@ pub use sweep::run_sweep;
 /// What to measure and the limits that keep a run short and within memory.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct BenchConfig {
+    /// Heads of both the memory and attention.
     pub heads: usize,
     /// Head dimension of attention; the memory uses `K = V = head_dim`.
     pub head_dim: usize,
     /// Context lengths are the powers of two from `min_tokens` to `max_tokens`.
     pub min_tokens: usize,
+    /// The longest context length of the sweep.
     pub max_tokens: usize,
+    /// Untimed runs before each measurement.
     pub warmup_runs: usize,
+    /// Timed runs per measurement; the median is reported.
     pub timed_runs: usize,
     /// Timed runs when one call takes longer than `long_call_s`.
     pub timed_runs_if_long: usize,
+    /// Seconds a warm-up call must exceed for `timed_runs_if_long` to apply.
     pub long_call_s: f64,
     /// A timed run repeats a short call until it lasts this long.
     pub min_run_s: f64,
@@ -78,6 +82,8 @@ impl Default for BenchConfig {
 }
 
 impl BenchConfig {
+    /// Checks that counts are positive, the lengths hold a power of two, and times and the
+    /// target are finite and non-negative.
     pub fn validate(&self) -> Result<()> {
         let positive = [
             ("heads", self.heads),

@@ -1,34 +1,39 @@
 //! The results of a bench run, what is derived from them (fits, crossover,
-//! extrapolation), and their text table.
-
-use std::fmt::Write;
+//! extrapolation), and the number formats its reports share. The text table and the
+//! chart are the CLI's (`src/bin/ltm-engine/bench/`).
 
 use serde::Serialize;
 
 use super::fit::{crossover, fit_power_law, PowerFit};
 use super::meminfo::MemInfo;
 use super::timing::Timing;
-use super::{BenchConfig, Clock};
+use super::BenchConfig;
 
 /// One measurement of the table: measured, or why not and the fit's estimate instead.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum Cell {
+    /// Timed: the median and every run.
     Measured(Timing),
     /// Not run within this bench's limits (time budget, memory limit); the estimate
     /// is extrapolated from the fit.
     Skipped {
+        /// Which limit stopped it, for the table's notes.
         reason: String,
+        /// Seconds predicted by the fit at this length, if there is a fit.
         extrapolated_s: Option<f64>,
     },
     /// Would not fit in this machine's RAM; the estimate is what it would take if it did.
     OutOfMemory {
+        /// Bytes its buffers would need.
         needs_bytes: u64,
+        /// Seconds predicted by the fit at this length, if there is a fit.
         extrapolated_s: Option<f64>,
     },
 }
 
 impl Cell {
+    /// The measured median, if measured.
     pub fn measured_s(&self) -> Option<f64> {
         match self {
             Cell::Measured(t) => Some(t.median_s),
@@ -58,6 +63,7 @@ impl Cell {
 /// One context length.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Point {
+    /// Context length in tokens.
     pub tokens: usize,
     /// Seconds for the memory's forward over the whole context.
     pub memory_forward: Cell,
@@ -76,30 +82,45 @@ pub struct Point {
 /// The fitted `time ∝ n^p` of each measurement.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Fits {
+    /// The memory's forward over the whole context, in seconds against tokens.
     pub memory_forward: Option<PowerFit>,
+    /// Attention's prefill of the whole context.
     pub attention_prefill: Option<PowerFit>,
+    /// The memory's decode step, per generated token.
     pub memory_decode: Option<PowerFit>,
+    /// Attention's decode step over the KV cache, per generated token.
     pub attention_decode: Option<PowerFit>,
 }
 
 /// Where the run was made.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Machine {
+    /// Description of the memory's backend.
     pub memory_backend: String,
+    /// Description of attention's backend.
     pub attention_backend: String,
+    /// This machine's RAM, where `/proc/meminfo` is readable.
     pub ram: Option<MemInfo>,
 }
 
 /// Both at the target length, from the fits: extrapolated, not measured.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Extrapolation {
+    /// The target length, in tokens.
     pub tokens: f64,
+    /// Seconds of the memory's forward over the whole target length.
     pub memory_forward_s: Option<f64>,
+    /// Seconds of attention's prefill of the whole target length.
     pub attention_prefill_s: Option<f64>,
+    /// Seconds per generated token of the memory after the target length.
     pub memory_decode_s: Option<f64>,
+    /// Seconds per generated token of attention after the target length.
     pub attention_decode_s: Option<f64>,
+    /// The memory's state in bytes (the same at every length).
     pub state_bytes: u64,
+    /// Bytes of attention's KV cache at the target length.
     pub kv_cache_bytes: f64,
+    /// Bytes attention's prefill holds at the target length: inputs, outputs and KV cache.
     pub attention_prefill_bytes: f64,
     /// Whether attention's prefill buffers would fit in this machine's RAM.
     pub attention_fits_in_ram: Option<bool>,
@@ -108,18 +129,24 @@ pub struct Extrapolation {
 /// Everything a bench run found.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct BenchReport {
+    /// What was asked for.
     pub config: BenchConfig,
+    /// Where it ran.
     pub machine: Machine,
+    /// Every context length, shortest first.
     pub points: Vec<Point>,
+    /// The power law of each measurement.
     pub fits: Fits,
     /// The smallest measured length from which the memory's forward beats attention's
     /// prefill at every measured length.
     pub crossover_measured_tokens: Option<usize>,
     /// Where the two fits cross.
     pub crossover_fitted_tokens: Option<f64>,
+    /// The memory's state in bytes, the same at every length.
     pub state_bytes: u64,
     /// Buffers of the memory's streamed windows: fixed, whatever the length.
     pub memory_window_bytes: u64,
+    /// Bytes the KV cache grows by per token (keys and values of every head, f32).
     pub kv_cache_bytes_per_token: u64,
     /// What attention's prefill holds per token: inputs, outputs and KV cache.
     pub attention_prefill_bytes_per_token: u64,
@@ -127,15 +154,20 @@ pub struct BenchReport {
     pub attention_prefill_oom_tokens: Option<f64>,
     /// The length from which the KV cache alone exceeds this machine's RAM.
     pub kv_cache_oom_tokens: Option<f64>,
+    /// Both extrapolated to `config.target_tokens`.
     pub at_target: Extrapolation,
 }
 
 /// The sizes of things, fixed by the configuration.
 #[derive(Clone, Copy, Debug)]
 pub struct Sizes {
+    /// The memory's state in bytes.
     pub state_bytes: u64,
+    /// Buffers of the memory's streamed windows in bytes.
     pub memory_window_bytes: u64,
+    /// Bytes the KV cache grows by per token.
     pub kv_cache_bytes_per_token: u64,
+    /// Bytes attention's prefill holds per token: inputs, outputs and KV cache.
     pub attention_prefill_bytes_per_token: u64,
 }
 
@@ -224,212 +256,6 @@ impl BenchReport {
         let p = self.points.iter().find(|p| p.tokens == tokens)?;
         Some(p.attention_prefill.measured_s()? / p.memory_forward.measured_s()?)
     }
-
-    /// The text table with its notes.
-    pub fn table(&self) -> String {
-        let c = &self.config;
-        let mut s = String::new();
-        let _ = writeln!(
-            s,
-            "memory (gated delta rule, K = V = {d}) vs causal softmax attention (D = {d}), H = {h}, batch 1, f32",
-            d = c.head_dim,
-            h = c.heads
-        );
-        let _ = writeln!(
-            s,
-            "memory: {}; attention: {}",
-            self.machine.memory_backend, self.machine.attention_backend
-        );
-        let _ = writeln!(
-            s,
-            "{}; median of {} timed runs after {} warm-up ({} when a call takes over {} s); \
-             ~ = extrapolated from the fit, not measured; OOM = would not fit in this machine's RAM",
-            clock_note(c.clock),
-            c.timed_runs,
-            c.warmup_runs,
-            c.timed_runs_if_long,
-            c.long_call_s
-        );
-        let _ = writeln!(s);
-        let rate_name = rate_label(c.clock);
-        let header = [
-            "tokens",
-            "memory fwd",
-            rate_name,
-            "attn prefill",
-            rate_name,
-            "speedup",
-            "memory decode/tok",
-            "attn decode/tok",
-            "speedup",
-            "state",
-            "KV cache",
-        ];
-        let mut rows: Vec<Vec<String>> = vec![header.iter().map(|h| h.to_string()).collect()];
-        for p in &self.points {
-            let n = p.tokens as f64;
-            rows.push(vec![
-                fmt_count(n),
-                fmt_cell(&p.memory_forward, fmt_seconds),
-                fmt_cell(&p.memory_forward, |t| fmt_count(n / t)),
-                fmt_cell(&p.attention_prefill, fmt_seconds),
-                fmt_cell(&p.attention_prefill, |t| fmt_count(n / t)),
-                fmt_ratio(&p.attention_prefill, &p.memory_forward),
-                fmt_cell(&p.memory_decode, fmt_seconds),
-                fmt_cell(&p.attention_decode, fmt_seconds),
-                fmt_ratio(&p.attention_decode, &p.memory_decode),
-                fmt_bytes(p.state_bytes as f64),
-                fmt_bytes(p.kv_cache_bytes as f64),
-            ]);
-        }
-        let t = &self.at_target;
-        let est = |x: Option<f64>| x.map_or("-".into(), |v| format!("~{}", fmt_seconds(v)));
-        let rate =
-            |x: Option<f64>| x.map_or("-".into(), |v| format!("~{}", fmt_count(t.tokens / v)));
-        let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
-            (Some(a), Some(b)) => format!("~{}", fmt_times(a / b)),
-            _ => "-".into(),
-        };
-        rows.push(vec![
-            format!("{} (extrapolated)", fmt_count(t.tokens)),
-            est(t.memory_forward_s),
-            rate(t.memory_forward_s),
-            est(t.attention_prefill_s)
-                + if t.attention_fits_in_ram == Some(false) {
-                    " OOM"
-                } else {
-                    ""
-                },
-            rate(t.attention_prefill_s),
-            ratio(t.attention_prefill_s, t.memory_forward_s),
-            est(t.memory_decode_s),
-            est(t.attention_decode_s),
-            ratio(t.attention_decode_s, t.memory_decode_s),
-            fmt_bytes(t.state_bytes as f64),
-            fmt_bytes(t.kv_cache_bytes),
-        ]);
-        s.push_str(&align(&rows));
-        let _ = writeln!(s);
-        let fit_line = |name: &str, f: &Option<PowerFit>| match f {
-            Some(f) => format!(
-                "  {name:<28} time ∝ n^{:.2}  (R² = {:.4}, {} lengths from {} to {})\n",
-                f.exponent,
-                f.r_squared,
-                f.points,
-                fmt_count(f.from),
-                fmt_count(f.to)
-            ),
-            None => format!("  {name:<28} too few measurements to fit\n"),
-        };
-        for (name, get) in [
-            (
-                "attention prefill",
-                (|p| &p.attention_prefill) as fn(&Point) -> &Cell,
-            ),
-            ("attention decode", |p| &p.attention_decode),
-        ] {
-            let first_skip = self.points.iter().find_map(|p| match get(p) {
-                Cell::Skipped { reason, .. } => Some((p.tokens, reason)),
-                _ => None,
-            });
-            if let Some((n, reason)) = first_skip {
-                let _ = writeln!(
-                    s,
-                    "{name} not run from {} tokens: {reason}",
-                    fmt_count(n as f64)
-                );
-            }
-            let first_oom = self.points.iter().find_map(|p| match get(p) {
-                Cell::OutOfMemory { needs_bytes, .. } => Some((p.tokens, *needs_bytes)),
-                _ => None,
-            });
-            if let Some((n, bytes)) = first_oom {
-                let _ = writeln!(
-                    s,
-                    "{name} not run from {} tokens: needs {}, more than this machine's RAM",
-                    fmt_count(n as f64),
-                    fmt_bytes(bytes as f64)
-                );
-            }
-        }
-        s.push_str("fits (least squares on log time vs log length):\n");
-        s.push_str(&fit_line("memory forward", &self.fits.memory_forward));
-        s.push_str(&fit_line("attention prefill", &self.fits.attention_prefill));
-        s.push_str(&fit_line(
-            "memory decode, per token",
-            &self.fits.memory_decode,
-        ));
-        s.push_str(&fit_line(
-            "attention decode, per token",
-            &self.fits.attention_decode,
-        ));
-        match self.crossover_measured_tokens {
-            Some(n) if Some(n) == self.points.first().map(|p| p.tokens) => {
-                let _ = writeln!(
-                    s,
-                    "crossover: the memory's forward is faster at every measured length (from {})",
-                    fmt_count(n as f64)
-                );
-            }
-            Some(n) => {
-                let _ = writeln!(
-                    s,
-                    "crossover: the memory's forward is faster from {} tokens on (measured)",
-                    fmt_count(n as f64)
-                );
-            }
-            None => {
-                let _ = writeln!(
-                    s,
-                    "crossover: attention's prefill was faster at the longest measured length"
-                );
-            }
-        }
-        if let Some(n) = self.crossover_fitted_tokens {
-            let _ = writeln!(s, "           the fits cross at ~{} tokens", fmt_count(n));
-        }
-        let _ = writeln!(
-            s,
-            "memory kept: state {} at any length (+ {} of window buffers, also fixed); attention: KV cache {} per token, {} per token during prefill",
-            fmt_bytes(self.state_bytes as f64),
-            fmt_bytes(self.memory_window_bytes as f64),
-            fmt_bytes(self.kv_cache_bytes_per_token as f64),
-            fmt_bytes(self.attention_prefill_bytes_per_token as f64),
-        );
-        if let (Some(ram), Some(n_prefill), Some(n_kv)) = (
-            self.machine.ram,
-            self.attention_prefill_oom_tokens,
-            self.kv_cache_oom_tokens,
-        ) {
-            let _ = writeln!(
-                s,
-                "out of memory: with {} of RAM, attention's prefill runs out at ~{} tokens and its KV cache alone at ~{}",
-                fmt_bytes(ram.total_bytes as f64),
-                fmt_count(n_prefill),
-                fmt_count(n_kv)
-            );
-        }
-        s
-    }
-}
-
-/// What the times of the table mean.
-pub fn clock_note(clock: Clock) -> &'static str {
-    match clock {
-        Clock::Wall => "times are wall-clock",
-        Clock::Cpu => {
-            "times are CPU time of the process, all threads summed (tok/CPU-s = tokens per CPU-second), \
-             which other processes on the machine do not inflate"
-        }
-    }
-}
-
-/// Column name of a throughput on `clock`.
-pub fn rate_label(clock: Clock) -> &'static str {
-    match clock {
-        Clock::Wall => "tok/s",
-        Clock::Cpu => "tok/CPU-s",
-    }
 }
 
 /// The smallest measured length from which the memory's forward is faster at every
@@ -451,36 +277,6 @@ fn measured_crossover(points: &[Point]) -> Option<usize> {
         from = Some(n);
     }
     from
-}
-
-fn fmt_cell(cell: &Cell, f: impl Fn(f64) -> String) -> String {
-    match cell {
-        Cell::Measured(t) => f(t.median_s),
-        Cell::Skipped { extrapolated_s, .. } => {
-            extrapolated_s.map_or("skipped".into(), |x| format!("~{}", f(x)))
-        }
-        Cell::OutOfMemory { extrapolated_s, .. } => {
-            extrapolated_s.map_or("OOM".into(), |x| format!("~{} OOM", f(x)))
-        }
-    }
-}
-
-fn fmt_ratio(slow: &Cell, fast: &Cell) -> String {
-    match (slow, fast) {
-        (Cell::Measured(a), Cell::Measured(b)) => fmt_times(a.median_s / b.median_s),
-        _ => match (slow.seconds(), fast.seconds()) {
-            (Some(a), Some(b)) => format!("~{}", fmt_times(a / b)),
-            _ => "-".into(),
-        },
-    }
-}
-
-fn fmt_times(r: f64) -> String {
-    if r >= 100.0 {
-        format!("{}×", fmt_count(r))
-    } else {
-        format!("{r:.2}×")
-    }
 }
 
 /// `1.23 s`, `45.6 ms`, `7.89 µs`; hours and days for extrapolations.
@@ -550,141 +346,9 @@ fn three_digits(v: f64) -> String {
     }
 }
 
-/// Right-aligned columns separated by two spaces, the first row a header.
-fn align(rows: &[Vec<String>]) -> String {
-    let cols = rows.iter().map(|r| r.len()).max().unwrap_or(0);
-    let width: Vec<usize> = (0..cols)
-        .map(|c| {
-            rows.iter()
-                .map(|r| r.get(c).map_or(0, |x| x.chars().count()))
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    let mut s = String::new();
-    for row in rows {
-        let cells: Vec<String> = row
-            .iter()
-            .enumerate()
-            .map(|(c, x)| format!("{}{x}", " ".repeat(width[c] - x.chars().count())))
-            .collect();
-        s.push_str(cells.join("  ").trim_end());
-        s.push('\n');
-    }
-    s
-}
-
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
-
-    fn timed(s: f64) -> Cell {
-        Cell::Measured(Timing {
-            median_s: s,
-            runs_s: vec![s],
-            clock: super::super::Clock::Wall,
-            wall_median_s: s,
-            cpu_median_s: None,
-            calls_per_run: 1,
-        })
-    }
-
-    /// A report from synthetic measurements: linear memory, quadratic attention that
-    /// stops being timed at 64K and runs out of memory at 1M.
-    pub(crate) fn synthetic_report() -> BenchReport {
-        let config = BenchConfig::default();
-        let points = config
-            .lengths()
-            .into_iter()
-            .map(|n| {
-                let x = n as f64;
-                let prefill = if n <= 65_536 {
-                    timed(1e-10 * x * x)
-                } else if n < 1 << 20 {
-                    Cell::Skipped {
-                        reason: "over the time budget".into(),
-                        extrapolated_s: None,
-                    }
-                } else {
-                    Cell::OutOfMemory {
-                        needs_bytes: 6144 * n as u64,
-                        extrapolated_s: None,
-                    }
-                };
-                Point {
-                    tokens: n,
-                    memory_forward: timed(1.5e-6 * x),
-                    attention_prefill: prefill,
-                    memory_decode: timed(2e-5),
-                    attention_decode: timed(4e-9 * x),
-                    state_bytes: 65_536,
-                    kv_cache_bytes: 2048 * n as u64,
-                }
-            })
-            .collect();
-        let machine = Machine {
-            memory_backend: "cpu".into(),
-            attention_backend: "cpu attention".into(),
-            ram: Some(MemInfo {
-                total_bytes: 4 << 30,
-                available_bytes: 3 << 30,
-            }),
-        };
-        let sizes = Sizes {
-            state_bytes: 65_536,
-            memory_window_bytes: 1 << 28,
-            kv_cache_bytes_per_token: 2048,
-            attention_prefill_bytes_per_token: 6144,
-        };
-        BenchReport::finish(config, machine, points, sizes)
-    }
-
-    #[test]
-    fn finish_fits_extrapolates_and_finds_the_crossover() {
-        let r = synthetic_report();
-        let mf = r.fits.memory_forward.as_ref().unwrap();
-        let ap = r.fits.attention_prefill.as_ref().unwrap();
-        assert!((mf.exponent - 1.0).abs() < 1e-9 && (ap.exponent - 2.0).abs() < 1e-9);
-        assert_eq!(
-            ap.to, 65_536.0,
-            "the fit used a length that was not measured"
-        );
-        // 1.5e-6 n = 1e-10 n² at n = 15,000: memory faster from 16,384 on.
-        assert_eq!(r.crossover_measured_tokens, Some(16_384));
-        assert!((r.crossover_fitted_tokens.unwrap() - 15_000.0).abs() < 1e-6);
-        let skipped = r.points.iter().find(|p| p.tokens == 1 << 17).unwrap();
-        let est = skipped.attention_prefill.seconds().unwrap();
-        assert!((est / (1e-10 * (1u64 << 34) as f64) - 1.0).abs() < 1e-9);
-        assert_eq!(skipped.attention_prefill.measured_s(), None);
-        let t = &r.at_target;
-        assert!((t.attention_prefill_s.unwrap() / 1e6 - 1.0).abs() < 1e-9); // 1e-10 · 1e16
-        assert_eq!(t.attention_fits_in_ram, Some(false));
-        assert!((r.speedup_at(65_536).unwrap() - 1e-10 * 65_536.0 / 1.5e-6).abs() < 1e-9);
-    }
-
-    #[test]
-    fn table_labels_estimates_and_out_of_memory() {
-        let table = synthetic_report().table();
-        let row = |n: &str| {
-            table
-                .lines()
-                .find(|l| l.trim_start().starts_with(n))
-                .unwrap()
-                .to_string()
-        };
-        assert!(
-            !row("65.5K").contains('~'),
-            "a measured row shows an estimate: {}",
-            row("65.5K")
-        );
-        assert!(row("131K").contains('~'));
-        assert!(row("1.05M").contains("OOM"));
-        assert!(row("100M (extrapolated)").contains("OOM"));
-        assert!(table.contains("n^1.00") && table.contains("n^2.00"));
-        assert!(table.contains("faster from 16.4K tokens on"));
-        assert!(table.contains("attention prefill not run from 131K tokens: over the time budget"));
-        assert!(table.contains("attention prefill not run from 1.05M tokens: needs 6.00 GiB"));
-    }
 
     #[test]
     fn formats() {

@@ -58,8 +58,11 @@ pub struct Timing {
     pub median_s: f64,
     /// Every timed run on `clock`.
     pub runs_s: Vec<f64>,
+    /// The clock `median_s` and `runs_s` read.
     pub clock: Clock,
+    /// The median on the wall clock (always recorded).
     pub wall_median_s: f64,
+    /// The median in process CPU time, all threads summed, where the platform reports it.
     pub cpu_median_s: Option<f64>,
     /// Calls per timed run (short calls are timed in batches).
     pub calls_per_run: usize,
@@ -68,10 +71,13 @@ pub struct Timing {
 /// How many runs to make.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
 pub struct Runs {
+    /// Untimed runs first (caches, page faults, thread start-up).
     pub warmup: usize,
+    /// Timed runs; their median is the result.
     pub timed: usize,
     /// Timed runs instead of `timed` when one warm-up call took over `long_call_s`.
     pub timed_if_long: usize,
+    /// Seconds a warm-up call must exceed for `timed_if_long` to apply.
     pub long_call_s: f64,
 }
 

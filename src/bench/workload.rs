@@ -7,17 +7,26 @@ use crate::inputs::ForwardInputs;
 
 /// `tokens` tokens of one sequence: `q, k, v: [1, T, H, D]`, `beta, g: [1, T, H]`.
 pub struct Workload {
+    /// Tokens (`T`).
     pub tokens: usize,
+    /// Heads (`H`).
     pub heads: usize,
+    /// Values per head (`D`): attention's head dimension, the memory's `K = V`.
     pub head_dim: usize,
+    /// Queries, `[1, T, H, D]`, unit norm per head.
     pub q: Vec<f32>,
+    /// Keys, `[1, T, H, D]`, unit norm per head.
     pub k: Vec<f32>,
+    /// Values, `[1, T, H, D]`, uniform in `[-0.5, 0.5)`.
     pub v: Vec<f32>,
+    /// Write strengths, `[1, T, H]`, all 0.5.
     pub beta: Vec<f32>,
+    /// Log-decays, `[1, T, H]`, all −0.02: a small decay.
     pub g: Vec<f32>,
 }
 
 impl Workload {
+    /// Inputs made from `seed` alone, so every run of a bench times the same numbers.
     pub fn new(tokens: usize, heads: usize, head_dim: usize, seed: u64) -> Self {
         let mut rng = XorShift(seed | 1);
         let rows = tokens * heads;

@@ -9,9 +9,12 @@ use crate::backend::Device;
 use crate::error::{Error, Result};
 use crate::memory_model::{stream_file, MemoryModel, ModelConfig};
 
+/// How to run a HashHop evaluation: the model, where it runs, how the prompt is streamed.
 #[derive(Clone, Debug)]
 pub struct EvalOptions {
+    /// The memory model the prompt is written into (state size, keys, β).
     pub model: ModelConfig,
+    /// Where the memory runs.
     pub device: Device,
     /// Hops per query for targets without chain of thought; `None` reads it off the
     /// prompt (pairs ÷ quoted pairs, as Magic's generator makes every chain that long).
@@ -26,9 +29,13 @@ pub struct EvalOptions {
 }
 
 impl EvalOptions {
+    /// Prompt bytes per streaming window unless set otherwise (1 MiB).
     pub const DEFAULT_WINDOW_BYTES: usize = 1 << 20;
+    /// Writes per call to the backend unless set otherwise.
     pub const DEFAULT_WINDOW_TOKENS: usize = 1 << 12;
 
+    /// Defaults around `model`: `auto` device, hops read off the prompt, every query
+    /// scored.
     pub fn new(model: ModelConfig) -> Self {
         EvalOptions {
             model,
@@ -44,30 +51,42 @@ impl EvalOptions {
 /// Recall of the queries that take a given number of hops.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct HopRecall {
+    /// Hops these queries take.
     pub hops: usize,
+    /// Queries with this many hops.
     pub queries: usize,
+    /// Of those, answered exactly right.
     pub correct: usize,
+    /// `correct / queries`.
     pub recall: f64,
 }
 
 /// One query's answer as the memory gave it.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct Answer {
+    /// The query hash, as in `targets.json`.
     pub query: String,
     /// The word read at each hop.
     pub chain: Vec<String>,
+    /// Whether the chain equals the expected answer exactly (every hop, with chain of
+    /// thought).
     pub correct: bool,
 }
 
+/// What a HashHop evaluation found: recall overall and per hop count, sizes and times.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct EvalReport {
+    /// Queries scored.
     pub queries: usize,
+    /// Queries answered exactly right.
     pub correct: usize,
     /// Exact-match recall over all queries.
     pub recall: f64,
+    /// Recall per hop count, fewest hops first.
     pub by_hops: Vec<HopRecall>,
     /// Share of single reads whose check symbol agreed.
     pub verified_reads: f64,
+    /// Size of the prompt file in bytes.
     pub prompt_bytes: u64,
     /// Magic's nominal size: prompt characters ÷ 3.
     pub nominal_tokens: u64,
@@ -75,25 +94,43 @@ pub struct EvalReport {
     pub tokens: u64,
     /// `KEY = VALUE` lines, each one pair written to the memory.
     pub pairs: u64,
+    /// Key–value pairs written into the memory (words with a context before them).
     pub writes: u64,
+    /// Wall-clock seconds to stream the prompt into the memory.
     pub stream_seconds: f64,
     /// Tokens of the built-in tokenizer per second of streaming.
     pub tokens_per_second: f64,
+    /// Magic's nominal tokens per second of streaming.
     pub nominal_tokens_per_second: f64,
+    /// Wall-clock seconds to answer every query (all hops).
     pub query_seconds: f64,
+    /// Size of the memory's state in bytes.
     pub state_bytes: u64,
+    /// Heads of the memory.
     pub heads: usize,
+    /// Rows per head (`K`).
     pub rows_per_head: usize,
+    /// Rows each key touches (`s`).
     pub active_rows: usize,
+    /// Values per row (`V`): the width of a word's code.
     pub value_dim: usize,
+    /// Write strength of every pair.
     pub beta: f32,
+    /// The sparse backend's description.
     pub backend: String,
+    /// Every query's answer, in target order (left out of the JSON report).
     #[serde(skip)]
     pub answers: Vec<Answer>,
 }
 
 /// Runs a HashHop evaluation of the built-in memory model.
-pub fn eval(prompt: &Path, targets_path: &Path, options: &EvalOptions) -> Result<EvalReport> {
+pub fn eval(
+    prompt: impl AsRef<Path>,
+    targets_path: impl AsRef<Path>,
+    options: &EvalOptions,
+) -> Result<EvalReport> {
+    let prompt = prompt.as_ref();
+    let targets_path = targets_path.as_ref();
     let mut targets = read_targets(targets_path)?;
     if let Some(n) = options.max_queries {
         targets.truncate(n.max(1));

@@ -10,6 +10,7 @@ use crate::memory_model::codec::{is_word_byte, MAX_CHARS};
 /// One query of `targets.json`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Target {
+    /// The query hash: the first key of its chain.
     pub query: String,
     /// The expected answer: `[H_last]`, or with chain of thought `[H2, …, H_last]`.
     pub chain: Vec<String>,
@@ -18,7 +19,8 @@ pub struct Target {
 /// Reads `targets.json`: a JSON object of query hash → answer string (`"H"` or
 /// `"H2 = H3 = …"`), as Magic's `MultiHopSample.targets` dumped with `json.dump`.
 /// Queries come back sorted by hash.
-pub fn read_targets(path: &Path) -> Result<Vec<Target>> {
+pub fn read_targets(path: impl AsRef<Path>) -> Result<Vec<Target>> {
+    let path = path.as_ref();
     let bad = |problem: String| Error::File {
         path: path.to_path_buf(),
         problem,
@@ -87,12 +89,15 @@ pub struct PromptChecker {
     buf: Vec<u8>,
     /// Pair lines and quoted pair lines.
     pub pairs: u64,
+    /// Of `pairs`, the lines whose value is quoted: one per chain, its last hop.
     pub quoted: u64,
     /// Hash → (seen as a key, seen as a value), for hashes the targets name.
     wanted: HashMap<String, (bool, bool)>,
 }
 
 impl PromptChecker {
+    /// A checker of the prompt at `path` (for messages) that looks out for the hashes
+    /// `targets` name.
     pub fn new(path: &Path, targets: &[Target]) -> Self {
         let mut wanted = HashMap::new();
         for t in targets {

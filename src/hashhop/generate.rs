@@ -24,26 +24,35 @@ pub const HASH_LEN: usize = 16;
 /// Characters per token Magic assumes when sizing a problem.
 pub const CHARS_PER_TOKEN: u64 = 3;
 
+/// What to generate: size, hops, queries, chain of thought, seed.
 #[derive(Clone, Debug)]
 pub struct GenerateOptions {
     /// Problem size in (nominal) tokens: `3 × tokens` characters.
     pub tokens: u64,
+    /// Hops per chain: a chain of `hops` pairs leads from a query to its answer.
     pub hops: usize,
     /// Queries written to `targets.json` (at most the number of chains).
     pub queries: usize,
     /// Chain of thought: targets give the whole chain.
     pub cot: bool,
+    /// Seed of every random choice: the same seed gives the same files.
     pub seed: u64,
 }
 
 /// What [`generate`] wrote.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct Generated {
+    /// Path of `prompt.txt`.
     pub prompt: PathBuf,
+    /// Path of `targets.json`.
     pub targets: PathBuf,
+    /// Chains in the prompt.
     pub chains: u64,
+    /// `KEY = VALUE` lines in the prompt.
     pub lines: u64,
+    /// Size of `prompt.txt` in bytes.
     pub prompt_bytes: u64,
+    /// Queries in `targets.json`.
     pub queries: usize,
 }
 
@@ -56,7 +65,8 @@ pub fn chains_for(tokens: u64, hops: usize) -> u64 {
 
 /// Writes `prompt.txt` and `targets.json` into `out_dir` (created if missing). The
 /// same options and seed always give the same files.
-pub fn generate(options: &GenerateOptions, out_dir: &Path) -> Result<Generated> {
+pub fn generate(options: &GenerateOptions, out_dir: impl AsRef<Path>) -> Result<Generated> {
+    let out_dir = out_dir.as_ref();
     let GenerateOptions {
         tokens,
         hops,

@@ -4,9 +4,10 @@
 use std::path::Path;
 
 use crate::backend::{backend_for, Backend, Device};
-use crate::config::{Fnv64, MemoryConfig};
+use crate::config::MemoryConfig;
+use crate::hash::Fnv1a;
 use crate::error::{Error, Result};
-use crate::memory_model::mix::SplitMix64;
+use crate::hash::SplitMix64;
 
 use super::config::GdnConfig;
 use super::session::ModelSession;
@@ -111,7 +112,7 @@ impl LanguageModel {
         name: String,
     ) -> Result<Self> {
         let backend = backend_for(device)?;
-        let mut h = Fnv64::new();
+        let mut h = Fnv1a::new();
         h.write(b"ltm-engine/gated-deltanet-lm/v1");
         h.write(format!("{config:?}").as_bytes());
         h.write(&weight_digest.to_le_bytes());

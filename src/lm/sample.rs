@@ -2,7 +2,7 @@
 //! and top-p from a seeded generator, so a run can be repeated exactly.
 
 use crate::error::{Error, Result};
-use crate::memory_model::mix::SplitMix64;
+use crate::hash::SplitMix64;
 
 /// How to pick each generated token.
 #[derive(Clone, Debug, PartialEq)]

@@ -285,7 +285,7 @@ impl WeightFiles {
         }
         check_fits_in_memory(needed, &self.files[0].0)?;
 
-        let mut digest = crate::config::Fnv64::new();
+        let mut digest = crate::hash::Fnv1a::new();
         let mut take = |name: &str| -> Result<Vec<f32>> {
             let view = self.view(name)?;
             let bytes = view.data();

@@ -85,6 +85,8 @@ pub struct ValueCodec {
 }
 
 impl ValueCodec {
+    /// The code of `seed`: its per-position permutations and per-dimension signs are drawn
+    /// from it, so the same seed always gives the same codewords.
     pub fn new(seed: u64) -> Self {
         let mut rng = SplitMix64::new(mix64(seed ^ 0x7661_6c75_6573));
         let mut codeword = [[0u8; SYMBOLS]; POSITIONS];

@@ -14,9 +14,13 @@ pub const MAX_CONTEXT: usize = 4;
 /// Where keys land: `heads × rows` rows of the state, `active` of them per key.
 #[derive(Clone, Debug)]
 pub struct KeySpace {
+    /// Seed of the word and context hashes.
     pub seed: u64,
+    /// Heads of the state; a key lives in one.
     pub heads: usize,
+    /// Rows per head (`K`).
     pub rows: usize,
+    /// Distinct rows per key (`s`), each weighted ±1/√s.
     pub active: usize,
 }
 
@@ -59,6 +63,7 @@ pub struct LineContext {
 }
 
 impl LineContext {
+    /// An empty context that keeps the last `len` words (1 to [`MAX_CONTEXT`]).
     pub fn new(len: usize) -> Self {
         assert!((1..=MAX_CONTEXT).contains(&len));
         LineContext {
@@ -83,11 +88,13 @@ impl LineContext {
         Some(h)
     }
 
+    /// Adds a word (its hash) after the ones already in the line.
     pub fn push(&mut self, word_hash: u64) {
         self.words[self.seen % MAX_CONTEXT] = word_hash;
         self.seen += 1;
     }
 
+    /// Starts a new line: the next word has no context.
     pub fn new_line(&mut self) {
         self.seen = 0;
     }

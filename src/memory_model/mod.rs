@@ -49,16 +49,23 @@ pub struct ModelConfig {
     pub context: usize,
     /// Write strength β of every word.
     pub beta: f32,
+    /// Seed of the hashes, the key rows and the value code; part of the state's
+    /// fingerprint.
     pub seed: u64,
 }
 
 impl ModelConfig {
     /// What `--state-bytes` defaults to: 256 MiB.
     pub const DEFAULT_STATE_BYTES: u64 = 256 << 20;
+    /// Heads unless set otherwise.
     pub const DEFAULT_HEADS: usize = 2;
+    /// Rows per key (`s`) unless set otherwise: see the README's table of `s`.
     pub const DEFAULT_ACTIVE: usize = 16;
+    /// Words of line context per key unless set otherwise.
     pub const DEFAULT_CONTEXT: usize = 2;
+    /// Write strength unless set otherwise: chosen by the capacity measurements (README).
     pub const DEFAULT_BETA: f32 = 0.25;
+    /// Seed unless set otherwise (`ltm-mem` in ASCII).
     pub const DEFAULT_SEED: u64 = 0x006c_746d_2d6d_656d;
 
     /// Bytes of one row: `VALUE_DIM` f32 values.
@@ -104,6 +111,8 @@ impl ModelConfig {
         self.heads as u64 * self.rows as u64 * Self::ROW_BYTES
     }
 
+    /// Checks heads, rows, rows per key, context length and β against what the model
+    /// supports.
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::Config(format!("memory model: {m}")));
         if self.heads == 0 || !(1..=MAX_ACTIVE).contains(&self.active) {
@@ -188,6 +197,7 @@ impl MemoryModel {
         })
     }
 
+    /// The model's configuration.
     pub fn config(&self) -> &ModelConfig {
         &self.config
     }
@@ -195,6 +205,7 @@ impl MemoryModel {
     pub fn memory_config(&self) -> &MemoryConfig {
         &self.memory
     }
+    /// The state: every word written so far, `[1, H, K, V]`.
     pub fn state(&self) -> &State {
         &self.state
     }
@@ -202,28 +213,30 @@ impl MemoryModel {
     pub fn set_tokens_seen(&mut self, tokens: u64) {
         self.state.set_tokens_seen(tokens);
     }
+    /// The state, for saving or handing on.
     pub fn into_state(self) -> State {
         self.state
     }
+    /// The sparse backend's description, e.g. `cpu (avx512, 2 threads)`.
     pub fn backend_name(&self) -> String {
         self.backend.sparse_name()
     }
 
-    /// A writer that streams text into this model, buffering up to `window_tokens`
+    /// A writer that streams text into this model, buffering up to `batch_writes`
     /// writes between calls to the backend (its buffers are fixed at that size).
-    pub fn writer(&self, window_tokens: usize) -> StreamWriter {
-        let window = window_tokens.max(1);
+    pub fn writer(&self, batch_writes: usize) -> StreamWriter {
+        let batch = batch_writes.max(1);
         let (h, s) = (self.config.heads, self.config.active);
         StreamWriter {
             tokenizer: Tokenizer::new(),
             sink: Sink {
                 context: LineContext::new(self.config.context),
-                window,
+                batch,
                 len: 0,
-                rows: vec![0; window * h * s],
-                weights: vec![0.0; window * h * s],
-                values: vec![0.0; window * h * VALUE_DIM],
-                beta: vec![0.0; window * h],
+                rows: vec![0; batch * h * s],
+                weights: vec![0.0; batch * h * s],
+                values: vec![0.0; batch * h * VALUE_DIM],
+                beta: vec![0.0; batch * h],
                 writes: 0,
                 error: None,
             },
@@ -347,10 +360,12 @@ impl StreamWriter {
     }
 }
 
-/// The buffered writes of one window, `[1, window, heads, *]`.
+/// A batch of buffered writes, `[1, batch, heads, *]`: what one call to the backend
+/// writes (a "window" is a piece of the context; a window's words may take several
+/// batches).
 struct Sink {
     context: LineContext,
-    window: usize,
+    batch: usize,
     len: usize,
     rows: Vec<u32>,
     weights: Vec<f32>,
@@ -386,7 +401,7 @@ impl Sink {
             self.beta[slot + head] = model.config.beta;
             self.len += 1;
             self.writes += 1;
-            if self.len == self.window {
+            if self.len == self.batch {
                 if let Err(e) = self.flush(model) {
                     self.error = Some(e);
                 }

@@ -14,11 +14,13 @@ use crate::stream::{ContextFile, Format};
 /// What streaming a file did.
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct StreamStats {
+    /// Size of the file streamed, in bytes.
     pub bytes: u64,
     /// Tokens of the built-in tokenizer (word pieces and punctuation).
     pub tokens: u64,
     /// Words written into the memory (key–value pairs).
     pub writes: u64,
+    /// Wall-clock seconds of the whole stream.
     pub seconds: f64,
 }
 
@@ -27,11 +29,12 @@ pub struct StreamStats {
 /// Writes are sent to the backend `window_tokens` at a time.
 pub fn stream_file(
     model: &mut MemoryModel,
-    path: &Path,
+    path: impl AsRef<Path>,
     window_bytes: usize,
     window_tokens: usize,
     mut inspect: impl FnMut(&[u8]) -> Result<()>,
 ) -> Result<StreamStats> {
+    let path = path.as_ref();
     let file = ContextFile::open(path, Some(Format::Text))?;
     let options = StreamOptions {
         window_bytes,

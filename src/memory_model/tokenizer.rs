@@ -20,6 +20,8 @@ pub enum Token<'a> {
     Newline,
 }
 
+/// Cuts text into [`Token`]s, carrying a word across calls so any cut of the text gives the
+/// same tokens.
 #[derive(Clone, Debug, Default)]
 pub struct Tokenizer {
     piece: [u8; MAX_CHARS],
@@ -31,6 +33,7 @@ pub struct Tokenizer {
 }
 
 impl Tokenizer {
+    /// A tokenizer at the start of a text.
     pub fn new() -> Self {
         Self::default()
     }

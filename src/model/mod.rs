@@ -17,6 +17,7 @@ pub use random_features::RandomFeatureModel;
 /// result; and the backend can ask for them row by row while it computes, without
 /// features ever being written out for a whole window.
 pub trait Model: Send + Sync {
+    /// Human-readable description, for summaries.
     fn name(&self) -> String;
     /// The memory the model writes into, with the model's digest in
     /// [`MemoryConfig::model`], so state files of another model are refused.
@@ -41,6 +42,7 @@ pub trait Model: Send + Sync {
 
 /// A window of tokens as the backend's input rows, features computed on demand.
 pub struct ModelRows<'a> {
+    /// The model that computes each row's features.
     pub model: &'a dyn Model,
     /// The context before the window, then the window.
     pub tokens: &'a [u64],

@@ -1,5 +1,5 @@
-//! The default model until the built-in memory model lands: fixed random features,
-//! no weights to load, deterministic for a seed.
+//! The `random-features` model (`run --model random-features`): the engine's dense
+//! forward over fixed random features, no weights to load, deterministic for a seed.
 //!
 //! Token `t` is written under a key made from the two tokens before it, with a value
 //! that is a code of token `t` itself; the query at `t` is the key the *next* token
@@ -7,7 +7,8 @@
 //! the last time they occurred: a next-token memory whose quality is measured by the
 //! cosine between `o_t` and the next token's value code.
 
-use crate::config::{Fnv64, MemoryConfig};
+use crate::config::MemoryConfig;
+use crate::hash::{mix64, Fnv1a, SplitMix64};
 use crate::model::Model;
 use crate::vec_math::dot;
 
@@ -15,6 +16,8 @@ use crate::vec_math::dot;
 /// features number about `ROWS² · 2` per head.
 const ROWS: usize = 1024;
 
+/// The `random-features` model: keys from a hash of the two tokens before each token,
+/// values a code of the token, both sums of rows of fixed random tables.
 pub struct RandomFeatureModel {
     config: MemoryConfig,
     seed: u64,
@@ -27,20 +30,21 @@ pub struct RandomFeatureModel {
 }
 
 impl RandomFeatureModel {
-    /// The configuration `ltm-engine run` uses by default: 4 heads, K = V = 64,
-    /// β = 0.5, no decay.
+    /// The configuration of `ltm-engine run --model random-features`: 4 heads,
+    /// K = V = 64 (β = 0.5 and no decay are the model's own).
     pub fn default_config() -> MemoryConfig {
         MemoryConfig::new(4, 64, 64)
     }
 
+    /// The model for `config` with tables drawn from `seed` (the same on every machine).
     pub fn new(config: MemoryConfig, seed: u64) -> Self {
-        let mut rng = SplitMix(seed ^ 0x005E_ED0F_FEA7);
+        let mut rng = SplitMix64::new(seed ^ 0x005E_ED0F_FEA7);
         // Unit rows scaled by 1/√2: the sum or difference of two of them has a norm
         // within a few percent of 1 (their cosine is about ±1/√dim), so features need
         // no normalisation of their own.
         let mut table = |dim: usize| -> Vec<f32> {
             let mut t: Vec<f32> = (0..config.heads * ROWS * dim)
-                .map(|_| rng.normal())
+                .map(|_| normal(&mut rng))
                 .collect();
             for row in t.chunks_exact_mut(dim) {
                 let scale = std::f32::consts::FRAC_1_SQRT_2 / dot(row, row).sqrt().max(1e-12);
@@ -52,7 +56,7 @@ impl RandomFeatureModel {
         let value_table = table(config.value_dim);
         let (beta, log_decay) = (0.5f32, 0.0f32);
         // Seed and gates change what a state means: they go into its fingerprint.
-        let mut digest = Fnv64::new();
+        let mut digest = Fnv1a::new();
         digest.write(b"random-features/v1");
         digest.write(&seed.to_le_bytes());
         digest.write(&beta.to_bits().to_le_bytes());
@@ -70,7 +74,7 @@ impl RandomFeatureModel {
     /// A vector of norm ≈ 1 for `hash` in head `h`: two table rows, added or subtracted.
     #[inline(always)]
     fn feature(table: &[f32], dim: usize, h: usize, hash: u64, out: &mut [f32]) {
-        let mixed = mix(hash ^ (h as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let mixed = mix64(hash ^ (h as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
         let a = (mixed as usize) % ROWS;
         let b = ((mixed >> 20) as usize) % ROWS;
         let sign = if mixed >> 63 == 1 { -1.0 } else { 1.0 };
@@ -132,32 +136,15 @@ impl Model for RandomFeatureModel {
 }
 
 fn pair_hash(a: u64, b: u64) -> u64 {
-    mix(a.wrapping_mul(0xA24B_AED4_963E_E407) ^ b.rotate_left(29))
+    mix64(a.wrapping_mul(0xA24B_AED4_963E_E407) ^ b.rotate_left(29))
 }
 
-/// A 64-bit finaliser (splitmix64's): every input bit moves every output bit.
-#[inline]
-fn mix(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
-/// Deterministic table generator; the tables must be the same on every machine.
-struct SplitMix(u64);
-
-impl SplitMix {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        mix(self.0)
-    }
-    /// Approximately standard normal: the sum of four uniforms, rescaled.
-    fn normal(&mut self) -> f32 {
-        let u: f32 = (0..4)
-            .map(|_| (self.next() >> 40) as f32 / (1u64 << 24) as f32)
-            .sum();
-        (u - 2.0) * (3.0f32).sqrt()
-    }
+/// Approximately standard normal: the sum of four uniforms, rescaled.
+fn normal(rng: &mut SplitMix64) -> f32 {
+    let u: f32 = (0..4)
+        .map(|_| (rng.next_u64() >> 40) as f32 / (1u64 << 24) as f32)
+        .sum();
+    (u - 2.0) * (3.0f32).sqrt()
 }
 
 #[cfg(test)]

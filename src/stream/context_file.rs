@@ -35,6 +35,7 @@ impl FromStr for Format {
 }
 
 impl Format {
+    /// The name `--format` takes: `text`, `bytes` or `u32`.
     pub fn name(self) -> &'static str {
         match self {
             Format::Text => "text",
@@ -68,7 +69,8 @@ pub struct ContextFile {
 impl ContextFile {
     /// Opens `path`; `format` `None` infers it from the extension, or from whether
     /// the start of the file is valid UTF-8.
-    pub fn open(path: &Path, format: Option<Format>) -> Result<Self> {
+    pub fn open(path: impl AsRef<Path>, format: Option<Format>) -> Result<Self> {
+        let path = path.as_ref();
         let file = File::open(path).map_err(|e| Error::io(path, e))?;
         let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
         let bad = |problem: String| Error::File {
@@ -100,18 +102,23 @@ impl ContextFile {
         })
     }
 
+    /// The path the file was opened at.
     pub fn path(&self) -> &Path {
         &self.path
     }
+    /// The format given or inferred at open.
     pub fn format(&self) -> Format {
         self.format
     }
+    /// The whole file, mapped; pages are read in on first touch.
     pub fn bytes(&self) -> &[u8] {
         &self.map
     }
+    /// Size of the file in bytes.
     pub fn len(&self) -> usize {
         self.map.len()
     }
+    /// Never true for an opened file (empty files are refused); here for `len`'s sake.
     pub fn is_empty(&self) -> bool {
         self.map.is_empty()
     }

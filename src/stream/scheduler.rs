@@ -27,6 +27,8 @@ use crate::vec_math::dot;
 /// reader never waits for the hand-back.
 const WINDOW_BUFFERS: usize = 3;
 
+/// How to stream a context: window sizes, token budget, resume, checkpoints, digest,
+/// vocabulary.
 #[derive(Clone, Debug)]
 pub struct StreamOptions {
     /// Tokens per window, rounded up to a multiple of the chunk size so that every
@@ -44,6 +46,7 @@ pub struct StreamOptions {
     /// an interrupted run can resume. The state at the end of the run is the caller's
     /// to save (the CLI saves it to the same path).
     pub checkpoint_every: Option<u64>,
+    /// Where checkpoints are written (atomically; each replaces the last).
     pub checkpoint_path: Option<PathBuf>,
     /// Compute a CRC-32 of every output value (costs a pass over the outputs).
     pub digest: bool,
@@ -88,17 +91,24 @@ impl Observer for Quiet {}
 /// Where a run stands, for progress displays.
 #[derive(Clone, Copy, Debug)]
 pub struct Progress {
+    /// Tokens streamed so far by this run.
     pub tokens: u64,
+    /// Wall-clock seconds since the run started.
     pub seconds: f64,
     /// Share of the file read so far, in [0, 1].
     pub fraction: f64,
 }
 
+/// What a streaming run did: tokens, times, sizes, and what the model measured.
 #[derive(Clone, Debug, Serialize)]
 pub struct StreamSummary {
+    /// The context file streamed.
     pub file: PathBuf,
+    /// Its format: `text`, `bytes` or `u32`.
     pub format: String,
+    /// The model's description.
     pub model: String,
+    /// The backend's description.
     pub backend: String,
     /// Tokens streamed by this run.
     pub tokens: u64,
@@ -106,23 +116,36 @@ pub struct StreamSummary {
     pub skipped_tokens: u64,
     /// Tokens in the state after the run.
     pub state_tokens: u64,
+    /// Windows computed.
     pub windows: u64,
+    /// Tokens per window: rounded up to whole chunks for random features; writes per call
+    /// to the backend for the memory model.
     pub window_tokens: usize,
+    /// Wall-clock seconds of the whole run, reader start-up to the last window.
     pub wall_seconds: f64,
+    /// `tokens / wall_seconds`.
     pub tokens_per_second: f64,
     /// Seconds spent computing (the forward, with features made on the way) and
     /// measuring; the rest was waiting for the reader.
     pub compute_seconds: f64,
+    /// Seconds inside the backend's forward alone (for the memory model, the same as
+    /// `compute_seconds`).
     pub forward_seconds: f64,
+    /// Size of the state in bytes.
     pub state_bytes: usize,
+    /// Peak resident memory of the process in bytes (`VmHWM`), where the platform reports
+    /// it.
     pub peak_host_bytes: Option<u64>,
+    /// Peak device memory in bytes, for backends that report it.
     pub peak_device_bytes: Option<u64>,
     /// Mean cosine between each read and the next token's value: how well the memory
     /// predicted what came next (random-feature model).
     pub next_token_cosine: Option<f64>,
     /// Key–value pairs written (memory model).
     pub writes: Option<u64>,
+    /// CRC-32 of every output value in order, as 8 hex digits, when `digest` was asked for.
     pub output_digest: Option<String>,
+    /// Checkpoints written during the run.
     pub checkpoints: u64,
 }
 
@@ -222,29 +245,68 @@ pub fn stream_context(
         result.and(read)
     })?;
 
-    let wall = started.elapsed().as_secs_f64();
-    Ok(StreamSummary {
-        file: file.path().to_path_buf(),
-        format: file.format().name().into(),
-        model: model.name(),
-        backend: backend.name(),
+    let counts = RunCounts {
         tokens,
         skipped_tokens: skip,
-        state_tokens: state.tokens_seen(),
         windows,
         window_tokens: window,
-        wall_seconds: wall,
-        tokens_per_second: tokens as f64 / wall.max(1e-9),
         compute_seconds: compute,
-        forward_seconds: forward,
-        state_bytes: state.size_bytes(),
-        peak_host_bytes: peak_resident_bytes(),
-        peak_device_bytes: None,
-        next_token_cosine: Some(acc.mean_cosine()),
-        writes: None,
-        output_digest: acc.digest(),
         checkpoints: checkpoints.written,
+    };
+    Ok(StreamSummary {
+        forward_seconds: forward,
+        next_token_cosine: Some(acc.mean_cosine()),
+        output_digest: acc.digest(),
+        ..StreamSummary::finish(file, model.name(), backend.name(), state, started, counts)
     })
+}
+
+/// What a run counted, for [`StreamSummary::finish`].
+pub(crate) struct RunCounts {
+    pub(crate) tokens: u64,
+    pub(crate) skipped_tokens: u64,
+    pub(crate) windows: u64,
+    pub(crate) window_tokens: usize,
+    pub(crate) compute_seconds: f64,
+    pub(crate) checkpoints: u64,
+}
+
+impl StreamSummary {
+    /// The summary of a run of `file` that started at `started` and left `state`, with
+    /// what every model reports alike; the model's own measures (cosine, writes,
+    /// digest) are `None` and the forward time is the compute time.
+    pub(crate) fn finish(
+        file: &ContextFile,
+        model: String,
+        backend: String,
+        state: &State,
+        started: Instant,
+        counts: RunCounts,
+    ) -> StreamSummary {
+        let wall = started.elapsed().as_secs_f64();
+        StreamSummary {
+            file: file.path().to_path_buf(),
+            format: file.format().name().into(),
+            model,
+            backend,
+            tokens: counts.tokens,
+            skipped_tokens: counts.skipped_tokens,
+            state_tokens: state.tokens_seen(),
+            windows: counts.windows,
+            window_tokens: counts.window_tokens,
+            wall_seconds: wall,
+            tokens_per_second: counts.tokens as f64 / wall.max(1e-9),
+            compute_seconds: counts.compute_seconds,
+            forward_seconds: counts.compute_seconds,
+            state_bytes: state.size_bytes(),
+            peak_host_bytes: peak_resident_bytes(),
+            peak_device_bytes: None,
+            next_token_cosine: None,
+            writes: None,
+            output_digest: None,
+            checkpoints: counts.checkpoints,
+        }
+    }
 }
 
 /// Periodic saves of the state during a run, every `checkpoint_every` tokens at the

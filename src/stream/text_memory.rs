@@ -13,8 +13,7 @@ use crate::memory_model::MemoryModel;
 use crate::state_file::save_state;
 use crate::stream::context_file::ContextFile;
 use crate::stream::scheduler::{
-    done_fraction, peak_resident_bytes, Checkpoints, Observer, Progress, StreamOptions,
-    StreamSummary,
+    done_fraction, Checkpoints, Observer, Progress, RunCounts, StreamOptions, StreamSummary,
 };
 
 /// A window of text: bytes `start..end`, whole lines (a line longer than a window is a
@@ -87,31 +86,23 @@ pub fn stream_text_into_memory(
         let read = reader.join().expect("reader thread panicked");
         result.and(read)
     })?;
-    let wall = started.elapsed().as_secs_f64();
-    Ok(StreamSummary {
-        file: file.path().to_path_buf(),
-        format: "text".into(),
-        model: model_name(model),
-        backend: model.backend_name(),
+    let counts = RunCounts {
         tokens,
         skipped_tokens: skip,
-        state_tokens: model.state().tokens_seen(),
         windows,
         window_tokens: options.window_tokens,
-        wall_seconds: wall,
-        tokens_per_second: tokens as f64 / wall.max(1e-9),
         compute_seconds: compute,
-        forward_seconds: compute,
-        state_bytes: model.state().size_bytes(),
-        peak_host_bytes: peak_resident_bytes(),
-        peak_device_bytes: None,
-        next_token_cosine: None,
-        writes: Some(writer.writes()),
-        output_digest: None,
         checkpoints: checkpoints.written,
+    };
+    let (name, backend) = (model_name(model), model.backend_name());
+    Ok(StreamSummary {
+        format: "text".into(),
+        writes: Some(writer.writes()),
+        ..StreamSummary::finish(file, name, backend, model.state(), started, counts)
     })
 }
 
+/// The memory model's description in summaries: heads, rows, rows per key, β.
 pub fn model_name(model: &MemoryModel) -> String {
     let c = model.config();
     format!(

@@ -29,10 +29,12 @@ impl Tokenizer {
         }
     }
 
+    /// Byte offset in the file of the next unread byte.
     pub fn offset(&self) -> usize {
         self.offset
     }
 
+    /// Tokens produced so far.
     pub fn tokens_read(&self) -> u64 {
         self.tokens
     }
@@ -139,15 +141,9 @@ fn decode_char(bytes: &[u8], i: usize) -> Option<(char, usize)> {
     s.chars().next().map(|c| (c, len))
 }
 
-/// FNV-1a, 64 bits: stable across platforms and releases, so token ids never change.
-pub fn fnv1a(bytes: &[u8]) -> u64 {
-    let mut h = 0xcbf2_9ce4_8422_2325u64;
-    for &b in bytes {
-        h ^= b as u64;
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h
-}
+/// Token ids are 64-bit FNV-1a hashes of the token's bytes: stable across platforms and
+/// releases, so ids never change.
+pub use crate::hash::fnv1a;
 
 #[cfg(test)]
 mod tests {

@@ -4,6 +4,7 @@
 use super::gemm::Isa;
 use crate::error::{Error, Result};
 
+/// An instruction set and a thread pool: where and how the CPU kernels run.
 pub struct CpuExec {
     isa: Isa,
     /// A pool of its own, or rayon's global one when `None`.
@@ -44,10 +45,12 @@ impl CpuExec {
         Ok(self)
     }
 
+    /// The instruction set the kernels use.
     pub fn isa(&self) -> Isa {
         self.isa
     }
 
+    /// Threads the work is split across: the own pool's, else rayon's global pool's.
     pub fn threads(&self) -> usize {
         self.pool
             .as_ref()

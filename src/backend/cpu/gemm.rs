@@ -17,7 +17,9 @@ const NV: usize = 4;
 /// Which instruction set the CPU kernels use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Isa {
+    /// AVX-512F micro-kernels, 16 f32 lanes (chosen only where the CPU reports it).
     Avx512,
+    /// Plain Rust that the compiler vectorises for the build's target; runs everywhere.
     Portable,
 }
 
@@ -37,6 +39,7 @@ impl Isa {
         })
     }
 
+    /// Lower-case name as printed by `info` and backend names: `avx512` or `portable`.
     pub fn name(self) -> &'static str {
         match self {
             Isa::Avx512 => "avx512",
@@ -48,6 +51,7 @@ impl Isa {
 /// Which part of the product is needed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Part {
+    /// Every entry of the product.
     Full,
     /// Row `i` only needs columns `j ≤ i` (a lower-triangular result); columns past
     /// the row block's last row, rounded up to [`LANES`], are skipped and left stale.
@@ -59,7 +63,9 @@ pub enum Part {
 /// A row-major matrix operand.
 #[derive(Clone, Copy)]
 pub struct Mat<'a> {
+    /// The values, row after row; row `i` starts at `i * ld`.
     pub data: &'a [f32],
+    /// Leading dimension: f32 values from one row's start to the next (≥ the columns used).
     pub ld: usize,
 }
 

@@ -16,9 +16,10 @@ use rayon::prelude::*;
 
 use crate::backend::Backend;
 use crate::config::MemoryConfig;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::inputs::{ForwardInputs, InputRows};
 use crate::state::State;
+use crate::tensor::check_output_len;
 
 pub use exec::CpuExec;
 pub use gemm::Isa;
@@ -53,6 +54,7 @@ impl CpuBackend {
         })
     }
 
+    /// The instruction set this backend's kernels use.
     pub fn isa(&self) -> Isa {
         self.exec.isa()
     }
@@ -154,17 +156,6 @@ impl CpuBackend {
     }
 }
 
-fn check_output_len(out: &[f32], want: usize) -> Result<()> {
-    if out.len() != want {
-        return Err(Error::Shape {
-            tensor: "o".into(),
-            expected: format!("{want} values"),
-            found: format!("{} values", out.len()),
-        });
-    }
-    Ok(())
-}
-
 /// One unit of parallel work: a sequence, a head and a slice of value columns.
 /// Value columns of the delta rule never mix, so slices are independent.
 struct Task {
@@ -226,7 +217,7 @@ fn run_task<R: InputRows + ?Sized>(
     }
 }
 
-/// One task's window onto the `[B, T, H, *]` inputs and outputs.
+/// One task's view of the `[B, T, H, *]` inputs and outputs.
 pub(crate) struct SequenceView<'a, R: InputRows + ?Sized> {
     pub config: &'a MemoryConfig,
     pub rows: &'a R,

@@ -24,18 +24,16 @@ pub(crate) fn run_sequence<R: InputRows + ?Sized>(
     }
 }
 
-/// The same code compiled for AVX-512, so that the element-wise loops between the
-/// matrix products (decays, masks, the in-block solve) vectorise 16 wide too.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
-unsafe fn run_sequence_avx512<R: InputRows + ?Sized>(
-    isa: Isa,
-    ws: &mut Workspace,
-    seq: &SequenceView<'_, R>,
-    chunk: usize,
-    out: &SharedMut<'_>,
-) {
-    run_sequence_impl(isa, ws, seq, chunk, out)
+avx512_twin! {
+    /// The same code compiled for AVX-512, so that the element-wise loops between the
+    /// matrix products (decays, masks, the in-block solve) vectorise 16 wide too.
+    fn run_sequence_avx512[R: InputRows + ?Sized](
+        isa: Isa,
+        ws: &mut Workspace,
+        seq: &SequenceView<'_, R>,
+        chunk: usize,
+        out: &SharedMut<'_>,
+    ) = run_sequence_impl
 }
 
 #[inline(always)]

@@ -99,17 +99,16 @@ fn write_head(
     }
 }
 
-/// The same loop compiled for AVX-512 so the row updates run 16 wide.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
-unsafe fn write_head_avx512(
-    config: &MemoryConfig,
-    writes: &SparseWrites<'_>,
-    b: usize,
-    h: usize,
-    s: &mut [f32],
-) {
-    write_head_impl(config, writes, b, h, s)
+avx512_twin! {
+    /// The same loop compiled for AVX-512 so the row updates run 16 wide.
+    features = "avx512f,avx512vl,avx2,fma",
+    fn write_head_avx512(
+        config: &MemoryConfig,
+        writes: &SparseWrites<'_>,
+        b: usize,
+        h: usize,
+        s: &mut [f32],
+    ) = write_head_impl
 }
 
 #[inline(always)]

@@ -67,17 +67,15 @@ fn head(
     }
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
-unsafe fn head_avx512(
-    config: &MemoryConfig,
-    inputs: &ForwardInputs<'_>,
-    b: usize,
-    h: usize,
-    s: &mut [f32],
-    o: &mut [f32],
-) {
-    head_impl(config, inputs, b, h, s, o)
+avx512_twin! {
+    fn head_avx512(
+        config: &MemoryConfig,
+        inputs: &ForwardInputs<'_>,
+        b: usize,
+        h: usize,
+        s: &mut [f32],
+        o: &mut [f32],
+    ) = head_impl
 }
 
 /// With `S' = e^g S + k uᵀ`, the read `S'ᵀq = e^g Sᵀq + (k·q) u` needs `Sᵀq` and

@@ -24,7 +24,7 @@ use crate::config::MemoryConfig;
 use crate::error::{Error, Result};
 use crate::inputs::{ForwardInputs, InputRows, MaterializedRows};
 use crate::state::State;
-use crate::tensor::DType;
+use crate::tensor::{check_output_len, DType};
 
 use module::Kernels;
 pub use module::{driver_version, PTX_DRIVER};
@@ -68,11 +68,19 @@ pub enum TimedStages {
 /// (sequence, head, chunk) `W [64 × kp]`, `U [64 × V]`, `P [64 × 64]`, `γ [64]`.
 #[derive(Clone, Debug)]
 pub struct PrepOutputs {
+    /// Key dimension padded to the kernels' tile width: the row length of `w`.
     pub kp: usize,
+    /// Chunks of 64 tokens per sequence.
     pub num_chunks: usize,
+    /// `W`, `[B, H, chunks, 64, kp]`: the factor of the start state in the chunk's
+    /// corrected values (`V' = U − W S₀`).
     pub w: Vec<f32>,
+    /// `U`, `[B, H, chunks, 64, V]`: the chunk's values after the in-chunk solve, before
+    /// the start state's share is taken off.
     pub u: Vec<f32>,
+    /// `P`, `[B, H, chunks, 64, 64]`: the masked, decayed query–key products.
     pub p: Vec<f32>,
+    /// `γ`, `[B, H, chunks, 64]`: cumulative log-decay within the chunk.
     pub gamma: Vec<f32>,
 }
 
@@ -156,6 +164,7 @@ impl CudaBackend {
         self
     }
 
+    /// The device this backend runs on, as the driver reported it at start.
     pub fn device_info(&self) -> &CudaDeviceInfo {
         &self.info
     }
@@ -502,14 +511,7 @@ impl Backend for CudaBackend {
     ) -> Result<()> {
         inputs.validate(config)?;
         state.check_matches(config, inputs.batch)?;
-        let want = inputs.output_len(config);
-        if out.len() != want {
-            return Err(Error::Shape {
-                tensor: "o".into(),
-                expected: format!("{want} values"),
-                found: format!("{} values", out.len()),
-            });
-        }
+        check_output_len(out, inputs.output_len(config))?;
         self.check_supported(config, inputs.batch)?;
         let tokens = inputs.tokens;
         // No sequences: nothing to launch (a grid dimension of 0 is a launch error).

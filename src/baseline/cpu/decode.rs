@@ -90,18 +90,16 @@ fn key_range(
     }
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
-unsafe fn key_range_avx512(
-    isa: Isa,
-    q: &[f32],
-    cache: &KvCache,
-    b: usize,
-    h: usize,
-    blk0: usize,
-    blk1: usize,
-) -> Partial {
-    key_range_impl(isa, q, cache, b, h, blk0, blk1)
+avx512_twin! {
+    fn key_range_avx512(
+        isa: Isa,
+        q: &[f32],
+        cache: &KvCache,
+        b: usize,
+        h: usize,
+        blk0: usize,
+        blk1: usize,
+    ) -> Partial = key_range_impl
 }
 
 /// Streams key blocks `blk0..blk1`: the scores of a block are `Dp` broadcast

@@ -1,4 +1,4 @@
-//! The CPU twin of `attention.cu`: causal attention with FlashAttention's tiling on
+//! Causal attention on the CPU, with FlashAttention's tiling on
 //! the crate's AVX-512 matrix micro-kernels, parallel over sequences, heads and query
 //! tiles (prefill) or key ranges (a decode step).
 
@@ -7,9 +7,10 @@ mod tiles;
 
 pub(crate) use decode::PARALLEL_FROM;
 
-use super::{check_output_len, AttentionBackend, AttentionConfig, AttentionInputs, KvCache};
+use super::{AttentionBackend, AttentionConfig, AttentionInputs, KvCache};
 use crate::backend::cpu::{CpuExec, Isa};
 use crate::error::Result;
+use crate::tensor::check_output_len;
 
 /// Runs attention on the CPU with rayon threads.
 #[derive(Default)]
@@ -39,6 +40,7 @@ impl CpuAttention {
         })
     }
 
+    /// The instruction set the attention kernels use.
     pub fn isa(&self) -> Isa {
         self.exec.isa()
     }

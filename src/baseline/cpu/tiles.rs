@@ -101,19 +101,17 @@ fn query_tile(
     }
 }
 
-/// The same code compiled for AVX-512, so that the softmax between the products
-/// (max, exponentials, sums, rescaling) vectorises 16 wide too.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
-unsafe fn query_tile_avx512(
-    job: &Job<'_>,
-    b: usize,
-    h: usize,
-    tile: usize,
-    ws: &mut Scratch,
-    out: &SharedMut<'_>,
-) {
-    query_tile_impl(job, b, h, tile, ws, out)
+avx512_twin! {
+    /// The same code compiled for AVX-512, so that the softmax between the products
+    /// (max, exponentials, sums, rescaling) vectorises 16 wide too.
+    fn query_tile_avx512(
+        job: &Job<'_>,
+        b: usize,
+        h: usize,
+        tile: usize,
+        ws: &mut Scratch,
+        out: &SharedMut<'_>,
+    ) = query_tile_impl
 }
 
 #[inline(always)]

@@ -1,8 +1,11 @@
+mod chart;
+mod table;
+
 use std::path::PathBuf;
 
 use ltm_engine::bench::meminfo::MemInfo;
 use ltm_engine::bench::report::{fmt_count, fmt_seconds};
-use ltm_engine::bench::{run_sweep, svg, BenchConfig, Cell, Clock, Point};
+use ltm_engine::bench::{run_sweep, BenchConfig, Cell, Clock, Point};
 use ltm_engine::Device;
 
 #[derive(clap::Args)]
@@ -97,14 +100,14 @@ pub fn run(args: Args) -> ltm_engine::Result<()> {
             serde_json::to_string_pretty(&report).expect("report serialises")
         );
     } else {
-        print!("{}", report.table());
+        print!("{}", table::table(&report));
     }
     if let Some(path) = &args.plot {
         let command = std::iter::once("ltm-engine".to_string())
             .chain(std::env::args().skip(1))
             .collect::<Vec<_>>()
             .join(" ");
-        let svg = svg::render_report(&report, &command);
+        let svg = chart::render_report(&report, &command);
         ltm_engine::atomic_file::write_bytes_atomically(path, svg.as_bytes())?;
         eprintln!("wrote {}", path.display());
     }

@@ -4,8 +4,10 @@
 
 use std::fmt::Write;
 
-use super::report::{clock_note, fmt_bytes, fmt_count, BenchReport, Cell, Point};
-use super::Clock;
+use ltm_engine::bench::report::{fmt_bytes, fmt_count};
+use ltm_engine::bench::{BenchReport, Cell, Clock, Point};
+
+use super::table::clock_note;
 
 /// One line of a panel.
 #[derive(Clone, Debug)]
@@ -528,7 +530,7 @@ mod tests {
 
     #[test]
     fn report_chart_is_well_formed_svg_with_every_series() {
-        let report = crate::bench::report::tests::synthetic_report();
+        let report = super::super::table::tests::synthetic_report();
         let svg = render_report(&report, "ltm-engine bench --plot <out>.svg & more");
         let doc = roxmltree::Document::parse(&svg).expect("well-formed XML");
         let root = doc.root_element();
