@@ -17,8 +17,8 @@ use std::time::Instant;
 
 use ltm_engine::baseline::{AttentionBackend, AttentionConfig, CpuAttention, KvCache};
 use ltm_engine::bench::workload::Workload;
-use ltm_engine::lm::{GateActivation, GdnConfig, LanguageModel, Logits};
 use ltm_engine::hash::SplitMix64;
+use ltm_engine::lm::{GateActivation, GdnConfig, LanguageModel, Logits};
 use ltm_engine::Device;
 
 fn median(mut v: Vec<f64>) -> f64 {

@@ -1,17 +1,18 @@
 //! Macros shared by the CPU kernels.
 
 /// Defines `unsafe fn $name`, a twin of the `#[inline(always)]` function `$body` with
-/// the same arguments, compiled with AVX-512 enabled: the body is inlined into it, so
-/// the compiler vectorises its loops 16 wide there and nowhere else. Callers must call
-/// it only after the CPU reported AVX-512F (`Isa::Avx512`). The feature list defaults
-/// to AVX-512 F/VL/BW/DQ with AVX2 and FMA; `features = "…"` gives another.
-macro_rules! avx512_twin {
+/// the same arguments, compiled with more instructions enabled: the body is inlined
+/// into it, so the compiler vectorises its loops 16 (AVX-512) or 8 (AVX2) wide there
+/// and nowhere else. Callers must call it only after the CPU reported the features
+/// (`Isa::Avx512`, `Isa::Avx2`). The feature list defaults to AVX-512 F/VL/BW/DQ with
+/// AVX2 and FMA; `features = "avx2,fma"` gives the AVX2 twin.
+macro_rules! simd_twin {
     (
         $(#[$meta:meta])*
         fn $name:ident $([$($generics:tt)*])? ($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)?
         = $body:ident
     ) => {
-        avx512_twin! {
+        simd_twin! {
             $(#[$meta])*
             features = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma",
             fn $name $([$($generics)*])? ($($arg: $ty),*) $(-> $ret)? = $body

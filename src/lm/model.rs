@@ -5,8 +5,8 @@ use std::path::Path;
 
 use crate::backend::{backend_for, Backend, Device};
 use crate::config::MemoryConfig;
-use crate::hash::Fnv1a;
 use crate::error::{Error, Result};
+use crate::hash::Fnv1a;
 use crate::hash::SplitMix64;
 
 use super::config::GdnConfig;

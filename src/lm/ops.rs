@@ -64,7 +64,10 @@ pub fn l2_normalize(x: &mut [f32]) {
 /// `cache: [channels, W]` holds the `W` inputs before the window, oldest first (fla's
 /// conv cache; zeros before the sequence starts); on return it holds the window's last
 /// `W` inputs (older ones from the cache when the window is shorter than `W`).
-/// `taps: [channels, W]`, oldest tap first.
+/// `taps: [W, channels]`, oldest tap first (the checkpoint's `[channels, 1, W]`
+/// transposed, so the loops over channels run along memory and vectorise). `ext` is
+/// scratch: the `W - 1` cached inputs and the window, `[W - 1 + T, channels]`.
+#[allow(clippy::too_many_arguments)]
 pub fn short_conv(
     input: &[f32],
     stride: usize,
@@ -72,38 +75,53 @@ pub fn short_conv(
     taps: &[f32],
     cache: &mut [f32],
     width: usize,
+    ext: &mut Vec<f32>,
     out: &mut [f32],
 ) {
     let channels = taps.len() / width;
-    let cache_ro: &[f32] = cache;
-    // in(s, c) for s in -W..T: the cache before the window, then the window.
-    let at = |s: isize, c: usize| -> f32 {
-        if s >= 0 {
-            input[s as usize * stride + c]
-        } else {
-            cache_ro[c * width + (width as isize + s) as usize]
+    let lead = width - 1;
+    ext.clear();
+    ext.resize((lead + tokens) * channels, 0.0);
+    for s in 0..lead {
+        let row = &mut ext[s * channels..(s + 1) * channels];
+        for (c, x) in row.iter_mut().enumerate() {
+            *x = cache[c * width + 1 + s];
         }
-    };
-    out.par_chunks_mut(channels)
+    }
+    ext[lead * channels..]
+        .par_chunks_mut(channels)
+        .zip(input.par_chunks(stride))
+        .with_min_len(ROWS_PER_TASK)
+        .for_each(|(e, x)| e.copy_from_slice(&x[..channels]));
+    let ext_ro: &[f32] = ext;
+    out[..tokens * channels]
+        .par_chunks_mut(channels)
         .enumerate()
         .with_min_len(ROWS_PER_TASK)
         .for_each(|(t, row)| {
-            for (c, o) in row.iter_mut().enumerate() {
-                let w = &taps[c * width..(c + 1) * width];
-                let mut acc = 0.0f32;
-                for (j, wj) in w.iter().enumerate() {
-                    acc += wj * at(t as isize - (width as isize - 1) + j as isize, c);
+            row.fill(0.0);
+            for j in 0..width {
+                let src = &ext_ro[(t + j) * channels..(t + j + 1) * channels];
+                let tap = &taps[j * channels..(j + 1) * channels];
+                for ((o, x), w) in row.iter_mut().zip(src).zip(tap) {
+                    *o += w * x;
                 }
-                *o = silu(acc);
+            }
+            for o in row.iter_mut() {
+                *o = silu(*o);
             }
         });
-    let mut next = vec![0.0f32; channels * width];
+    // The new cache: the last W inputs. `ext` holds all but the oldest cached one, so
+    // only an empty window (which keeps the cache as it is) reaches before it.
+    let rows = lead + tokens;
     for c in 0..channels {
         for i in 0..width {
-            next[c * width + i] = at(tokens as isize - width as isize + i as isize, c);
+            let r = rows as isize - width as isize + i as isize;
+            if r >= 0 {
+                cache[c * width + i] = ext_ro[r as usize * channels + c];
+            }
         }
     }
-    cache.copy_from_slice(&next);
 }
 
 /// Numerically stable `log Σ exp(x)`: the sum in f32 lanes the compiler vectorises
@@ -153,8 +171,9 @@ mod tests {
             .collect();
         let mut cache = vec![0.0; channels * width];
         let mut whole = vec![0.0; tokens * channels];
+        let mut ext = Vec::new();
         short_conv(
-            &input, channels, tokens, &taps, &mut cache, width, &mut whole,
+            &input, channels, tokens, &taps, &mut cache, width, &mut ext, &mut whole,
         );
         let whole_cache = cache.clone();
         // The cache holds the last W inputs, newest last.
@@ -177,6 +196,7 @@ mod tests {
                 &taps,
                 &mut cache,
                 width,
+                &mut ext,
                 &mut pieces[start * channels..(start + len) * channels],
             );
             start += len;
@@ -184,7 +204,7 @@ mod tests {
         assert_eq!(whole, pieces);
         assert_eq!(whole_cache, cache);
         // First output: only the newest tap sees a real input.
-        let want = silu(taps[width - 1] * input[0]);
+        let want = silu(taps[(width - 1) * channels] * input[0]);
         assert!((whole[0] - want).abs() < 1e-7);
     }
 

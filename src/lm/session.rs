@@ -44,6 +44,7 @@ struct Workspace {
     h: Vec<f32>,
     proj: Vec<f32>,
     conv_out: Vec<f32>,
+    conv_ext: Vec<f32>,
     q: Vec<f32>,
     k: Vec<f32>,
     v: Vec<f32>,
@@ -281,6 +282,7 @@ impl<'m> ModelSession<'m> {
                 &lw.conv,
                 &mut self.conv[l],
                 c.conv_size,
+                &mut ws.conv_ext,
                 conv_out,
             );
 

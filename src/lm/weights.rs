@@ -26,7 +26,8 @@ pub struct LayerWeights {
     /// `q_proj; k_proj; v_proj; g_proj (if use_gate); a_proj; b_proj` stacked:
     /// `[2·Dk + Dv (+ Dv) + 2·HV, D]`.
     pub in_proj: Vec<f32>,
-    /// `q_conv1d; k_conv1d; v_conv1d` taps: `[2·Dk + Dv, W]`, oldest tap first.
+    /// `q_conv1d; k_conv1d; v_conv1d` taps, transposed: `[W, 2·Dk + Dv]`, oldest tap
+    /// first.
     pub conv: Vec<f32>,
     /// `-exp(A_log)` `[HV]`: the decay rate per value head.
     pub decay_rate: Vec<f32>,
@@ -307,9 +308,14 @@ impl WeightFiles {
             }
             in_proj.extend(take(&p("attn.a_proj.weight"))?);
             in_proj.extend(take(&p("attn.b_proj.weight"))?);
-            let mut conv = take(&p("attn.q_conv1d.weight"))?;
-            conv.extend(take(&p("attn.k_conv1d.weight"))?);
-            conv.extend(take(&p("attn.v_conv1d.weight"))?);
+            let mut conv_cw = take(&p("attn.q_conv1d.weight"))?;
+            conv_cw.extend(take(&p("attn.k_conv1d.weight"))?);
+            conv_cw.extend(take(&p("attn.v_conv1d.weight"))?);
+            let w = config.conv_size;
+            let channels = conv_cw.len() / w;
+            let conv = (0..w * channels)
+                .map(|i| conv_cw[(i % channels) * w + i / channels])
+                .collect();
             let decay_rate = take(&p("attn.A_log"))?
                 .into_iter()
                 .map(|a| -a.exp())

@@ -26,9 +26,15 @@ impl CpuExec {
         }
     }
 
-    /// Forces an instruction set; asking for AVX-512 on a CPU without it changes nothing.
+    /// Forces an instruction set; asking for one the CPU lacks changes nothing.
     pub fn with_isa(mut self, isa: Isa) -> Self {
-        if isa == Isa::Avx512 && Isa::detect() != Isa::Avx512 {
+        let detected = Isa::detect();
+        let available = match isa {
+            Isa::Portable => true,
+            Isa::Avx2 => detected != Isa::Portable,
+            Isa::Avx512 => detected == Isa::Avx512,
+        };
+        if !available {
             return self;
         }
         self.isa = isa;

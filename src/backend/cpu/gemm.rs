@@ -19,6 +19,9 @@ const NV: usize = 4;
 pub enum Isa {
     /// AVX-512F micro-kernels, 16 f32 lanes (chosen only where the CPU reports it).
     Avx512,
+    /// The portable code compiled for AVX2 and FMA, 8 lanes (CPUs without AVX-512,
+    /// e.g. AMD's before Zen 4): the same operations in the same order as `Portable`.
+    Avx2,
     /// Plain Rust that the compiler vectorises for the build's target; runs everywhere.
     Portable,
 }
@@ -35,14 +38,22 @@ impl Isa {
             if std::arch::is_x86_feature_detected!("avx512f") {
                 return Isa::Avx512;
             }
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+            {
+                return Isa::Avx2;
+            }
             Isa::Portable
         })
     }
 
-    /// Lower-case name as printed by `info` and backend names: `avx512` or `portable`.
+    /// Lower-case name as printed by `info` and backend names: `avx512`, `avx2` or
+    /// `portable`.
     pub fn name(self) -> &'static str {
         match self {
             Isa::Avx512 => "avx512",
+            Isa::Avx2 => "avx2",
             Isa::Portable => "portable",
         }
     }
@@ -192,6 +203,8 @@ unsafe fn micro(
             nv,
             (k, a, lda, b, ldb, c, ldc, accumulate)
         ),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => dispatch!(micro_avx2, mr, nv, (k, a, lda, b, ldb, c, ldc, accumulate)),
         _ => dispatch!(
             micro_portable,
             mr,
@@ -199,6 +212,27 @@ unsafe fn micro(
             (k, a, lda, b, ldb, c, ldc, accumulate)
         ),
     }
+}
+
+/// The portable micro-kernel compiled for AVX2 and FMA.
+///
+/// # Safety
+/// As [`micro_portable`], and the CPU must have AVX2 and FMA (`Isa::Avx2`).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn micro_avx2<const R: usize, const V: usize>(
+    k: usize,
+    a: *const f32,
+    lda: usize,
+    b: *const f32,
+    ldb: usize,
+    c: *mut f32,
+    ldc: usize,
+    accumulate: bool,
+) {
+    // SAFETY: the caller's contract is micro_portable's.
+    unsafe { micro_portable::<R, V>(k, a, lda, b, ldb, c, ldc, accumulate) }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -244,6 +278,7 @@ unsafe fn micro_avx512<const R: usize, const V: usize>(
 }
 
 #[allow(clippy::too_many_arguments)]
+#[inline(always)]
 unsafe fn micro_portable<const R: usize, const V: usize>(
     k: usize,
     a: *const f32,

@@ -20,14 +20,29 @@ pub(crate) fn run_sequence<R: InputRows + ?Sized>(
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `Isa::Avx512` is only chosen after the CPU reported AVX-512F.
         Isa::Avx512 => unsafe { run_sequence_avx512(isa, ws, seq, chunk, out) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `Isa::Avx2` is only chosen after the CPU reported AVX2 and FMA.
+        Isa::Avx2 => unsafe { run_sequence_avx2(isa, ws, seq, chunk, out) },
         _ => run_sequence_impl(isa, ws, seq, chunk, out),
     }
 }
 
-avx512_twin! {
+simd_twin! {
     /// The same code compiled for AVX-512, so that the element-wise loops between the
     /// matrix products (decays, masks, the in-block solve) vectorise 16 wide too.
     fn run_sequence_avx512[R: InputRows + ?Sized](
+        isa: Isa,
+        ws: &mut Workspace,
+        seq: &SequenceView<'_, R>,
+        chunk: usize,
+        out: &SharedMut<'_>,
+    ) = run_sequence_impl
+}
+
+simd_twin! {
+    /// The same code compiled for AVX2 and FMA (8 lanes).
+    features = "avx2,fma",
+    fn run_sequence_avx2[R: InputRows + ?Sized](
         isa: Isa,
         ws: &mut Workspace,
         seq: &SequenceView<'_, R>,

@@ -95,14 +95,29 @@ fn write_head(
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `Isa::Avx512` is only chosen after the CPU reported AVX-512F.
         Isa::Avx512 => unsafe { write_head_avx512(config, writes, b, h, s) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `Isa::Avx2` is only chosen after the CPU reported AVX2 and FMA.
+        Isa::Avx2 => unsafe { write_head_avx2(config, writes, b, h, s) },
         _ => write_head_impl(config, writes, b, h, s),
     }
 }
 
-avx512_twin! {
+simd_twin! {
     /// The same loop compiled for AVX-512 so the row updates run 16 wide.
     features = "avx512f,avx512vl,avx2,fma",
     fn write_head_avx512(
+        config: &MemoryConfig,
+        writes: &SparseWrites<'_>,
+        b: usize,
+        h: usize,
+        s: &mut [f32],
+    ) = write_head_impl
+}
+
+simd_twin! {
+    /// The same code compiled for AVX2 and FMA (8 lanes).
+    features = "avx2,fma",
+    fn write_head_avx2(
         config: &MemoryConfig,
         writes: &SparseWrites<'_>,
         b: usize,

@@ -63,12 +63,28 @@ fn head(
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `Isa::Avx512` is only chosen after the CPU reported AVX-512F.
         Isa::Avx512 => unsafe { head_avx512(config, inputs, b, h, s, o) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `Isa::Avx2` is only chosen after the CPU reported AVX2 and FMA.
+        Isa::Avx2 => unsafe { head_avx2(config, inputs, b, h, s, o) },
         _ => head_impl(config, inputs, b, h, s, o),
     }
 }
 
-avx512_twin! {
+simd_twin! {
     fn head_avx512(
+        config: &MemoryConfig,
+        inputs: &ForwardInputs<'_>,
+        b: usize,
+        h: usize,
+        s: &mut [f32],
+        o: &mut [f32],
+    ) = head_impl
+}
+
+simd_twin! {
+    /// The same code compiled for AVX2 and FMA (8 lanes).
+    features = "avx2,fma",
+    fn head_avx2(
         config: &MemoryConfig,
         inputs: &ForwardInputs<'_>,
         b: usize,

@@ -86,12 +86,29 @@ fn key_range(
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `Isa::Avx512` is only chosen after the CPU reported AVX-512F.
         Isa::Avx512 => unsafe { key_range_avx512(isa, q, cache, b, h, blk0, blk1) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `Isa::Avx2` is only chosen after the CPU reported AVX2 and FMA.
+        Isa::Avx2 => unsafe { key_range_avx2(isa, q, cache, b, h, blk0, blk1) },
         _ => key_range_impl(isa, q, cache, b, h, blk0, blk1),
     }
 }
 
-avx512_twin! {
+simd_twin! {
     fn key_range_avx512(
+        isa: Isa,
+        q: &[f32],
+        cache: &KvCache,
+        b: usize,
+        h: usize,
+        blk0: usize,
+        blk1: usize,
+    ) -> Partial = key_range_impl
+}
+
+simd_twin! {
+    /// The same code compiled for AVX2 and FMA (8 lanes).
+    features = "avx2,fma",
+    fn key_range_avx2(
         isa: Isa,
         q: &[f32],
         cache: &KvCache,

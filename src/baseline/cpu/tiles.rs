@@ -97,14 +97,30 @@ fn query_tile(
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `Isa::Avx512` is only chosen after the CPU reported AVX-512F.
         Isa::Avx512 => unsafe { query_tile_avx512(job, b, h, tile, ws, out) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `Isa::Avx2` is only chosen after the CPU reported AVX2 and FMA.
+        Isa::Avx2 => unsafe { query_tile_avx2(job, b, h, tile, ws, out) },
         _ => query_tile_impl(job, b, h, tile, ws, out),
     }
 }
 
-avx512_twin! {
+simd_twin! {
     /// The same code compiled for AVX-512, so that the softmax between the products
     /// (max, exponentials, sums, rescaling) vectorises 16 wide too.
     fn query_tile_avx512(
+        job: &Job<'_>,
+        b: usize,
+        h: usize,
+        tile: usize,
+        ws: &mut Scratch,
+        out: &SharedMut<'_>,
+    ) = query_tile_impl
+}
+
+simd_twin! {
+    /// The same code compiled for AVX2 and FMA (8 lanes).
+    features = "avx2,fma",
+    fn query_tile_avx2(
         job: &Job<'_>,
         b: usize,
         h: usize,
