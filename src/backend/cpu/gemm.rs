@@ -27,12 +27,22 @@ pub enum Isa {
 }
 
 impl Isa {
-    /// The best the running CPU supports; `LTM_CPU_ISA=portable` forces the fallback.
+    /// The best the running CPU supports; `LTM_CPU_ISA=portable` forces the fallback,
+    /// `LTM_CPU_ISA=avx2` the AVX2 kernels on a CPU that also has AVX-512 (so both
+    /// paths can be tested on one machine).
     pub fn detect() -> Isa {
         static DETECTED: OnceLock<Isa> = OnceLock::new();
         *DETECTED.get_or_init(|| {
-            if std::env::var("LTM_CPU_ISA").is_ok_and(|v| v == "portable") {
+            let forced = std::env::var("LTM_CPU_ISA").ok();
+            if forced.as_deref() == Some("portable") {
                 return Isa::Portable;
+            }
+            #[cfg(target_arch = "x86_64")]
+            if forced.as_deref() == Some("avx2")
+                && std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+            {
+                return Isa::Avx2;
             }
             #[cfg(target_arch = "x86_64")]
             if std::arch::is_x86_feature_detected!("avx512f") {
