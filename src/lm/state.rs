@@ -50,6 +50,22 @@ impl ModelState {
         }
     }
 
+    /// A copy that shares no values with `self` (a plain clone shares them until the
+    /// first write, which then pays for the copy): for timing steps from one state.
+    pub fn unshared(&self) -> ModelState {
+        let mut out = self.clone();
+        for layer in &mut out.layers {
+            let tokens = layer.memory.tokens_seen();
+            let dims = layer.memory.dims();
+            let config = crate::config::MemoryConfig::new(dims[1], dims[2], dims[3]);
+            let mut fresh = State::from_values(&config, dims[0], layer.memory.values().to_vec())
+                .expect("the same shape");
+            fresh.set_tokens_seen(tokens);
+            layer.memory = fresh;
+        }
+        out
+    }
+
     /// Fails unless this state has `model`'s fingerprint and shapes.
     pub fn check_matches(&self, model: &LanguageModel) -> Result<()> {
         if self.model != model.fingerprint() {
