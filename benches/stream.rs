@@ -65,7 +65,8 @@ fn stream(c: &mut Criterion) {
 }
 
 fn stream_memory_model(c: &mut Criterion) {
-    use ltm_engine::memory_model::{stream_file, MemoryModel, ModelConfig};
+    use ltm_engine::memory_model::{MemoryModel, ModelConfig};
+    use ltm_engine::stream::stream_file;
     use ltm_engine::Device;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ctx.txt");

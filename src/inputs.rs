@@ -2,7 +2,8 @@
 
 use crate::config::MemoryConfig;
 use crate::error::Result;
-use crate::tensor::{check_len, Data};
+use crate::state::State;
+use crate::tensor::{check_len, check_output_len, Data};
 
 /// Inputs of a forward over `batch` sequences of `tokens` tokens each, in the layout of
 /// flash-linear-attention's gated delta rule: `q, k: [B, T, H, K]`, `v: [B, T, H, V]`,
@@ -49,6 +50,22 @@ impl<'a> ForwardInputs<'a> {
     pub fn output_len(&self, config: &MemoryConfig) -> usize {
         self.batch * self.tokens * config.heads * config.value_dim
     }
+}
+
+/// Checks a forward call before anything runs: the rows against `config`, the state
+/// against their batch, and room in `out` for exactly `B · T · H · V` reads.
+pub(crate) fn check_forward_call<R: InputRows + ?Sized>(
+    config: &MemoryConfig,
+    rows: &R,
+    state: &State,
+    out: &[f32],
+) -> Result<()> {
+    rows.check(config)?;
+    state.check_matches(config, rows.batch())?;
+    check_output_len(
+        out,
+        rows.batch() * rows.tokens() * config.heads * config.value_dim,
+    )
 }
 
 /// Where a backend reads a forward's inputs from, one (sequence, token, head) row at a

@@ -2,8 +2,9 @@
 //! load, the newest writes win and stay recallable past capacity.
 
 use ltm_engine::memory_model::mix::SplitMix64;
-use ltm_engine::memory_model::{stream_file, MemoryModel, ModelConfig};
+use ltm_engine::memory_model::{MemoryModel, ModelConfig};
 use ltm_engine::state_file::{load_state, save_state};
+use ltm_engine::stream::stream_file;
 use ltm_engine::Device;
 
 fn model(bytes: u64) -> MemoryModel {

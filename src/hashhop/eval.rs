@@ -7,7 +7,8 @@ use std::time::Instant;
 use super::files::{read_targets, PromptChecker, Target};
 use crate::backend::Device;
 use crate::error::{Error, Result};
-use crate::memory_model::{stream_file, MemoryModel, ModelConfig};
+use crate::memory_model::{MemoryModel, ModelConfig};
+use crate::stream::stream_file;
 
 /// How to run a HashHop evaluation: the model, where it runs, how the prompt is streamed.
 #[derive(Clone, Debug)]

@@ -16,7 +16,6 @@
 pub mod codec;
 pub mod keys;
 pub mod mix;
-mod stream;
 pub mod tokenizer;
 
 use rayon::prelude::*;
@@ -30,8 +29,6 @@ use codec::{Decoded, ValueCodec, VALUE_DIM};
 use keys::{KeySpace, LineContext, MAX_CONTEXT};
 use mix::hash_bytes;
 use tokenizer::{Token, Tokenizer};
-
-pub use stream::{stream_file, StreamStats};
 
 /// Most rows a key may have.
 pub const MAX_ACTIVE: usize = 64;

@@ -7,4 +7,5 @@ pub mod tokenizer;
 
 pub use context_file::{ContextFile, Format};
 pub use scheduler::{stream_context, Observer, Progress, Quiet, StreamOptions, StreamSummary};
+pub use text_memory::{stream_file, StreamStats};
 pub use tokenizer::Tokenizer;

@@ -3,7 +3,13 @@
 //! their tokens and faults their pages in, while the compute side writes the previous
 //! window into the memory. A state saved at a window's end is the state of the text up
 //! to a line break, which is what makes checkpoints and `--resume` exact.
+//!
+//! [`stream_file`] is the same path for library callers (HashHop's eval): the file is
+//! mapped and read once and the pages behind the writer are given back, so resident
+//! memory is the state plus fixed buffers however long the file. It lives here, not in
+//! `memory_model`, so that `memory_model` does not depend on `stream`.
 
+use std::path::Path;
 use std::sync::mpsc;
 use std::time::Instant;
 
@@ -11,9 +17,9 @@ use crate::error::{Error, Result};
 use crate::memory_model::tokenizer::Tokenizer;
 use crate::memory_model::MemoryModel;
 use crate::state_file::save_state;
-use crate::stream::context_file::ContextFile;
+use crate::stream::context_file::{ContextFile, Format};
 use crate::stream::scheduler::{
-    done_fraction, Checkpoints, Observer, Progress, RunCounts, StreamOptions, StreamSummary,
+    done_fraction, Checkpoints, Observer, Progress, Quiet, RunCounts, StreamOptions, StreamSummary,
 };
 
 /// A window of text: bytes `start..end`, whole lines (a line longer than a window is a
@@ -109,6 +115,45 @@ pub fn model_name(model: &MemoryModel) -> String {
         "memory (sparse keys: {} heads × {} rows, {} active, β = {})",
         c.heads, c.rows, c.active, c.beta
     )
+}
+
+/// What streaming a file did.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct StreamStats {
+    /// Size of the file streamed, in bytes.
+    pub bytes: u64,
+    /// Tokens of the built-in tokenizer (word pieces and punctuation).
+    pub tokens: u64,
+    /// Words written into the memory (key–value pairs).
+    pub writes: u64,
+    /// Wall-clock seconds of the whole stream.
+    pub seconds: f64,
+}
+
+/// Streams `path` through `model` in windows of about `window_bytes` (whole lines),
+/// calling `inspect` on each window first (e.g. to check a file format as it goes by).
+/// Writes are sent to the backend `window_tokens` at a time.
+pub fn stream_file(
+    model: &mut MemoryModel,
+    path: impl AsRef<Path>,
+    window_bytes: usize,
+    window_tokens: usize,
+    mut inspect: impl FnMut(&[u8]) -> Result<()>,
+) -> Result<StreamStats> {
+    let path = path.as_ref();
+    let file = ContextFile::open(path, Some(Format::Text))?;
+    let options = StreamOptions {
+        window_bytes,
+        window_tokens,
+        ..StreamOptions::default()
+    };
+    let summary = stream_text_into_memory(&file, model, &options, &mut Quiet, &mut inspect)?;
+    Ok(StreamStats {
+        bytes: file.len() as u64,
+        tokens: summary.tokens,
+        writes: summary.writes.unwrap_or(0),
+        seconds: summary.wall_seconds,
+    })
 }
 
 /// The reader thread: skips `skip` tokens (which must end at a line break), then sends

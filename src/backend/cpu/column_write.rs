@@ -1,6 +1,6 @@
 //! Stage 1, the column write: everything about a chunk that does not depend on the
-//! state it starts from (gates, masked Gram matrices), and the write of the chunk's
-//! corrected values into the state at its end.
+//! state it starts from (gates, masked Gram matrices). As in CUDA's `column_write.cu`,
+//! the state itself is written by the scan (`scan.rs`).
 
 use super::exp::exp;
 use super::gemm::{gemm, Isa, Mat, Part};
@@ -125,38 +125,4 @@ pub(crate) fn prepare(isa: Isa, ws: &mut Workspace) {
         }
         a_row[i..].fill(0.0);
     }
-}
-
-/// `S ← exp(γ_last) S + (diag(exp(γ_last − γ)) K)ᵀ V'`: decay the state across the
-/// chunk and write every token's corrected value into it along its key.
-#[inline(always)]
-pub(crate) fn write_state(isa: Isa, ws: &mut Workspace) {
-    let (cp, kp, vs) = (ws.cp, ws.kp, ws.vs);
-    for row in ws.kt.chunks_exact_mut(cp) {
-        for (x, &d) in row.iter_mut().zip(&ws.decay_out) {
-            *x *= d;
-        }
-    }
-    let total = ws.decay_in[cp - 1];
-    for x in ws.s.iter_mut() {
-        *x *= total;
-    }
-    gemm(
-        isa,
-        Part::Full,
-        kp,
-        vs,
-        cp,
-        Mat {
-            data: &ws.kt,
-            ld: cp,
-        },
-        Mat {
-            data: &ws.x,
-            ld: vs,
-        },
-        &mut ws.s,
-        vs,
-        true,
-    );
 }

@@ -17,9 +17,8 @@ use rayon::prelude::*;
 use crate::backend::Backend;
 use crate::config::MemoryConfig;
 use crate::error::Result;
-use crate::inputs::{ForwardInputs, InputRows};
+use crate::inputs::{check_forward_call, ForwardInputs, InputRows};
 use crate::state::State;
-use crate::tensor::check_output_len;
 
 pub use exec::CpuExec;
 pub use gemm::Isa;
@@ -114,9 +113,7 @@ impl Backend for CpuBackend {
         state: &mut State,
         out: &mut [f32],
     ) -> Result<()> {
-        inputs.validate(config)?;
-        state.check_matches(config, inputs.batch)?;
-        check_output_len(out, inputs.output_len(config))?;
+        check_forward_call(config, inputs, state, out)?;
         let tokens_seen = state.tokens_seen() + inputs.tokens as u64;
         if inputs.tokens > 0 {
             let isa = self.isa();
@@ -135,10 +132,8 @@ impl CpuBackend {
         state: &mut State,
         out: &mut [f32],
     ) -> Result<()> {
-        inputs.check(config)?;
+        check_forward_call(config, inputs, state, out)?;
         let (batch, tokens) = (inputs.batch(), inputs.tokens());
-        state.check_matches(config, batch)?;
-        check_output_len(out, batch * tokens * config.heads * config.value_dim)?;
         let tokens_seen = state.tokens_seen() + tokens as u64;
         if tokens > 0 {
             let tasks = split_tasks(config, batch, self.threads());

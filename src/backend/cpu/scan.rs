@@ -1,7 +1,8 @@
-//! Stage 2, the scan: hand the state from chunk to chunk and read the outputs on the
-//! way, so that per-chunk states are never stored.
+//! Stage 2, the scan: hand the state from chunk to chunk, read the outputs on the way
+//! and write each chunk into the state at its end, so that per-chunk states are never
+//! stored (as CUDA's `scan.cu` does).
 
-use super::column_write::{gather, prepare, write_state};
+use super::column_write::{gather, prepare};
 use super::gemm::{gemm, Isa, Mat, Part, LANES};
 use super::workspace::Workspace;
 use super::{SequenceView, SharedMut};
@@ -176,6 +177,40 @@ fn read_outputs(isa: Isa, ws: &mut Workspace) {
             ld: vs,
         },
         &mut ws.o,
+        vs,
+        true,
+    );
+}
+
+/// `S ← exp(γ_last) S + (diag(exp(γ_last − γ)) K)ᵀ V'`: decay the state across the
+/// chunk and write every token's corrected value into it along its key.
+#[inline(always)]
+pub(crate) fn write_state(isa: Isa, ws: &mut Workspace) {
+    let (cp, kp, vs) = (ws.cp, ws.kp, ws.vs);
+    for row in ws.kt.chunks_exact_mut(cp) {
+        for (x, &d) in row.iter_mut().zip(&ws.decay_out) {
+            *x *= d;
+        }
+    }
+    let total = ws.decay_in[cp - 1];
+    for x in ws.s.iter_mut() {
+        *x *= total;
+    }
+    gemm(
+        isa,
+        Part::Full,
+        kp,
+        vs,
+        cp,
+        Mat {
+            data: &ws.kt,
+            ld: cp,
+        },
+        Mat {
+            data: &ws.x,
+            ld: vs,
+        },
+        &mut ws.s,
         vs,
         true,
     );

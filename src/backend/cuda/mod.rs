@@ -22,9 +22,9 @@ use crate::backend::device::{self, CudaDeviceInfo};
 use crate::backend::Backend;
 use crate::config::MemoryConfig;
 use crate::error::{Error, Result};
-use crate::inputs::{ForwardInputs, InputRows, MaterializedRows};
+use crate::inputs::{check_forward_call, ForwardInputs, InputRows, MaterializedRows};
 use crate::state::State;
-use crate::tensor::{check_output_len, DType};
+use crate::tensor::DType;
 
 use module::Kernels;
 pub use module::{driver_version, PTX_DRIVER};
@@ -509,9 +509,7 @@ impl Backend for CudaBackend {
         state: &mut State,
         out: &mut [f32],
     ) -> Result<()> {
-        inputs.validate(config)?;
-        state.check_matches(config, inputs.batch)?;
-        check_output_len(out, inputs.output_len(config))?;
+        check_forward_call(config, inputs, state, out)?;
         self.check_supported(config, inputs.batch)?;
         let tokens = inputs.tokens;
         // No sequences: nothing to launch (a grid dimension of 0 is a launch error).
