@@ -27,7 +27,9 @@ use super::state_file::{save_model_state, SourcePosition};
 /// How a file is streamed through a model.
 #[derive(Clone, Debug)]
 pub struct LmStreamOptions {
-    /// Bytes of text the reader tokenizes at a time (extended to a line start).
+    /// Bytes of text the reader tokenizes at a time (extended to a line start). The
+    /// tokenizer's working memory is about 250 bytes per byte of text, so this sets the
+    /// reader's peak memory (256 KiB: about 64 MiB).
     pub window_bytes: usize,
     /// Stop after this many tokens of this run.
     pub max_tokens: Option<u64>,
@@ -48,7 +50,7 @@ pub struct LmStreamOptions {
 impl Default for LmStreamOptions {
     fn default() -> Self {
         LmStreamOptions {
-            window_bytes: 1 << 20,
+            window_bytes: 256 << 10,
             max_tokens: None,
             resume: false,
             checkpoint_every: None,

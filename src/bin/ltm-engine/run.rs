@@ -93,9 +93,10 @@ pub struct Args {
     /// vocabulary, 2^32 for the random-feature model).
     #[arg(long)]
     pub vocab_size: Option<u64>,
-    /// Bytes per window of the memory model (extended to a line end).
-    #[arg(long, default_value = "4MiB", value_parser = parse_bytes)]
-    pub window_bytes: u64,
+    /// Bytes per window of text (extended to a line end) [default: 4MiB for the memory
+    /// model, 256KiB for a model directory, whose tokenizer needs memory in proportion].
+    #[arg(long, value_parser = parse_bytes)]
+    pub window_bytes: Option<u64>,
     /// Seed of the model (default: the model's own).
     #[arg(long)]
     pub seed: Option<u64>,
@@ -112,7 +113,7 @@ pub struct Args {
 pub fn run(args: Args) -> ltm_engine::Result<()> {
     let options = StreamOptions {
         window_tokens: args.window_tokens.unwrap_or(StreamOptions::DEFAULT_WINDOW),
-        window_bytes: args.window_bytes as usize,
+        window_bytes: args.window_bytes.unwrap_or(4 << 20) as usize,
         max_tokens: args.max_tokens,
         resume: args.resume,
         checkpoint_every: args.checkpoint_every,

@@ -119,7 +119,7 @@ pub fn run(dir: &Path, args: &Args, bar: &mut ProgressLine) -> ltm_engine::Resul
     session.set_window(window);
     let file = ContextFile::open(&args.context_file, Some(Format::Text))?;
     let options = LmStreamOptions {
-        window_bytes: args.window_bytes as usize,
+        window_bytes: args.window_bytes.unwrap_or(256 << 10) as usize,
         max_tokens: args.max_tokens,
         resume: args.resume,
         checkpoint_every: args.checkpoint_every,
