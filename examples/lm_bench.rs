@@ -10,7 +10,11 @@
 //!   to the attention baseline's decode step over a KV cache of the same lengths (one
 //!   layer of gdn-tiny's query/key shape, H = 4, D = 64; times the layer count).
 //!
-//! `cargo run --release --example lm_bench -- [prefill-tiny|prefill-large|decode|all]
+//! - `gemm`: the projections' products through the `gemm` crate (what the runtime
+//!   uses) next to the engine's own register-blocked micro-kernels
+//!   (`backend::cpu::gemm`, rows split over the cores), alternating, medians.
+//!
+//! `cargo run --release --example lm_bench -- [prefill-tiny|prefill-large|decode|gemm|all]
 //!  [--runs N] [--peak-gflops G] [--decode-context N]`
 
 use std::time::Instant;
@@ -112,6 +116,70 @@ fn main() {
                 "flops_per_token": flops, "gflops": gflops,
                 "peak_gflops": peak, "share_of_floor": peak.map(|p| gflops / p)})
         );
+    }
+    if what == "all" || what == "gemm" {
+        use ltm_engine::backend::cpu::gemm::{gemm, Isa, Mat, Part};
+        use rayon::prelude::*;
+        let isa = Isa::detect();
+        // (rows, inner, out): gdn-tiny's input projection and MLP, the large model's.
+        for (m, k, n) in [
+            (512usize, 256usize, 1536usize),
+            (512, 1024, 6144),
+            (512, 1024, 5632),
+        ] {
+            let mut rng = SplitMix64::new(4);
+            let mut fill = |len: usize| -> Vec<f32> {
+                (0..len)
+                    .map(|_| (rng.below(2000) as f32 - 1000.0) / 1000.0)
+                    .collect()
+            };
+            let x = fill(m * k);
+            let w = fill(n * k); // [out, in], as nn.Linear stores it
+            let mut wt = vec![0.0f32; k * n]; // [in, out] for the micro-kernels
+            for i in 0..n {
+                for j in 0..k {
+                    wt[j * n + i] = w[i * k + j];
+                }
+            }
+            let mut y = vec![0.0f32; m * n];
+            let threads = rayon::current_num_threads();
+            let rows = m.div_ceil(threads);
+            let (mut ours, mut crate_) = (Vec::new(), Vec::new());
+            for _ in 0..runs.max(3) + 1 {
+                let t = Instant::now();
+                ltm_engine::lm::linear::matmul_t(&x, m, k, &w, n, &mut y, false);
+                crate_.push(t.elapsed().as_secs_f64());
+                let t = Instant::now();
+                y.par_chunks_mut(rows * n).enumerate().for_each(|(i, c)| {
+                    let r = c.len() / n;
+                    let a = Mat {
+                        data: &x[i * rows * k..],
+                        ld: k,
+                    };
+                    gemm(
+                        isa,
+                        Part::Full,
+                        r,
+                        n,
+                        k,
+                        a,
+                        Mat { data: &wt, ld: n },
+                        c,
+                        n,
+                        false,
+                    );
+                });
+                ours.push(t.elapsed().as_secs_f64());
+            }
+            let flop = 2.0 * (m * k * n) as f64;
+            let (a, b) = (median(crate_[1..].to_vec()), median(ours[1..].to_vec()));
+            println!(
+                "{}",
+                serde_json::json!({"bench": "gemm", "m": m, "k": k, "n": n,
+                    "gemm_crate_gflops": flop / a / 1e9, "engine_microkernels_gflops": flop / b / 1e9,
+                    "isa": isa.name(), "ratio_crate_over_engine": b / a})
+            );
+        }
     }
     if what == "all" || what == "decode" {
         let model = LanguageModel::load(tiny_dir, Device::Cpu).unwrap();
