@@ -438,7 +438,7 @@ bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
 int main(int argc, char** argv) {
     const char* plans = nullptr;
     uint64_t seed = std::random_device{}();
-    int orders = 4;
+    int orders = 6;
     bool fail_fast = false;
     std::string only;
     for (int i = 1; i < argc; ++i) {
@@ -455,9 +455,11 @@ int main(int argc, char** argv) {
     const size_t statics = ltm_emu::find_static_shared();
     if (statics == 0) die("no static __shared__ variables found in the symbol table (a stripped build?)");
     const std::vector<CaseSpec> cases = read_plans(plans);
-    // Numbered (as before), reversed, then shuffles with seeds drawn from the run's seed.
+    // Numbered (as before), reversed, then skewed and shuffled in turn, seeded from the
+    // run's seed.
     std::vector<ltm_emu::Schedule> schedules = {{ltm_emu::Order::Numbered, 0}, {ltm_emu::Order::Reversed, 0}};
-    for (int i = 2; i < orders; ++i) schedules.push_back({ltm_emu::Order::Shuffled, seed + (uint64_t)i});
+    for (int i = 2; i < orders; ++i)
+        schedules.push_back({i % 2 ? ltm_emu::Order::Shuffled : ltm_emu::Order::Skewed, seed + (uint64_t)i});
     schedules.resize(std::max(1, std::min<int>(orders, (int)schedules.size())));
     std::printf("kernel emulator: %zu cases from %s, %zu thread orders, %zu static shared variables poisoned, seed %llu\n",
                 cases.size(), plans, schedules.size(), statics, (unsigned long long)seed);

@@ -11,7 +11,8 @@
 // What a GPU would break and a fixed schedule hides:
 //  - Thread order. Between two barriers a thread runs alone until it reaches the next
 //    one; the order in which threads get their turn is a `Schedule`: as numbered,
-//    reversed, or a fresh seeded shuffle at every pass. A missing barrier lets a thread
+//    reversed, a fresh seeded shuffle at every pass, or shuffled with random warps
+//    sitting out each pass so that warps drift apart. A missing barrier lets a thread
 //    read what another has not written yet (or has already overwritten), which some
 //    order exposes; the caller also compares results bit for bit across orders, which
 //    must agree when there is no race.
@@ -116,12 +117,21 @@ struct WarpBuf {
 };
 
 // The order in which the threads of a block get their turn at every pass.
-enum class Order { Numbered, Reversed, Shuffled };
+// Skewed: every pass a random half of the warps sits out, so warps drift apart by many
+// steps (with every warp taking its turn at each pass, warps advance in lockstep, one
+// warp-level barrier per pass, and a block barrier whose only job is to stop one warp
+// overwriting what another is still reading would never be missed).
+enum class Order { Numbered, Reversed, Shuffled, Skewed };
 struct Schedule {
     Order order = Order::Numbered;
     uint64_t seed = 0;
     const char* name() const {
-        return order == Order::Numbered ? "numbered" : order == Order::Reversed ? "reversed" : "shuffled";
+        switch (order) {
+            case Order::Numbered: return "numbered";
+            case Order::Reversed: return "reversed";
+            case Order::Shuffled: return "shuffled";
+            default: return "skewed";
+        }
     }
 };
 
@@ -353,26 +363,28 @@ inline void mma_bf16_16816(float (&c)[4], const uint32_t (&a)[4], const uint32_t
     for (int i = 0; i < 4; ++i) wb.a[l][i] = a[i];
     for (int i = 0; i < 2; ++i) wb.b[l][i] = b[i];
     sync_warp();
-    float A[16][16], B[16][8];
-    for (int src = 0; src < 32; ++src) {
-        const int g = src >> 2, t = src & 3;
-        for (int i = 0; i < 4; ++i) {
-            const int row = g + ((i & 1) ? 8 : 0), col = 2 * t + ((i & 2) ? 8 : 0);
-            A[row][col] = bits_to_f32(wb.a[src][i] << 16);
-            A[row][col + 1] = bits_to_f32(wb.a[src][i] & 0xffff0000u);
-        }
-        for (int i = 0; i < 2; ++i) {
-            const int k = 2 * t + (i ? 8 : 0);
-            B[k][g] = bits_to_f32(wb.b[src][i] << 16);
-            B[k + 1][g] = bits_to_f32(wb.b[src][i] & 0xffff0000u);
-        }
+    // Only this lane's rows (g, g + 8) of A and columns (2t, 2t + 1) of B, read from
+    // the lanes that hold them; the sum runs over k in order as before.
+    const int g = l >> 2, t = l & 3;
+    auto a_at = [&](int row, int k) {
+        const uint32_t w = wb.a[(row & 7) * 4 + ((k & 7) >> 1)][(row >> 3) | ((k >> 3) << 1)];
+        return bits_to_f32((k & 1) ? (w & 0xffff0000u) : (w << 16));
+    };
+    auto b_at = [&](int k, int col) {
+        const uint32_t w = wb.b[col * 4 + ((k & 7) >> 1)][k >> 3];
+        return bits_to_f32((k & 1) ? (w & 0xffff0000u) : (w << 16));
+    };
+    float A[2][16], B[16][2];
+    for (int k = 0; k < 16; ++k) {
+        A[0][k] = a_at(g, k);
+        A[1][k] = a_at(g + 8, k);
+        B[k][0] = b_at(k, 2 * t);
+        B[k][1] = b_at(k, 2 * t + 1);
     }
     sync_warp();  // every lane has read the fragments before any lane writes new ones
-    const int g = l >> 2, t = l & 3;
     for (int e = 0; e < 4; ++e) {
-        const int row = g + ((e & 2) ? 8 : 0), col = 2 * t + (e & 1);
         float acc = c[e];
-        for (int k = 0; k < 16; ++k) acc += A[row][k] * B[k][col];  // bf16 products are exact in f32
+        for (int k = 0; k < 16; ++k) acc += A[e >> 1][k] * B[k][e & 1];  // bf16 products are exact in f32
         c[e] = acc;
     }
 }
@@ -461,12 +473,20 @@ inline void launch(Dim3 grid, Dim3 block, size_t smem_bytes, std::function<void(
                     f.sp = fresh_stack(f.stack, STACK_BYTES);
                 }
                 int live = n;
+                std::vector<char> sits_out(warps, 0);
                 while (live > 0) {
-                    for (int t = 0; t < n; ++t) turn[t] = s.schedule.order == Order::Reversed ? n - 1 - t : t;
-                    if (s.schedule.order == Order::Shuffled) std::shuffle(turn.begin(), turn.end(), rng);
+                    const Order order = s.schedule.order;
+                    for (int t = 0; t < n; ++t) turn[t] = order == Order::Reversed ? n - 1 - t : t;
+                    if (order == Order::Shuffled || order == Order::Skewed) std::shuffle(turn.begin(), turn.end(), rng);
+                    if (order == Order::Skewed)
+                        for (auto& w : sits_out) w = (char)(rng() & 1);
                     live = 0;
                     for (int t : turn) {
                         if (s.fibers[t].done) continue;
+                        if (sits_out[t >> 5]) {
+                            ++live;
+                            continue;
+                        }
                         s.current = t;
 #ifdef LTM_EMU_ASAN
                         __sanitizer_start_switch_fiber(&s.fake_stack, s.fibers[t].stack, STACK_BYTES);
