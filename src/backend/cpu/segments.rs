@@ -249,7 +249,7 @@ mod tests {
     /// that dropped `M·S` (or a wrong segment boundary) would be off by O(1).
     #[test]
     fn segment_scan_matches_the_float64_recurrence() {
-        let (b, h, k, v, t) = (2, 2, 24, 20, 1000);
+        let (b, h, k, v, t) = (1, 2, 16, 12, 1000);
         let config = MemoryConfig::new(h, k, v);
         for (beta, g_lo) in [((0.02, 0.2), 0.0), ((0.2, 1.0), -0.1)] {
             let [q, kk, vv, bt, g] = inputs((b, t, h, k, v), beta, g_lo, 7);
