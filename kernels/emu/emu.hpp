@@ -1,16 +1,36 @@
 // A small SIMT emulator that runs the kernels of kernels/*.cu as host C++, so their
 // indexing, masking, fragment layouts and barriers can be checked without a GPU.
 //
-// Each CUDA thread of a block is a ucontext coroutine on one OS thread; blocks run one
-// after another. __syncthreads, warp shuffles and mma.sync are barriers: a thread that
+// Each CUDA thread of a block is a coroutine on one OS thread (a stack of its own and a
+// six-register switch, x86-64 only: swapcontext's signal-mask system call per switch
+// was most of the run time); blocks run one after another. __syncthreads, warp shuffles and mma.sync are barriers: a thread that
 // arrives yields until its whole group (block or warp) has arrived. mma.sync exchanges
 // fragments through a per-warp buffer and computes the 16×8 tile exactly as the PTX ISA
 // lays fragments out, so a wrong fragment index gives wrong numbers here too.
-// What it cannot show: timing, bank conflicts, races that a real GPU would expose
-// (the schedule here is deterministic round-robin), and ptxas/JIT issues.
+//
+// What a GPU would break and a fixed schedule hides:
+//  - Thread order. Between two barriers a thread runs alone until it reaches the next
+//    one; the order in which threads get their turn is a `Schedule`: as numbered,
+//    reversed, a fresh seeded shuffle at every pass, or shuffled with random warps
+//    sitting out each pass so that warps drift apart. A missing barrier lets a thread
+//    read what another has not written yet (or has already overwritten), which some
+//    order exposes; the caller also compares results bit for bit across orders, which
+//    must agree when there is no race.
+//  - Stale shared memory. Static __shared__ variables (function-local statics here) are
+//    found in the executable's symbol table and filled with 0xFF (NaN as f32 and f64)
+//    before every block; dynamic shared memory is filled with NaN.
+//  - Out-of-bounds reads. Dynamic shared memory and every buffer the caller allocates
+//    with `guarded_alloc` end at an inaccessible page, so reading or writing one element
+//    past the end faults, and the fault is reported with the buffer's name.
+// What it cannot show: timing, bank conflicts, memory-model effects finer than one
+// barrier interval, and ptxas/JIT issues.
 #pragma once
 
-#include <ucontext.h>
+#include <elf.h>
+#include <link.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
@@ -20,7 +40,16 @@
 #include <cstring>
 #include <functional>
 #include <memory>
+#include <random>
+#include <regex>
+#include <string>
 #include <vector>
+
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+#include <sanitizer/common_interface_defs.h>
+#define LTM_EMU_ASAN 1
+#endif
 
 #define LTM_HOST_EMU 1
 #define __device__
@@ -48,11 +77,37 @@ struct Barrier {
     unsigned generation = 0;
 };
 
+// Saves the callee-saved registers on the current stack, stores its stack pointer in
+// *save_sp and resumes the coroutine whose stack pointer is new_sp.
+extern "C" void ltm_emu_switch(void** save_sp, void* new_sp);
+asm(R"(
+    .text
+    .globl ltm_emu_switch
+    .type ltm_emu_switch, @function
+ltm_emu_switch:
+    pushq %rbp
+    pushq %rbx
+    pushq %r12
+    pushq %r13
+    pushq %r14
+    pushq %r15
+    movq %rsp, (%rdi)
+    movq %rsi, %rsp
+    popq %r15
+    popq %r14
+    popq %r13
+    popq %r12
+    popq %rbx
+    popq %rbp
+    ret
+    .size ltm_emu_switch, .-ltm_emu_switch
+)");
+
 struct Fiber {
-    ucontext_t ctx;
-    std::vector<char> stack;
+    void* sp = nullptr;
     bool done = false;
     Dim3 thread;
+    char* stack = nullptr;
 };
 
 struct WarpBuf {
@@ -61,16 +116,64 @@ struct WarpBuf {
     double d[32];
 };
 
+// The order in which the threads of a block get their turn at every pass.
+// Skewed: every pass a random half of the warps sits out, so warps drift apart by many
+// steps (with every warp taking its turn at each pass, warps advance in lockstep, one
+// warp-level barrier per pass, and a block barrier whose only job is to stop one warp
+// overwriting what another is still reading would never be missed).
+enum class Order { Numbered, Reversed, Shuffled, Skewed };
+struct Schedule {
+    Order order = Order::Numbered;
+    uint64_t seed = 0;
+    const char* name() const {
+        switch (order) {
+            case Order::Numbered: return "numbered";
+            case Order::Reversed: return "reversed";
+            case Order::Shuffled: return "shuffled";
+            default: return "skewed";
+        }
+    }
+};
+
+// A host allocation whose end touches an inaccessible page (and whose start follows
+// one), so an access past the end faults.
+struct Region {
+    std::string name;
+    char* map = nullptr;
+    size_t map_bytes = 0;
+    char* data = nullptr;
+    size_t bytes = 0;
+};
+
+#ifdef LTM_EMU_ASAN
+constexpr size_t STACK_BYTES = 1024 * 1024;
+#else
+constexpr size_t STACK_BYTES = 256 * 1024;
+#endif
+
 struct State {
     Dim3 block_dim, block;
     std::vector<Fiber> fibers;
+    std::vector<std::unique_ptr<char[]>> stacks;
     int current = -1;
-    ucontext_t scheduler;
+    void* scheduler_sp = nullptr;
     Barrier block_barrier;
     std::vector<Barrier> warp_barriers;
     std::vector<WarpBuf> warp_bufs;
-    std::vector<float> dynamic_smem;
+    Region* dynamic_smem = nullptr;
     std::function<void()> body;
+    Schedule schedule;
+    uint64_t launches = 0;
+    // Static __shared__ variables of the kernels: (address, bytes).
+    std::vector<std::pair<char*, size_t>> static_smem;
+    // Every live guarded region, for naming a fault.
+    std::vector<Region*> regions;
+    std::string where;  // what runs, for fault reports
+#ifdef LTM_EMU_ASAN
+    void* fake_stack = nullptr;
+    const void* sched_stack_bottom = nullptr;
+    size_t sched_stack_size = 0;
+#endif
 };
 
 inline State& st() {
@@ -78,9 +181,136 @@ inline State& st() {
     return s;
 }
 
-inline void yield() {
+inline size_t page_bytes() { return (size_t)sysconf(_SC_PAGESIZE); }
+
+// `bytes` of memory ending (16-byte aligned, as cudaMalloc'd data is far more) at an
+// inaccessible page; the bytes between the previous page and the start, and the at
+// most 15 bytes of alignment slack at the end, are left to the caller's guard values.
+inline Region* guarded_alloc(const std::string& name, size_t bytes) {
+    const size_t page = page_bytes();
+    const size_t span = (bytes + 15) / 16 * 16;
+    const size_t body = std::max(page, (span + page - 1) / page * page);
+    Region* r = new Region;
+    r->name = name;
+    r->bytes = bytes;
+    r->map_bytes = body + 2 * page;
+    void* m = mmap(nullptr, r->map_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED) {
+        std::perror("mmap");
+        std::exit(2);
+    }
+    r->map = (char*)m;
+    mprotect(r->map, page, PROT_NONE);
+    mprotect(r->map + page + body, page, PROT_NONE);
+    r->data = r->map + page + body - span;
+    st().regions.push_back(r);
+    return r;
+}
+
+inline void guarded_free(Region* r) {
+    auto& v = st().regions;
+    v.erase(std::remove(v.begin(), v.end(), r), v.end());
+    munmap(r->map, r->map_bytes);
+    delete r;
+}
+
+// Names the buffer an invalid address belongs to (or lies just outside of).
+inline void on_fault(int, siginfo_t* info, void* uctx) {
+    const char* addr = (const char*)info->si_addr;
+    const char* what = "access";
+#if defined(__x86_64__)
+    const ucontext_t* uc = (const ucontext_t*)uctx;
+    what = (uc->uc_mcontext.gregs[REG_ERR] & 2) ? "write" : "read";
+#else
+    (void)uctx;
+#endif
     State& s = st();
-    swapcontext(&s.fibers[s.current].ctx, &s.scheduler);
+    for (const Region* r : s.regions)
+        if (addr >= r->map && addr < r->map + r->map_bytes) {
+            const long long off = (long long)(addr - r->data);
+            std::fprintf(stderr,
+                         "FAULT: out-of-bounds %s of %s at byte %lld (size %zu), block (%u,%u,%u) thread %d, %s\n",
+                         what, r->name.c_str(), off, r->bytes, s.block.x, s.block.y, s.block.z,
+                         s.current >= 0 ? (int)s.fibers[s.current].thread.x : -1, s.where.c_str());
+            std::fflush(stderr);
+            _exit(3);
+        }
+    std::fprintf(stderr, "FAULT: invalid %s at %p (no emulator buffer), %s\n", what, (const void*)addr,
+                 s.where.c_str());
+    std::fflush(stderr);
+    _exit(3);
+}
+
+inline void install_fault_handler() {
+    struct sigaction sa;
+    std::memset(&sa, 0, sizeof(sa));
+    sa.sa_sigaction = on_fault;
+    sa.sa_flags = SA_SIGINFO;
+    sigaction(SIGSEGV, &sa, nullptr);
+    sigaction(SIGBUS, &sa, nullptr);
+}
+
+// Function-local statics named s_* of this executable: the kernels' static __shared__
+// variables (they cannot be gathered into one section, as template instances live in
+// their own COMDAT sections). Read from the ELF symbol table of /proc/self/exe.
+inline int exe_bias_cb(dl_phdr_info* info, size_t, void* out) {
+    *(uintptr_t*)out = (uintptr_t)info->dlpi_addr;
+    return 1;  // the first object is the executable
+}
+
+inline size_t find_static_shared() {
+    State& s = st();
+    FILE* f = std::fopen("/proc/self/exe", "rb");
+    if (!f) return 0;
+    std::vector<char> file;
+    char chunk[1 << 16];
+    size_t n;
+    while ((n = std::fread(chunk, 1, sizeof(chunk), f)) > 0) file.insert(file.end(), chunk, chunk + n);
+    std::fclose(f);
+    uintptr_t bias = 0;
+    dl_iterate_phdr(exe_bias_cb, &bias);
+    const auto* eh = (const Elf64_Ehdr*)file.data();
+    const auto* sh = (const Elf64_Shdr*)(file.data() + eh->e_shoff);
+    // The local name `s_...` (optionally with a discriminator) ends a local entity's
+    // mangled name _ZZ<function>E<length><name>.
+    const std::regex shared_local("^_ZZ.*E[0-9]+s_[A-Za-z0-9]+(_[0-9]+)?$");
+    for (int i = 0; i < eh->e_shnum; ++i) {
+        if (sh[i].sh_type != SHT_SYMTAB) continue;
+        const char* names = file.data() + sh[sh[i].sh_link].sh_offset;
+        const auto* sym = (const Elf64_Sym*)(file.data() + sh[i].sh_offset);
+        const size_t count = sh[i].sh_size / sizeof(Elf64_Sym);
+        for (size_t j = 0; j < count; ++j) {
+            if (ELF64_ST_TYPE(sym[j].st_info) != STT_OBJECT || sym[j].st_size == 0) continue;
+            const char* name = names + sym[j].st_name;
+            if (std::strncmp(name, "_ZZ", 3) != 0 || !std::regex_match(name, shared_local)) continue;
+            s.static_smem.emplace_back((char*)(bias + sym[j].st_value), (size_t)sym[j].st_size);
+        }
+    }
+    return s.static_smem.size();
+}
+
+// 0xFF bytes: NaN as f32 and f64. Written byte by byte through a volatile pointer, with
+// no sanitizer instrumentation: ASan may keep redzones next to these objects.
+#if defined(__clang__) || defined(__GNUC__)
+__attribute__((no_sanitize_address))
+#endif
+inline void poison_static_shared() {
+    for (auto& [p, n] : st().static_smem) {
+        volatile unsigned char* b = (volatile unsigned char*)p;
+        for (size_t i = 0; i < n; ++i) b[i] = 0xFF;
+    }
+}
+
+inline void to_scheduler() {
+    State& s = st();
+#ifdef LTM_EMU_ASAN
+    void* fake = nullptr;
+    __sanitizer_start_switch_fiber(&fake, s.sched_stack_bottom, s.sched_stack_size);
+    ltm_emu_switch(&s.fibers[s.current].sp, s.scheduler_sp);
+    __sanitizer_finish_switch_fiber(fake, &s.sched_stack_bottom, &s.sched_stack_size);
+#else
+    ltm_emu_switch(&s.fibers[s.current].sp, s.scheduler_sp);
+#endif
 }
 
 inline void wait(Barrier& b) {
@@ -90,7 +320,7 @@ inline void wait(Barrier& b) {
         ++b.generation;
         return;
     }
-    while (b.generation == gen) yield();
+    while (b.generation == gen) to_scheduler();
 }
 
 inline const Dim3& thread_idx() { return st().fibers[st().current].thread; }
@@ -133,26 +363,28 @@ inline void mma_bf16_16816(float (&c)[4], const uint32_t (&a)[4], const uint32_t
     for (int i = 0; i < 4; ++i) wb.a[l][i] = a[i];
     for (int i = 0; i < 2; ++i) wb.b[l][i] = b[i];
     sync_warp();
-    float A[16][16], B[16][8];
-    for (int src = 0; src < 32; ++src) {
-        const int g = src >> 2, t = src & 3;
-        for (int i = 0; i < 4; ++i) {
-            const int row = g + ((i & 1) ? 8 : 0), col = 2 * t + ((i & 2) ? 8 : 0);
-            A[row][col] = bits_to_f32(wb.a[src][i] << 16);
-            A[row][col + 1] = bits_to_f32(wb.a[src][i] & 0xffff0000u);
-        }
-        for (int i = 0; i < 2; ++i) {
-            const int k = 2 * t + (i ? 8 : 0);
-            B[k][g] = bits_to_f32(wb.b[src][i] << 16);
-            B[k + 1][g] = bits_to_f32(wb.b[src][i] & 0xffff0000u);
-        }
+    // Only this lane's rows (g, g + 8) of A and columns (2t, 2t + 1) of B, read from
+    // the lanes that hold them; the sum runs over k in order as before.
+    const int g = l >> 2, t = l & 3;
+    auto a_at = [&](int row, int k) {
+        const uint32_t w = wb.a[(row & 7) * 4 + ((k & 7) >> 1)][(row >> 3) | ((k >> 3) << 1)];
+        return bits_to_f32((k & 1) ? (w & 0xffff0000u) : (w << 16));
+    };
+    auto b_at = [&](int k, int col) {
+        const uint32_t w = wb.b[col * 4 + ((k & 7) >> 1)][k >> 3];
+        return bits_to_f32((k & 1) ? (w & 0xffff0000u) : (w << 16));
+    };
+    float A[2][16], B[16][2];
+    for (int k = 0; k < 16; ++k) {
+        A[0][k] = a_at(g, k);
+        A[1][k] = a_at(g + 8, k);
+        B[k][0] = b_at(k, 2 * t);
+        B[k][1] = b_at(k, 2 * t + 1);
     }
     sync_warp();  // every lane has read the fragments before any lane writes new ones
-    const int g = l >> 2, t = l & 3;
     for (int e = 0; e < 4; ++e) {
-        const int row = g + ((e & 2) ? 8 : 0), col = 2 * t + (e & 1);
         float acc = c[e];
-        for (int k = 0; k < 16; ++k) acc += A[row][k] * B[k][col];  // bf16 products are exact in f32
+        for (int k = 0; k < 16; ++k) acc += A[e >> 1][k] * B[k][e & 1];  // bf16 products are exact in f32
         c[e] = acc;
     }
 }
@@ -167,26 +399,68 @@ inline double shfl_up(double x, int off) {
     return r;
 }
 
-inline void fiber_entry() {
+[[noreturn]] inline void fiber_entry() {
     State& s = st();
+#ifdef LTM_EMU_ASAN
+    __sanitizer_finish_switch_fiber(nullptr, &s.sched_stack_bottom, &s.sched_stack_size);
+#endif
     s.body();
     s.fibers[s.current].done = true;
+#ifdef LTM_EMU_ASAN
+    // This fiber's stack is never resumed.
+    __sanitizer_start_switch_fiber(nullptr, s.sched_stack_bottom, s.sched_stack_size);
+#endif
+    void* dead;
+    ltm_emu_switch(&dead, s.scheduler_sp);
+    std::abort();
 }
 
-// Runs `body` as every thread of every block of `grid`, blocks in order; dynamic shared
-// memory is poisoned with NaN before each block.
+// A new coroutine's stack as ltm_emu_switch leaves one: six zero registers, then
+// fiber_entry as the return address, entered with the stack aligned as after a call.
+inline void* fresh_stack(char* stack, size_t bytes) {
+#ifdef LTM_EMU_ASAN
+    // The last block's coroutines never unwound: their frames' redzones are still marked.
+    __asan_unpoison_memory_region(stack, bytes);
+#endif
+    uintptr_t top = ((uintptr_t)(stack + bytes)) & ~(uintptr_t)15;
+    void** p = (void**)(top - 8);
+    *p = nullptr;  // fiber_entry's own return address: it never returns
+    *--p = (void*)&fiber_entry;
+    for (int i = 0; i < 6; ++i) *--p = nullptr;
+    return p;
+}
+
+// Maximum threads a kernel's __launch_bounds__ allows, and the most dynamic shared
+// memory a block may opt into (H100/H200: 227 KB): a launch beyond either fails on a
+// GPU, so it fails here.
+constexpr size_t MAX_DYNAMIC_SMEM = 227 * 1024;
+
+// Runs `body` as every thread of every block of `grid`, blocks in order, threads in
+// the order `st().schedule` gives. Shared memory is poisoned before each block.
 inline void launch(Dim3 grid, Dim3 block, size_t smem_bytes, std::function<void()> body) {
     State& s = st();
+    if (smem_bytes > MAX_DYNAMIC_SMEM || block.y != 1 || block.z != 1 || block.x == 0 || block.x > 1024) {
+        std::fprintf(stderr, "launch refused: block (%u,%u,%u), %zu bytes of dynamic shared memory (%s)\n",
+                     block.x, block.y, block.z, smem_bytes, s.where.c_str());
+        std::exit(3);
+    }
     s.block_dim = block;
     s.body = std::move(body);
     const int n = (int)(block.x * block.y * block.z);
     const int warps = (n + 31) / 32;
-    s.dynamic_smem.assign(smem_bytes / 4 + 4, NAN);
+    s.dynamic_smem = smem_bytes ? guarded_alloc("dynamic shared memory", smem_bytes) : nullptr;
+    while ((int)s.stacks.size() < n) s.stacks.emplace_back(new char[STACK_BYTES]);
+    std::mt19937_64 rng(s.schedule.seed * 0x9e3779b97f4a7c15ull + ++s.launches);
+    std::vector<int> turn(n);
     for (unsigned z = 0; z < grid.z; ++z)
         for (unsigned y = 0; y < grid.y; ++y)
             for (unsigned x = 0; x < grid.x; ++x) {
                 s.block = Dim3{x, y, z};
-                std::fill(s.dynamic_smem.begin(), s.dynamic_smem.end(), NAN);
+                if (s.dynamic_smem) {
+                    float* d = (float*)s.dynamic_smem->data;
+                    std::fill(d, d + smem_bytes / 4, NAN);
+                }
+                poison_static_shared();
                 s.block_barrier = Barrier{n, 0, 0};
                 s.warp_barriers.assign(warps, Barrier{32, 0, 0});
                 s.warp_bufs.assign(warps, WarpBuf{});
@@ -195,25 +469,39 @@ inline void launch(Dim3 grid, Dim3 block, size_t smem_bytes, std::function<void(
                 for (int t = 0; t < n; ++t) {
                     Fiber& f = s.fibers[t];
                     f.thread = Dim3{(unsigned)t, 0, 0};
-                    f.stack.resize(256 * 1024);
-                    getcontext(&f.ctx);
-                    f.ctx.uc_stack.ss_sp = f.stack.data();
-                    f.ctx.uc_stack.ss_size = f.stack.size();
-                    f.ctx.uc_link = &s.scheduler;
-                    makecontext(&f.ctx, fiber_entry, 0);
+                    f.stack = s.stacks[t].get();
+                    f.sp = fresh_stack(f.stack, STACK_BYTES);
                 }
                 int live = n;
+                std::vector<char> sits_out(warps, 0);
                 while (live > 0) {
+                    const Order order = s.schedule.order;
+                    for (int t = 0; t < n; ++t) turn[t] = order == Order::Reversed ? n - 1 - t : t;
+                    if (order == Order::Shuffled || order == Order::Skewed) std::shuffle(turn.begin(), turn.end(), rng);
+                    if (order == Order::Skewed)
+                        for (auto& w : sits_out) w = (char)(rng() & 1);
                     live = 0;
-                    for (int t = 0; t < n; ++t) {
+                    for (int t : turn) {
                         if (s.fibers[t].done) continue;
+                        if (sits_out[t >> 5]) {
+                            ++live;
+                            continue;
+                        }
                         s.current = t;
-                        swapcontext(&s.scheduler, &s.fibers[t].ctx);
+#ifdef LTM_EMU_ASAN
+                        __sanitizer_start_switch_fiber(&s.fake_stack, s.fibers[t].stack, STACK_BYTES);
+                        ltm_emu_switch(&s.scheduler_sp, s.fibers[t].sp);
+                        __sanitizer_finish_switch_fiber(s.fake_stack, nullptr, nullptr);
+#else
+                        ltm_emu_switch(&s.scheduler_sp, s.fibers[t].sp);
+#endif
                         if (!s.fibers[t].done) ++live;
                     }
                 }
                 s.current = -1;
             }
+    if (s.dynamic_smem) guarded_free(s.dynamic_smem);
+    s.dynamic_smem = nullptr;
 }
 
 }  // namespace ltm_emu
@@ -221,7 +509,7 @@ inline void launch(Dim3 grid, Dim3 block, size_t smem_bytes, std::function<void(
 #define threadIdx (ltm_emu::thread_idx())
 #define blockIdx (ltm_emu::st().block)
 #define blockDim (ltm_emu::st().block_dim)
-#define LTM_DYNAMIC_SMEM(name) float* name = ltm_emu::st().dynamic_smem.data()
+#define LTM_DYNAMIC_SMEM(name) float* name = (float*)ltm_emu::st().dynamic_smem->data
 inline void __syncthreads() { ltm_emu::sync_block(); }
 inline double __shfl_up_sync(unsigned, double x, int off) { return ltm_emu::shfl_up(x, off); }
 inline float __uint_as_float(unsigned u) { return ltm_emu::bits_to_f32(u); }

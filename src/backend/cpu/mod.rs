@@ -6,6 +6,7 @@ pub mod exec;
 pub(crate) mod exp;
 pub mod gemm;
 mod scan;
+mod segments;
 mod sparse;
 mod step;
 mod workspace;

@@ -11,6 +11,7 @@ mod buffers;
 mod launch;
 mod module;
 mod params;
+pub(crate) mod plan;
 mod window;
 
 use std::sync::{Arc, Mutex};
@@ -28,6 +29,8 @@ use crate::tensor::DType;
 
 use module::Kernels;
 pub use module::{driver_version, PTX_DRIVER};
+#[doc(hidden)]
+pub use plan::{emu_plan_text, EmuCase};
 use window::{Shape, Window, CHUNK};
 
 /// Maps a driver error to [`Error::Cuda`] naming the operation.
@@ -151,10 +154,20 @@ impl CudaBackend {
 
     fn run_options(&self, segments: usize) -> launch::RunOptions {
         launch::RunOptions {
-            segments,
-            bf16_fast: self.bf16_fast,
+            plan: plan::PlanOptions {
+                segments,
+                bf16_fast: self.bf16_fast,
+            },
             sync_each: self.checks,
         }
+    }
+
+    /// [`CudaBackend::run_options`] with the exact kernels, whatever
+    /// [`CudaBackend::with_bf16_fast`] says.
+    fn exact_options(&self, segments: usize) -> launch::RunOptions {
+        let mut opts = self.run_options(segments);
+        opts.plan.bf16_fast = false;
+        opts
     }
 
     /// Test mode: poison every device output with NaN before each window, and check the
@@ -237,7 +250,7 @@ impl CudaBackend {
     /// leaves most multiprocessors idle (one sequence, few heads); each is ≥ 16 chunks.
     fn segments_for(&self, shape: &Shape, nc: usize) -> usize {
         match self.segments {
-            Some(g) => g.clamp(1, nc.max(1)),
+            Some(g) => plan::forced_segments(g, nc),
             None => choose_segments(shape, nc, self.sm_count, self.kernels.layout.slice),
         }
     }
@@ -339,10 +352,7 @@ impl CudaBackend {
             &win,
             inputs.tokens,
             config.effective_scale(),
-            launch::RunOptions {
-                bf16_fast: false,
-                ..self.run_options(1)
-            },
+            self.exact_options(1),
         )?;
         let s = win.shape;
         let rows = s.batch * s.heads * inputs.tokens.div_ceil(CHUNK) * CHUNK;
@@ -396,10 +406,7 @@ impl CudaBackend {
             &win,
             inputs.tokens,
             config.effective_scale(),
-            launch::RunOptions {
-                bf16_fast: false,
-                ..self.run_options(segments)
-            },
+            self.exact_options(segments),
         )?;
         let mut out = vec![0.0f32; inputs.output_len(config)];
         win.download_outputs(&self.stream, &mut out, inputs.tokens, 0, inputs.tokens)?;
@@ -522,9 +529,7 @@ impl Backend for CudaBackend {
             let win = self.window_for(&mut slot, shape)?;
             win.state
                 .upload(&self.stream, 0, bytemuck::cast_slice(state.values()))?;
-            let mut t0 = 0;
-            while t0 < tokens {
-                let len = shape.t_cap.min(tokens - t0);
+            for (t0, len) in plan::window_spans(tokens, shape.t_cap) {
                 win.upload_inputs(&self.stream, inputs, t0, len)?;
                 if self.checks {
                     win.poison_outputs(&self.stream)?;
@@ -539,7 +544,6 @@ impl Backend for CudaBackend {
                     self.run_options(segments),
                 )?;
                 win.download_outputs(&self.stream, out, tokens, t0, len)?;
-                t0 += len;
             }
             win.state.download(
                 &self.stream,

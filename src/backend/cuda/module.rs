@@ -8,23 +8,13 @@ use cudarc::driver::{result, CudaContext, CudaFunction, CudaModule, CudaStream, 
 use cudarc::nvrtc::{CompileOptions, Ptx};
 
 use super::cuda_err;
+use super::plan::{Kernel, ScanLayout, Stage};
 use crate::backend::{EmbeddedKernel, EMBEDDED_KERNELS};
 use crate::error::{Error, Result};
 use crate::tensor::DType;
 
 /// The CUDA driver version the embedded PTX (ISA 9.0, nvcc 13.0) needs: 13.0, driver 580.
 pub const PTX_DRIVER: &str = "CUDA 13.0 (driver 580 or newer)";
-
-/// Layout constants `kernels/scan.cu` exports as `ltm_scan_layout`.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct ScanLayout {
-    pub chunk: usize,
-    pub kmax: usize,
-    pub slice: usize,
-    pub threads: u32,
-    pub smem_bytes: u32,
-    pub combine_threads: u32,
-}
 
 /// Entry points per input type (index: [`dtype_index`]).
 pub(crate) struct Kernels {
@@ -41,10 +31,6 @@ pub(crate) struct Kernels {
     /// How the modules were loaded: "ptx" or "nvrtc (…)".
     pub loaded_from: String,
 }
-
-/// Threads of `ltm_chunk_prep_*` (`prep::THREADS` in column_write.cu, which
-/// `__launch_bounds__` enforces: a mismatch fails the launch, it cannot go unnoticed).
-pub(crate) const PREP_THREADS: u32 = 128;
 
 pub(crate) fn dtype_index(d: DType) -> usize {
     match d {
@@ -64,6 +50,20 @@ fn embedded(name: &str) -> Result<&'static EmbeddedKernel> {
 }
 
 impl Kernels {
+    /// The loaded entry point `k` names.
+    pub fn function(&self, k: &Kernel) -> &CudaFunction {
+        let d = dtype_index(k.dtype);
+        match (k.stage, k.fast) {
+            (Stage::Prep, false) => &self.prep[d],
+            (Stage::Prep, true) => &self.prep_bf16_fast,
+            (Stage::Scan, false) => &self.scan[d],
+            (Stage::Scan, true) => &self.scan_bf16_fast,
+            (Stage::Maps, false) => &self.maps[d],
+            (Stage::Maps, true) => &self.maps_bf16_fast,
+            (Stage::Combine, _) => &self.combine,
+        }
+    }
+
     pub fn load(ctx: &Arc<CudaContext>, stream: &Arc<CudaStream>) -> Result<Self> {
         let mut via = Vec::new();
         let cw = load_module(ctx, embedded("column_write")?, &mut via)?;

@@ -1,21 +1,23 @@
 //! Kernel parameter blocks, field for field the structs of `kernels/*.cu` (pointers
 //! first, then 32-bit fields, so `#[repr(C)]` gives the C++ layout with no padding).
+//! The pointer type is a parameter: a launch plan (`plan.rs`) names buffers, and the
+//! backend turns the names into device addresses (`u64`) just before launching.
 
 use cudarc::driver::DeviceRepr;
 
 /// `PrepParams` of `kernels/column_write.cu`.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default)]
-pub(crate) struct PrepParams {
-    pub q: u64,
-    pub k: u64,
-    pub v: u64,
-    pub beta: u64,
-    pub g: u64,
-    pub w: u64,
-    pub u: u64,
-    pub p: u64,
-    pub gamma: u64,
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub(crate) struct PrepParams<P = u64> {
+    pub q: P,
+    pub k: P,
+    pub v: P,
+    pub beta: P,
+    pub g: P,
+    pub w: P,
+    pub u: P,
+    pub p: P,
+    pub gamma: P,
     pub batch: i32,
     pub heads: i32,
     pub key_dim: i32,
@@ -30,17 +32,17 @@ pub(crate) struct PrepParams {
 
 /// `ScanParams` of `kernels/scan.cu`.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default)]
-pub(crate) struct ScanParams {
-    pub q: u64,
-    pub k: u64,
-    pub w: u64,
-    pub u: u64,
-    pub p: u64,
-    pub gamma: u64,
-    pub starts: u64,
-    pub state_out: u64,
-    pub out: u64,
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub(crate) struct ScanParams<P = u64> {
+    pub q: P,
+    pub k: P,
+    pub w: P,
+    pub u: P,
+    pub p: P,
+    pub gamma: P,
+    pub starts: P,
+    pub state_out: P,
+    pub out: P,
     pub batch: i32,
     pub heads: i32,
     pub key_dim: i32,
@@ -57,11 +59,11 @@ pub(crate) struct ScanParams {
 
 /// `CombineParams` of `kernels/scan.cu`.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default)]
-pub(crate) struct CombineParams {
-    pub state: u64,
-    pub maps: u64,
-    pub starts: u64,
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub(crate) struct CombineParams<P = u64> {
+    pub state: P,
+    pub maps: P,
+    pub starts: P,
     pub batch: i32,
     pub heads: i32,
     pub key_dim: i32,
@@ -70,11 +72,84 @@ pub(crate) struct CombineParams {
     pub pad: i32,
 }
 
+impl<P: Copy> PrepParams<P> {
+    /// The same values with every pointer passed through `f`.
+    pub fn resolve<Q>(&self, f: impl Fn(P) -> Q) -> PrepParams<Q> {
+        PrepParams {
+            q: f(self.q),
+            k: f(self.k),
+            v: f(self.v),
+            beta: f(self.beta),
+            g: f(self.g),
+            w: f(self.w),
+            u: f(self.u),
+            p: f(self.p),
+            gamma: f(self.gamma),
+            batch: self.batch,
+            heads: self.heads,
+            key_dim: self.key_dim,
+            value_dim: self.value_dim,
+            kp: self.kp,
+            t_stride: self.t_stride,
+            tokens: self.tokens,
+            num_chunks: self.num_chunks,
+            scale: self.scale,
+            pad: self.pad,
+        }
+    }
+}
+
+impl<P: Copy> ScanParams<P> {
+    /// The same values with every pointer passed through `f`.
+    pub fn resolve<Q>(&self, f: impl Fn(P) -> Q) -> ScanParams<Q> {
+        ScanParams {
+            q: f(self.q),
+            k: f(self.k),
+            w: f(self.w),
+            u: f(self.u),
+            p: f(self.p),
+            gamma: f(self.gamma),
+            starts: f(self.starts),
+            state_out: f(self.state_out),
+            out: f(self.out),
+            batch: self.batch,
+            heads: self.heads,
+            key_dim: self.key_dim,
+            value_dim: self.value_dim,
+            kp: self.kp,
+            t_stride: self.t_stride,
+            tokens: self.tokens,
+            num_chunks: self.num_chunks,
+            chunks_per_segment: self.chunks_per_segment,
+            num_segments: self.num_segments,
+            slices: self.slices,
+            scale: self.scale,
+        }
+    }
+}
+
+impl<P: Copy> CombineParams<P> {
+    /// The same values with every pointer passed through `f`.
+    pub fn resolve<Q>(&self, f: impl Fn(P) -> Q) -> CombineParams<Q> {
+        CombineParams {
+            state: f(self.state),
+            maps: f(self.maps),
+            starts: f(self.starts),
+            batch: self.batch,
+            heads: self.heads,
+            key_dim: self.key_dim,
+            value_dim: self.value_dim,
+            num_segments: self.num_segments,
+            pad: self.pad,
+        }
+    }
+}
+
 // SAFETY: plain-old-data structs of u64/i32/f32 with the C layout of the kernels'
 // parameter structs, passed by value.
-unsafe impl DeviceRepr for PrepParams {}
-unsafe impl DeviceRepr for ScanParams {}
-unsafe impl DeviceRepr for CombineParams {}
+unsafe impl DeviceRepr for PrepParams<u64> {}
+unsafe impl DeviceRepr for ScanParams<u64> {}
+unsafe impl DeviceRepr for CombineParams<u64> {}
 
 #[cfg(test)]
 mod tests {

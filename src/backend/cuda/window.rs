@@ -7,6 +7,7 @@ use std::sync::Arc;
 use cudarc::driver::CudaStream;
 
 use super::buffers::DeviceBuffer;
+use super::plan::Buf;
 use crate::error::Result;
 use crate::tensor::{DType, Data};
 
@@ -90,36 +91,42 @@ pub(crate) struct Window {
 
 impl Window {
     pub fn new(stream: &Arc<CudaStream>, shape: Shape) -> Result<Self> {
-        let Shape {
-            batch: b,
-            heads: h,
-            key_dim: k,
-            value_dim: v,
-            kp,
-            dtype,
-            t_cap: t,
-            g_cap: g,
-        } = shape;
-        let es = elem_bytes(dtype);
-        let nc = shape.chunks();
-        let rows = b * h;
-        let f = 4;
+        let new = |b: Buf, name| DeviceBuffer::new(stream, name, b.bytes(&shape));
         Ok(Window {
             shape,
-            q: DeviceBuffer::new(stream, "q", b * t * h * k * es)?,
-            k: DeviceBuffer::new(stream, "k", b * t * h * k * es)?,
-            v: DeviceBuffer::new(stream, "v", b * t * h * v * es)?,
-            beta: DeviceBuffer::new(stream, "beta", b * t * h * f)?,
-            g: DeviceBuffer::new(stream, "g", b * t * h * f)?,
-            w: DeviceBuffer::new(stream, "W", rows * nc * CHUNK * kp * f)?,
-            u: DeviceBuffer::new(stream, "U", rows * nc * CHUNK * v * f)?,
-            p: DeviceBuffer::new(stream, "P", rows * nc * CHUNK * CHUNK * f)?,
-            gamma: DeviceBuffer::new(stream, "gamma", rows * nc * CHUNK * f)?,
-            o: DeviceBuffer::new(stream, "o", b * t * h * v * f)?,
-            state: DeviceBuffer::new(stream, "state", rows * k * v * f)?,
-            starts: DeviceBuffer::new(stream, "segment starts", g * rows * k * v * f)?,
-            maps: DeviceBuffer::new(stream, "segment maps", g * rows * k * (k + v) * f)?,
+            q: new(Buf::Q, "q")?,
+            k: new(Buf::K, "k")?,
+            v: new(Buf::V, "v")?,
+            beta: new(Buf::Beta, "beta")?,
+            g: new(Buf::G, "g")?,
+            w: new(Buf::W, "W")?,
+            u: new(Buf::U, "U")?,
+            p: new(Buf::P, "P")?,
+            gamma: new(Buf::Gamma, "gamma")?,
+            o: new(Buf::O, "o")?,
+            state: new(Buf::State, "state")?,
+            starts: new(Buf::Starts, "segment starts")?,
+            maps: new(Buf::Maps, "segment maps")?,
         })
+    }
+
+    /// The buffer a launch plan names.
+    pub fn buffer(&self, b: Buf) -> &DeviceBuffer {
+        match b {
+            Buf::Q => &self.q,
+            Buf::K => &self.k,
+            Buf::V => &self.v,
+            Buf::Beta => &self.beta,
+            Buf::G => &self.g,
+            Buf::W => &self.w,
+            Buf::U => &self.u,
+            Buf::P => &self.p,
+            Buf::Gamma => &self.gamma,
+            Buf::O => &self.o,
+            Buf::State => &self.state,
+            Buf::Starts => &self.starts,
+            Buf::Maps => &self.maps,
+        }
     }
 
     fn all(&self) -> [&DeviceBuffer; 13] {

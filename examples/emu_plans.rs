@@ -1,0 +1,112 @@
+//! Writes the launch plans of the CUDA backend for the kernel emulator's cases
+//! (`kernels/emu/check.cpp` replays them): the launches come from the same function the
+//! backend executes (`src/backend/cuda/plan.rs`), so the emulator checks the real grid,
+//! block, shared memory and parameter arithmetic.
+//!
+//!   cargo run --release --example emu_plans -- target/emu-plans.txt
+
+use ltm_engine::backend::cuda::{emu_plan_text, EmuCase};
+use ltm_engine::DType;
+
+/// (name, batch, heads, key_dim, value_dim, tokens, dtype, segments, with_state,
+/// gate_scale, beta_min, beta_max, bf16_fast, window_tokens)
+type Row = (
+    &'static str,
+    usize,
+    usize,
+    usize,
+    usize,
+    usize,
+    DType,
+    usize,
+    bool,
+    f64,
+    f64,
+    f64,
+    bool,
+    Option<usize>,
+);
+
+const F32: DType = DType::F32;
+const F16: DType = DType::F16;
+const BF16: DType = DType::BF16;
+const G: f64 = 1.0 / 16.0;
+
+#[rustfmt::skip]
+const CASES: &[Row] = &[
+    ("f32_plain", 1, 1, 32, 32, 100, F32, 1, false, G, 0.0, 1.0, false, None),
+    ("f32_odd_dims_state", 2, 2, 7, 5, 70, F32, 1, true, G, 0.0, 1.0, false, None),
+    ("f32_one_token", 1, 2, 16, 16, 1, F32, 1, true, G, 0.0, 1.0, false, None),
+    ("f32_exactly_one_chunk", 1, 1, 48, 40, 64, F32, 1, true, G, 0.0, 1.0, false, None),
+    ("f32_K=V=128", 1, 1, 128, 128, 130, F32, 1, true, G, 0.0, 1.0, false, None),
+    ("bf16_inputs", 1, 2, 64, 48, 129, BF16, 1, true, G, 0.0, 1.0, false, None),
+    ("f16_inputs", 1, 1, 33, 40, 65, F16, 1, true, G, 0.0, 1.0, false, None),
+    ("strong_decay_beta_near_1", 1, 1, 32, 32, 150, F32, 1, true, 5.0, 0.999, 1.0, false, None),
+    ("segments=3", 1, 1, 32, 64, 583, F32, 3, true, G, 0.0, 1.0, false, None),
+    ("segments=4_bf16_K=40_V=20", 1, 1, 40, 20, 300, BF16, 4, true, G, 0.0, 1.0, false, None),
+    ("batch_heads_segments=2", 2, 3, 16, 40, 200, F32, 2, true, G, 0.0, 1.0, false, None),
+    ("bf16_K=128_V=100", 1, 1, 128, 100, 70, BF16, 1, true, G, 0.0, 1.0, false, None),
+    ("no_decay", 1, 2, 32, 32, 257, F32, 1, true, 0.0, 0.0, 1.0, false, None),
+    ("empty", 1, 1, 16, 16, 0, F32, 1, true, G, 0.0, 1.0, false, None),
+    ("bf16_fast", 1, 2, 64, 48, 129, BF16, 1, true, G, 0.0, 1.0, true, None),
+    ("bf16_fast_K=V=128_long", 1, 1, 128, 128, 1500, BF16, 1, true, 1.0 / 64.0, 0.0, 1.0, true, None),
+    ("bf16_fast_segments=4", 1, 1, 64, 64, 1000, BF16, 4, true, G, 0.0, 1.0, true, None),
+    ("bf16_fast_no_decay_beta_near_1", 1, 1, 32, 32, 600, BF16, 2, true, 0.0, 0.9, 1.0, true, None),
+    // The segment scan where the state carried into a segment still matters at its end:
+    // no decay and small writes (β ≤ 0.2), so a combine that drops M·S is far off.
+    ("segments=1_no_decay_low_beta", 1, 1, 32, 32, 1024, F32, 1, true, 0.0, 0.02, 0.2, false, None),
+    ("segments=2_no_decay_low_beta", 1, 1, 32, 32, 1024, F32, 2, true, 0.0, 0.02, 0.2, false, None),
+    ("segments=4_no_decay_low_beta", 1, 1, 32, 32, 1024, F32, 4, true, 0.0, 0.02, 0.2, false, None),
+    ("segments=16_no_decay_low_beta", 1, 1, 32, 32, 1024, F32, 16, true, 0.0, 0.02, 0.2, false, None),
+    ("segments=4_bf16_batch_no_decay", 2, 1, 40, 20, 600, BF16, 4, true, 0.0, 0.02, 0.2, false, None),
+    // Several windows a call: the state carried from window to window on the device,
+    // the last window shorter, each cut into segments.
+    ("windows_of_192_segments=2", 1, 2, 32, 48, 500, F32, 2, true, G, 0.0, 1.0, false, Some(192)),
+];
+
+fn main() -> std::io::Result<()> {
+    let cases: Vec<EmuCase> = CASES
+        .iter()
+        .map(
+            |&(
+                name,
+                batch,
+                heads,
+                key_dim,
+                value_dim,
+                tokens,
+                dtype,
+                segments,
+                with_state,
+                gate_scale,
+                beta_min,
+                beta_max,
+                bf16_fast,
+                window_tokens,
+            )| EmuCase {
+                name,
+                batch,
+                heads,
+                key_dim,
+                value_dim,
+                dtype,
+                bf16_fast,
+                tokens,
+                window_tokens,
+                segments,
+                with_state,
+                gate_scale,
+                beta_min,
+                beta_max,
+            },
+        )
+        .collect();
+    let text = emu_plan_text(&cases);
+    match std::env::args().nth(1) {
+        Some(path) => std::fs::write(path, text),
+        None => {
+            print!("{text}");
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,794 @@
+//! The launches of a forward as data: which kernel, grid, block, shared memory and
+//! parameter values, with buffers named instead of addressed. `launch.rs` executes a
+//! plan on a GPU; `examples/emu_plans.rs` writes plans out for the host emulator
+//! (`kernels/emu/check.cpp`), so the emulator checks this arithmetic, not a copy of it.
+
+use std::fmt::Write as _;
+
+use super::params::{CombineParams, PrepParams, ScanParams};
+use super::window::{elem_bytes, Shape, CHUNK};
+use crate::tensor::DType;
+
+/// Layout constants the kernels report (`ltm_scan_layout` of `kernels/scan.cu`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct ScanLayout {
+    pub chunk: usize,
+    pub kmax: usize,
+    pub slice: usize,
+    pub threads: u32,
+    pub smem_bytes: u32,
+    pub combine_threads: u32,
+}
+
+impl ScanLayout {
+    /// What `kernels/scan.cu` says today. A GPU run uses the numbers the module reports;
+    /// plans written for the emulator use these, and the emulator rejects them if the
+    /// sources changed.
+    pub const OF_SOURCES: ScanLayout = ScanLayout {
+        chunk: 64,
+        kmax: 128,
+        slice: 32,
+        threads: 256,
+        smem_bytes: 159_232,
+        combine_threads: 256,
+    };
+}
+
+/// Threads of `ltm_chunk_prep_*` (`prep::THREADS` in column_write.cu, which
+/// `__launch_bounds__` enforces: a mismatch fails the launch, it cannot go unnoticed).
+pub(crate) const PREP_THREADS: u32 = 128;
+
+/// A buffer of a window (`window.rs`), named where a kernel parameter points.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Buf {
+    Q,
+    K,
+    V,
+    Beta,
+    G,
+    W,
+    U,
+    P,
+    Gamma,
+    O,
+    State,
+    Starts,
+    Maps,
+}
+
+impl Buf {
+    pub const ALL: [Buf; 13] = [
+        Buf::Q,
+        Buf::K,
+        Buf::V,
+        Buf::Beta,
+        Buf::G,
+        Buf::W,
+        Buf::U,
+        Buf::P,
+        Buf::Gamma,
+        Buf::O,
+        Buf::State,
+        Buf::Starts,
+        Buf::Maps,
+    ];
+
+    /// One word, as plan files spell it.
+    pub fn ident(self) -> &'static str {
+        match self {
+            Buf::Q => "q",
+            Buf::K => "k",
+            Buf::V => "v",
+            Buf::Beta => "beta",
+            Buf::G => "g",
+            Buf::W => "w",
+            Buf::U => "u",
+            Buf::P => "p",
+            Buf::Gamma => "gamma",
+            Buf::O => "o",
+            Buf::State => "state",
+            Buf::Starts => "starts",
+            Buf::Maps => "maps",
+        }
+    }
+
+    /// Bytes of this buffer in a window sized for `s`; `Window::new` allocates exactly
+    /// this, and the emulator too, so an undersized buffer shows there.
+    pub fn bytes(self, s: &Shape) -> usize {
+        let (b, h, k, v, t) = (s.batch, s.heads, s.key_dim, s.value_dim, s.t_cap);
+        let rows = b * h * s.chunks() * CHUNK;
+        let es = elem_bytes(s.dtype);
+        let f = 4;
+        match self {
+            Buf::Q | Buf::K => b * t * h * k * es,
+            Buf::V => b * t * h * v * es,
+            Buf::Beta | Buf::G => b * t * h * f,
+            Buf::W => rows * s.kp * f,
+            Buf::U => rows * v * f,
+            Buf::P => rows * CHUNK * f,
+            Buf::Gamma => rows * f,
+            Buf::O => b * t * h * v * f,
+            Buf::State => b * h * k * v * f,
+            Buf::Starts => s.g_cap * b * h * k * v * f,
+            Buf::Maps => s.g_cap * b * h * k * (k + v) * f,
+        }
+    }
+}
+
+/// A kernel parameter that points into a window: a buffer, or null.
+pub(crate) type Ptr = Option<Buf>;
+
+/// What a kernel computes; with the input type it names the entry point.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Stage {
+    Prep,
+    Maps,
+    Combine,
+    Scan,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Kernel {
+    pub stage: Stage,
+    pub dtype: DType,
+    /// The FAST bf16 variant (only with bf16 inputs).
+    pub fast: bool,
+}
+
+impl Kernel {
+    /// The entry point in the PTX.
+    pub fn entry(&self) -> String {
+        let stem = match self.stage {
+            Stage::Prep => "ltm_chunk_prep",
+            Stage::Maps => "ltm_segment_maps",
+            Stage::Scan => "ltm_scan",
+            Stage::Combine => return "ltm_segment_combine".into(),
+        };
+        let ty = match self.dtype {
+            DType::F32 => "f32",
+            DType::F16 => "f16",
+            DType::BF16 => "bf16",
+        };
+        format!("{stem}_{ty}{}", if self.fast { "_fast" } else { "" })
+    }
+}
+
+/// The parameter block of a launch, pointers as buffer names.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) enum Params {
+    Prep(PrepParams<Ptr>),
+    Scan(ScanParams<Ptr>),
+    Combine(CombineParams<Ptr>),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct Launch {
+    pub kernel: Kernel,
+    pub grid: (u32, u32, u32),
+    pub block: (u32, u32, u32),
+    pub shared_mem_bytes: u32,
+    pub params: Params,
+}
+
+/// How a window's kernels run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct PlanOptions {
+    /// Segments per window (≤ 1: the plain scan); the window's `g_cap` caps it.
+    pub segments: usize,
+    /// bf16 inputs only: the FAST kernels, stage-1 outputs and every MMA operand in
+    /// bf16. Stage 1 and the scan must agree on it: it decides how W, U, P are stored.
+    pub bf16_fast: bool,
+}
+
+fn fast(shape: &Shape, opts: PlanOptions) -> bool {
+    opts.bf16_fast && shape.dtype == DType::BF16
+}
+
+/// (chunks per segment, segments) of a window of `nc` chunks asked for `segments`
+/// segments with room for `g_cap`: no segment is empty, so a request that does not
+/// divide `nc` can give fewer segments than asked.
+pub(crate) fn segment_split(nc: usize, segments: usize, g_cap: usize) -> (usize, usize) {
+    if nc == 0 {
+        return (0, 0);
+    }
+    let g = segments.clamp(1, nc).min(g_cap.max(1));
+    let per_seg = nc.div_ceil(g);
+    (per_seg, nc.div_ceil(per_seg))
+}
+
+/// The token ranges `(t0, len)` of the windows a call of `tokens` tokens runs as.
+pub(crate) fn window_spans(tokens: usize, t_cap: usize) -> impl Iterator<Item = (usize, usize)> {
+    let step = t_cap.max(1);
+    (0..tokens)
+        .step_by(step)
+        .map(move |t0| (t0, step.min(tokens - t0)))
+}
+
+/// Stage 1 over `tokens` tokens of every sequence; nothing for no tokens.
+pub(crate) fn prep_plan(
+    shape: &Shape,
+    tokens: usize,
+    scale: f32,
+    opts: PlanOptions,
+) -> Vec<Launch> {
+    let s = shape;
+    let nc = tokens.div_ceil(CHUNK);
+    if nc == 0 || s.batch == 0 {
+        return Vec::new();
+    }
+    let params = PrepParams {
+        q: Some(Buf::Q),
+        k: Some(Buf::K),
+        v: Some(Buf::V),
+        beta: Some(Buf::Beta),
+        g: Some(Buf::G),
+        w: Some(Buf::W),
+        u: Some(Buf::U),
+        p: Some(Buf::P),
+        gamma: Some(Buf::Gamma),
+        batch: s.batch as i32,
+        heads: s.heads as i32,
+        key_dim: s.key_dim as i32,
+        value_dim: s.value_dim as i32,
+        kp: s.kp as i32,
+        t_stride: s.t_cap as i32,
+        tokens: tokens as i32,
+        num_chunks: nc as i32,
+        scale,
+        pad: 0,
+    };
+    vec![Launch {
+        kernel: Kernel {
+            stage: Stage::Prep,
+            dtype: s.dtype,
+            fast: fast(s, opts),
+        },
+        grid: (nc as u32, s.heads as u32, s.batch as u32),
+        block: (PREP_THREADS, 1, 1),
+        shared_mem_bytes: 0,
+        params: Params::Prep(params),
+    }]
+}
+
+/// The scan from stage-1 outputs already in the window: the plain scan in place, or
+/// maps → combine → scan with outputs when the window is cut into segments.
+pub(crate) fn scan_plan(
+    shape: &Shape,
+    tokens: usize,
+    scale: f32,
+    opts: PlanOptions,
+    lay: &ScanLayout,
+) -> Vec<Launch> {
+    let s = shape;
+    let nc = tokens.div_ceil(CHUNK);
+    if nc == 0 || s.batch == 0 {
+        return Vec::new();
+    }
+    let (per_seg, g) = segment_split(nc, opts.segments, s.g_cap);
+    let slices = s.value_dim.div_ceil(lay.slice);
+    let base = ScanParams {
+        q: Some(Buf::Q),
+        k: Some(Buf::K),
+        w: Some(Buf::W),
+        u: Some(Buf::U),
+        p: Some(Buf::P),
+        gamma: Some(Buf::Gamma),
+        starts: Some(Buf::State),
+        state_out: Some(Buf::State),
+        out: Some(Buf::O),
+        batch: s.batch as i32,
+        heads: s.heads as i32,
+        key_dim: s.key_dim as i32,
+        value_dim: s.value_dim as i32,
+        kp: s.kp as i32,
+        t_stride: s.t_cap as i32,
+        tokens: tokens as i32,
+        num_chunks: nc as i32,
+        chunks_per_segment: per_seg as i32,
+        num_segments: g as i32,
+        slices: slices as i32,
+        scale,
+    };
+    let kernel = |stage| Kernel {
+        stage,
+        dtype: s.dtype,
+        fast: stage != Stage::Combine && fast(s, opts),
+    };
+    let scan = |x_blocks: usize, stage, params| Launch {
+        kernel: kernel(stage),
+        grid: (x_blocks as u32, s.heads as u32, s.batch as u32),
+        block: (lay.threads, 1, 1),
+        shared_mem_bytes: lay.smem_bytes,
+        params: Params::Scan(params),
+    };
+    if g == 1 {
+        // In place: each block reads its own state slice first and writes it last.
+        return vec![scan(slices, Stage::Scan, base)];
+    }
+    // 1. the affine map of every segment but the last (nothing follows it), on the
+    //    augmented state [M | B]
+    let aug_slices = (s.key_dim + s.value_dim).div_ceil(lay.slice);
+    let maps = ScanParams {
+        starts: None,
+        out: None,
+        state_out: Some(Buf::Maps),
+        slices: aug_slices as i32,
+        ..base
+    };
+    // 2. the state at every segment's start
+    let combine = CombineParams {
+        state: Some(Buf::State),
+        maps: Some(Buf::Maps),
+        starts: Some(Buf::Starts),
+        batch: s.batch as i32,
+        heads: s.heads as i32,
+        key_dim: s.key_dim as i32,
+        value_dim: s.value_dim as i32,
+        num_segments: g as i32,
+        pad: 0,
+    };
+    // 3. every segment from its start, with outputs; the last writes the state
+    let outputs = ScanParams {
+        starts: Some(Buf::Starts),
+        ..base
+    };
+    vec![
+        scan(aug_slices * (g - 1), Stage::Maps, maps),
+        Launch {
+            kernel: kernel(Stage::Combine),
+            grid: (slices as u32, s.heads as u32, s.batch as u32),
+            block: (lay.combine_threads, 1, 1),
+            shared_mem_bytes: 0,
+            params: Params::Combine(combine),
+        },
+        scan(slices * g, Stage::Scan, outputs),
+    ]
+}
+
+/// One window of `tokens` tokens per sequence: stage 1, then the scan.
+pub(crate) fn window_plan(
+    shape: &Shape,
+    tokens: usize,
+    scale: f32,
+    opts: PlanOptions,
+    lay: &ScanLayout,
+) -> Vec<Launch> {
+    let mut plan = prep_plan(shape, tokens, scale, opts);
+    plan.extend(scan_plan(shape, tokens, scale, opts, lay));
+    plan
+}
+
+/// Segments when the caller forces a count: at most one a chunk.
+pub(crate) fn forced_segments(segments: usize, nc: usize) -> usize {
+    segments.clamp(1, nc.max(1))
+}
+
+/// A case for the kernel emulator (`kernels/emu/check.cpp`): the shape and options of
+/// a forward, and how the emulator draws its random inputs.
+#[doc(hidden)]
+#[derive(Clone, Debug)]
+pub struct EmuCase {
+    /// One word (no spaces).
+    pub name: &'static str,
+    pub batch: usize,
+    pub heads: usize,
+    pub key_dim: usize,
+    pub value_dim: usize,
+    pub dtype: DType,
+    pub bf16_fast: bool,
+    pub tokens: usize,
+    /// Tokens per window (rounded up to the chunk); `None`: one window for the call.
+    pub window_tokens: Option<usize>,
+    pub segments: usize,
+    /// Inputs only: a random state to start from (else zeros).
+    pub with_state: bool,
+    /// Inputs only: g = logsigmoid(z) · gate_scale.
+    pub gate_scale: f64,
+    /// Inputs only: β = beta_min + (beta_max − beta_min) · sigmoid(z).
+    pub beta_min: f64,
+    pub beta_max: f64,
+}
+
+fn params_text(out: &mut String, params: &Params) {
+    fn ptr(p: Ptr) -> &'static str {
+        p.map_or("null", Buf::ident)
+    }
+    let mut field = |name: &str, value: String| {
+        let _ = writeln!(out, "param {name} {value}");
+    };
+    let scale_bits = |x: f32| format!("f{}", x.to_bits());
+    match params {
+        Params::Prep(p) => {
+            for (n, v) in [
+                ("q", p.q),
+                ("k", p.k),
+                ("v", p.v),
+                ("beta", p.beta),
+                ("g", p.g),
+                ("w", p.w),
+                ("u", p.u),
+                ("p", p.p),
+                ("gamma", p.gamma),
+            ] {
+                field(n, ptr(v).into());
+            }
+            for (n, v) in [
+                ("batch", p.batch),
+                ("heads", p.heads),
+                ("key_dim", p.key_dim),
+                ("value_dim", p.value_dim),
+                ("kp", p.kp),
+                ("t_stride", p.t_stride),
+                ("tokens", p.tokens),
+                ("num_chunks", p.num_chunks),
+                ("pad", p.pad),
+            ] {
+                field(n, v.to_string());
+            }
+            field("scale", scale_bits(p.scale));
+        }
+        Params::Scan(p) => {
+            for (n, v) in [
+                ("q", p.q),
+                ("k", p.k),
+                ("w", p.w),
+                ("u", p.u),
+                ("p", p.p),
+                ("gamma", p.gamma),
+                ("starts", p.starts),
+                ("state_out", p.state_out),
+                ("out", p.out),
+            ] {
+                field(n, ptr(v).into());
+            }
+            for (n, v) in [
+                ("batch", p.batch),
+                ("heads", p.heads),
+                ("key_dim", p.key_dim),
+                ("value_dim", p.value_dim),
+                ("kp", p.kp),
+                ("t_stride", p.t_stride),
+                ("tokens", p.tokens),
+                ("num_chunks", p.num_chunks),
+                ("chunks_per_segment", p.chunks_per_segment),
+                ("num_segments", p.num_segments),
+                ("slices", p.slices),
+            ] {
+                field(n, v.to_string());
+            }
+            field("scale", scale_bits(p.scale));
+        }
+        Params::Combine(p) => {
+            for (n, v) in [("state", p.state), ("maps", p.maps), ("starts", p.starts)] {
+                field(n, ptr(v).into());
+            }
+            for (n, v) in [
+                ("batch", p.batch),
+                ("heads", p.heads),
+                ("key_dim", p.key_dim),
+                ("value_dim", p.value_dim),
+                ("num_segments", p.num_segments),
+                ("pad", p.pad),
+            ] {
+                field(n, v.to_string());
+            }
+        }
+    }
+}
+
+/// The window shape a forward of `case` runs with, as `CudaBackend::forward_into`
+/// sizes it when the window tokens and segments are forced.
+fn emu_shape(case: &EmuCase) -> Shape {
+    let want = case.tokens.max(1).div_ceil(CHUNK) * CHUNK;
+    let t_cap = case
+        .window_tokens
+        .map_or(want, |t| (t.max(1).div_ceil(CHUNK) * CHUNK).min(want));
+    Shape {
+        batch: case.batch,
+        heads: case.heads,
+        key_dim: case.key_dim,
+        value_dim: case.value_dim,
+        kp: case.key_dim.div_ceil(16) * 16,
+        dtype: case.dtype,
+        t_cap,
+        g_cap: forced_segments(case.segments, t_cap / CHUNK),
+    }
+}
+
+/// The plan file `kernels/emu/check.cpp` replays: per case its buffers (bytes as a
+/// window allocates them), then per window the token range and every launch with its
+/// parameter values. Line-oriented, one `key value…` record a line.
+#[doc(hidden)]
+pub fn emu_plan_text(cases: &[EmuCase]) -> String {
+    let lay = ScanLayout::OF_SOURCES;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "# launch plans of ltm-engine's CUDA backend (src/backend/cuda/plan.rs)\n\
+         layout {} {} {} {} {} {}",
+        lay.chunk, lay.kmax, lay.slice, lay.threads, lay.smem_bytes, lay.combine_threads
+    );
+    for case in cases {
+        let s = emu_shape(case);
+        let scale = 1.0 / (case.key_dim as f32).sqrt();
+        let dtype = match case.dtype {
+            DType::F32 => "f32",
+            DType::F16 => "f16",
+            DType::BF16 => "bf16",
+        };
+        let _ = writeln!(
+            out,
+            "case {} batch {} heads {} key_dim {} value_dim {} dtype {dtype} fast {} tokens {} \
+             t_cap {} scale f{} with_state {} gate_scale {} beta_min {} beta_max {}",
+            case.name,
+            s.batch,
+            s.heads,
+            s.key_dim,
+            s.value_dim,
+            u8::from(case.bf16_fast && case.dtype == DType::BF16),
+            case.tokens,
+            s.t_cap,
+            scale.to_bits(),
+            u8::from(case.with_state),
+            case.gate_scale,
+            case.beta_min,
+            case.beta_max
+        );
+        for b in Buf::ALL {
+            let _ = writeln!(out, "buffer {} {}", b.ident(), b.bytes(&s));
+        }
+        for (t0, len) in window_spans(case.tokens, s.t_cap) {
+            let opts = PlanOptions {
+                segments: forced_segments(case.segments, len.div_ceil(CHUNK)),
+                bf16_fast: case.bf16_fast,
+            };
+            let _ = writeln!(out, "window {t0} {len}");
+            for l in window_plan(&s, len, scale, opts, &lay) {
+                let _ = writeln!(
+                    out,
+                    "launch {} grid {} {} {} block {} {} {} smem {}",
+                    l.kernel.entry(),
+                    l.grid.0,
+                    l.grid.1,
+                    l.grid.2,
+                    l.block.0,
+                    l.block.1,
+                    l.block.2,
+                    l.shared_mem_bytes
+                );
+                params_text(&mut out, &l.params);
+                out.push_str("end\n");
+            }
+        }
+        out.push_str("endcase\n");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shape(k: usize, v: usize, t_cap: usize, g_cap: usize) -> Shape {
+        Shape {
+            batch: 2,
+            heads: 3,
+            key_dim: k,
+            value_dim: v,
+            kp: k.div_ceil(16) * 16,
+            dtype: DType::F32,
+            t_cap,
+            g_cap,
+        }
+    }
+
+    const LAY: ScanLayout = ScanLayout::OF_SOURCES;
+
+    fn opts(segments: usize) -> PlanOptions {
+        PlanOptions {
+            segments,
+            bf16_fast: false,
+        }
+    }
+
+    #[test]
+    fn segments_are_never_empty() {
+        assert_eq!(segment_split(0, 4, 4), (0, 0));
+        assert_eq!(segment_split(10, 1, 4), (10, 1));
+        assert_eq!(segment_split(10, 4, 4), (3, 4));
+        // 10 chunks in 4-chunk segments would leave none for a fourth segment.
+        assert_eq!(segment_split(10, 3, 4), (4, 3));
+        assert_eq!(segment_split(18, 16, 16), (2, 9));
+        assert_eq!(segment_split(16, 16, 16), (1, 16));
+        // The window's capacity caps the request.
+        assert_eq!(segment_split(16, 16, 2), (8, 2));
+        for nc in 1..70 {
+            for g in 1..20 {
+                let (per, got) = segment_split(nc, g, 64);
+                assert!(got <= g && (got - 1) * per < nc && got * per >= nc);
+            }
+        }
+    }
+
+    #[test]
+    fn windows_cover_the_call_in_order() {
+        let spans: Vec<_> = window_spans(300, 128).collect();
+        assert_eq!(spans, vec![(0, 128), (128, 128), (256, 44)]);
+        assert_eq!(window_spans(0, 64).count(), 0);
+        assert_eq!(window_spans(64, 64).collect::<Vec<_>>(), vec![(0, 64)]);
+    }
+
+    #[test]
+    fn the_plain_scan_runs_in_place() {
+        let s = shape(40, 70, 256, 1);
+        let plan = window_plan(&s, 200, 0.5, opts(1), &LAY);
+        assert_eq!(plan.len(), 2);
+        let (prep, scan) = (&plan[0], &plan[1]);
+        assert_eq!(prep.kernel.entry(), "ltm_chunk_prep_f32");
+        assert_eq!(prep.grid, (4, 3, 2));
+        assert_eq!(prep.block, (128, 1, 1));
+        let Params::Prep(pp) = prep.params else {
+            panic!("{prep:?}")
+        };
+        assert_eq!(
+            (pp.kp, pp.t_stride, pp.tokens, pp.num_chunks),
+            (48, 256, 200, 4)
+        );
+        assert_eq!(scan.kernel.entry(), "ltm_scan_f32");
+        // 70 value columns: three 32-column slices.
+        assert_eq!(scan.grid, (3, 3, 2));
+        assert_eq!(scan.block, (256, 1, 1));
+        assert_eq!(scan.shared_mem_bytes, 159_232);
+        let Params::Scan(sp) = scan.params else {
+            panic!("{scan:?}")
+        };
+        assert_eq!(sp.starts, Some(Buf::State));
+        assert_eq!(sp.state_out, Some(Buf::State));
+        assert_eq!(
+            (sp.chunks_per_segment, sp.num_segments, sp.slices),
+            (4, 1, 3)
+        );
+    }
+
+    #[test]
+    fn segments_run_maps_combine_then_outputs() {
+        let s = shape(40, 70, 1024, 4);
+        let plan = scan_plan(&s, 1000, 0.5, opts(4), &LAY);
+        let stages: Vec<_> = plan.iter().map(|l| l.kernel.entry()).collect();
+        assert_eq!(
+            stages,
+            [
+                "ltm_segment_maps_f32",
+                "ltm_segment_combine",
+                "ltm_scan_f32"
+            ]
+        );
+        // 16 chunks, 4 a segment; maps of the first three, on 110 augmented columns.
+        let Params::Scan(m) = plan[0].params else {
+            panic!()
+        };
+        assert_eq!(plan[0].grid, (4 * 3, 3, 2));
+        assert_eq!((m.slices, m.chunks_per_segment, m.num_segments), (4, 4, 4));
+        assert_eq!(
+            (m.starts, m.out, m.state_out),
+            (None, None, Some(Buf::Maps))
+        );
+        let Params::Combine(c) = plan[1].params else {
+            panic!()
+        };
+        assert_eq!(plan[1].grid, (3, 3, 2));
+        assert_eq!(plan[1].shared_mem_bytes, 0);
+        assert_eq!(c.num_segments, 4);
+        let Params::Scan(o) = plan[2].params else {
+            panic!()
+        };
+        assert_eq!(plan[2].grid, (3 * 4, 3, 2));
+        assert_eq!(
+            (o.starts, o.state_out, o.slices),
+            (Some(Buf::Starts), Some(Buf::State), 3)
+        );
+    }
+
+    #[test]
+    fn fast_only_for_bf16_and_never_for_combine() {
+        let mut s = shape(64, 64, 1024, 2);
+        let fast = PlanOptions {
+            segments: 2,
+            bf16_fast: true,
+        };
+        assert!(window_plan(&s, 1024, 1.0, fast, &LAY)
+            .iter()
+            .all(|l| !l.kernel.fast));
+        s.dtype = DType::BF16;
+        let names: Vec<_> = window_plan(&s, 1024, 1.0, fast, &LAY)
+            .iter()
+            .map(|l| l.kernel.entry())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "ltm_chunk_prep_bf16_fast",
+                "ltm_segment_maps_bf16_fast",
+                "ltm_segment_combine",
+                "ltm_scan_bf16_fast"
+            ]
+        );
+    }
+
+    #[test]
+    fn no_tokens_no_launches() {
+        let s = shape(16, 16, 64, 1);
+        assert!(window_plan(&s, 0, 1.0, opts(1), &LAY).is_empty());
+        let empty = Shape { batch: 0, ..s };
+        assert!(window_plan(&empty, 10, 1.0, opts(1), &LAY).is_empty());
+    }
+
+    /// Every launch stays inside the buffers a window of that shape holds: the grid
+    /// never asks for more chunks, segments or slices than were allocated.
+    #[test]
+    fn launches_fit_the_window() {
+        for (k, v) in [(7, 5), (32, 64), (128, 128), (40, 20)] {
+            for segments in [1, 2, 3, 4, 16] {
+                let s = shape(k, v, 1024, forced_segments(segments, 16));
+                for tokens in [1, 63, 64, 65, 500, 1024] {
+                    for l in window_plan(&s, tokens, 1.0, opts(segments), &LAY) {
+                        match l.params {
+                            Params::Prep(p) => {
+                                assert!((p.num_chunks as usize) * CHUNK <= s.t_cap);
+                                assert_eq!(l.grid.0 as i32, p.num_chunks);
+                            }
+                            Params::Scan(p) => {
+                                let g = p.num_segments as usize;
+                                assert!(g <= s.g_cap);
+                                assert!(
+                                    (p.chunks_per_segment * (p.num_segments - 1)) < p.num_chunks
+                                );
+                                assert!(l.grid.0 as i32 <= p.slices * p.num_segments);
+                                assert!((l.grid.0 as usize).is_multiple_of(p.slices as usize));
+                            }
+                            Params::Combine(p) => {
+                                assert!(p.num_segments as usize <= s.g_cap);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn plan_text_names_every_field_and_buffer() {
+        let case = EmuCase {
+            name: "t",
+            batch: 1,
+            heads: 2,
+            key_dim: 32,
+            value_dim: 32,
+            dtype: DType::F32,
+            bf16_fast: false,
+            tokens: 300,
+            window_tokens: Some(128),
+            segments: 2,
+            with_state: true,
+            gate_scale: 0.0,
+            beta_min: 0.0,
+            beta_max: 0.2,
+        };
+        let text = emu_plan_text(&[case]);
+        assert_eq!(text.matches("\nwindow ").count(), 3);
+        // Two windows of two chunks get two segments each; the last window has one chunk.
+        assert_eq!(text.matches("launch ltm_segment_combine").count(), 2);
+        assert_eq!(text.matches("\nbuffer ").count(), 13);
+        assert!(text.contains("buffer starts 16384\n"), "{text}");
+        let scan_fields = text
+            .split("launch ltm_scan_f32")
+            .nth(1)
+            .unwrap()
+            .split("end\n")
+            .next()
+            .unwrap()
+            .matches("param ")
+            .count();
+        assert_eq!(scan_fields, 21);
+    }
+}
