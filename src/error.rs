@@ -44,6 +44,24 @@ pub enum Error {
     #[error("device: {0}")]
     Device(String),
 
+    /// A size from a file header or an option that cannot be allocated: it overflowed
+    /// (`bytes` is `None`) or exceeds the memory available.
+    #[error("{what}: {} asked for, {problem}", show_bytes(*.bytes))]
+    TooLarge {
+        what: String,
+        bytes: Option<u64>,
+        problem: String,
+    },
+
+    /// Tensors in an input file that nothing reads: most likely a misspelt name, which
+    /// would otherwise silently run without the tensor it meant.
+    #[error("{path}: unknown tensors {names} (expected {expected})")]
+    UnknownTensors {
+        path: PathBuf,
+        names: String,
+        expected: String,
+    },
+
     /// A CUDA driver call, copy or kernel launch that failed on a device that exists.
     #[error("CUDA {op}: {detail}")]
     Cuda { op: String, detail: String },
@@ -55,6 +73,13 @@ impl Error {
             path: path.into(),
             source,
         }
+    }
+}
+
+fn show_bytes(bytes: Option<u64>) -> String {
+    match bytes {
+        Some(b) => format!("{b} bytes"),
+        None => "more than 2^64 bytes".into(),
     }
 }
 

@@ -41,6 +41,7 @@ pub mod error;
 pub mod hashhop;
 pub mod inputs;
 pub mod kernel_file;
+pub mod limits;
 pub mod memory_model;
 pub mod model;
 pub mod reference;

@@ -33,6 +33,27 @@ impl State {
         }
     }
 
+    /// An empty memory whose size comes from outside (a file header, an option): the
+    /// size is computed with checked arithmetic and must fit in the memory available;
+    /// errors name `what` and the bytes asked for.
+    pub fn try_zeros(config: &MemoryConfig, batch: usize, what: &str) -> Result<Self> {
+        let n = [batch, config.heads, config.key_dim, config.value_dim]
+            .iter()
+            .try_fold(1usize, |acc, &d| acc.checked_mul(d));
+        let Some(n) = n else {
+            return Err(Error::TooLarge {
+                what: what.to_string(),
+                bytes: None,
+                problem: format!(
+                    "for a state [B, H, K, V] = [{batch}, {}, {}, {}]",
+                    config.heads, config.key_dim, config.value_dim
+                ),
+            });
+        };
+        let values = crate::limits::try_zeroed_f32(what, n)?;
+        Self::from_values(config, batch, values)
+    }
+
     /// A memory with given values, laid out `[B, H, K, V]`.
     pub fn from_values(config: &MemoryConfig, batch: usize, values: Vec<f32>) -> Result<Self> {
         let dims = [batch, config.heads, config.key_dim, config.value_dim];

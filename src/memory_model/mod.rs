@@ -101,7 +101,9 @@ impl ModelConfig {
 
     /// Bytes of the state this configuration makes.
     pub fn state_bytes(&self) -> u64 {
-        self.heads as u64 * self.rows as u64 * Self::ROW_BYTES
+        (self.heads as u64)
+            .saturating_mul(self.rows as u64)
+            .saturating_mul(Self::ROW_BYTES)
     }
 
     pub fn validate(&self) -> Result<()> {
@@ -168,7 +170,11 @@ impl MemoryModel {
     /// An empty memory on `device`.
     pub fn new(config: ModelConfig, device: Device) -> Result<Self> {
         config.validate()?;
-        let mut state = State::zeros(&config.memory_config(), 1);
+        let what = format!(
+            "the memory model's state (--state-bytes {})",
+            config.state_bytes()
+        );
+        let mut state = State::try_zeros(&config.memory_config(), 1, &what)?;
         advise_huge_pages(state.values_mut());
         Self::with_state(config, device, state)
     }

@@ -56,6 +56,21 @@ impl StreamOptions {
     /// Chosen by measurement (README): smaller windows keep the buffers in cache,
     /// larger ones only cost memory.
     pub const DEFAULT_WINDOW: usize = 4096;
+
+    /// `window_tokens` rounded up to whole chunks, once the buffers of that many tokens
+    /// at `bytes_per_token` are known to fit in memory; an error names the option.
+    pub fn checked_window(&self, chunk: usize, bytes_per_token: u64) -> Result<usize> {
+        let what = format!("--window-tokens {}", self.window_tokens);
+        let window = self
+            .window_tokens
+            .max(1)
+            .div_ceil(chunk.max(1))
+            .checked_mul(chunk.max(1));
+        let bytes = window.and_then(|w| (w as u64).checked_mul(bytes_per_token));
+        crate::limits::check_alloc(&format!("{what} (window buffers)"), bytes)?;
+        // Only reached when `window` is Some: the size check fails on None.
+        window.ok_or_else(|| Error::Config(format!("{what}: too large")))
+    }
 }
 
 impl Default for StreamOptions {
@@ -149,7 +164,8 @@ pub fn stream_context(
     state.check_matches(&config, 1)?;
     let mut checkpoints = Checkpoints::new(options)?;
     let chunk = config.chunk_size;
-    let window = options.window_tokens.max(1).div_ceil(chunk) * chunk;
+    let per_token = (config.heads * config.value_dim * 4 + WINDOW_BUFFERS * 8) as u64;
+    let window = options.checked_window(chunk, per_token)?;
     let skip = if options.resume {
         state.tokens_seen()
     } else {

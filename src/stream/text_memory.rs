@@ -42,6 +42,10 @@ pub fn stream_text_into_memory(
     };
     let budget = options.max_tokens.unwrap_or(u64::MAX);
     let window_bytes = options.window_bytes.max(1);
+    let c = model.config();
+    let per_write =
+        (c.heads * (c.active * 8 + crate::memory_model::codec::VALUE_DIM * 4 + 4)) as u64;
+    options.checked_window(1, per_write)?;
     let mut writer = model.writer(options.window_tokens);
     let (tx, rx) = mpsc::sync_channel::<Result<Span>>(2);
     let bytes = file.bytes();

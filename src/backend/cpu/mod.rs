@@ -168,6 +168,10 @@ struct Task {
 /// are too few, since each slice repeats the chunk preparation.
 fn split_tasks(config: &MemoryConfig, batch: usize, threads: usize) -> Vec<Task> {
     let heads = batch * config.heads;
+    // Nothing to do, and the split below would divide by zero.
+    if heads == 0 || config.value_dim == 0 {
+        return Vec::new();
+    }
     let max_slices = config.value_dim.div_ceil(LANES);
     let slices = threads.div_ceil(heads).clamp(1, max_slices);
     let width = config.value_dim.div_ceil(slices).div_ceil(LANES) * LANES;
