@@ -119,3 +119,33 @@ fn huge_windows_are_errors_naming_the_option_for_both_models() {
         }
     }
 }
+
+// --- 3: a closed pipe ------------------------------------------------------------------
+
+#[test]
+fn a_closed_stdout_pipe_stops_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = text_file(dir.path());
+    for args in [
+        vec!["info"],
+        vec!["run", "--context-file", p(&ctx), "--query", "key1 ="],
+    ] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        // Closed before the process starts: its first write to stdout meets a broken pipe.
+        drop(reader);
+        let out = Command::new(env!("CARGO_BIN_EXE_ltm-engine"))
+            .args(&args)
+            .stdout(writer)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.is_empty(), "{args:?}: {err}");
+        assert_ne!(out.status.code(), Some(101), "{args:?}");
+        use std::os::unix::process::ExitStatusExt;
+        assert!(
+            out.status.success() || out.status.signal() == Some(libc::SIGPIPE),
+            "{args:?}: {:?}",
+            out.status
+        );
+    }
+}
