@@ -58,5 +58,5 @@ pub use backend::{backend_for, Backend, Device};
 pub use config::MemoryConfig;
 pub use error::{Error, Result};
 pub use inputs::ForwardInputs;
-pub use state::State;
+pub use state::{Source, State};
 pub use tensor::{DType, Data};

@@ -168,7 +168,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let e = regular_file(dir.path()).unwrap_err().to_string();
         assert!(e.contains("directory"), "{e}");
-        let e = regular_file(Path::new("/dev/zero")).unwrap_err().to_string();
+        let e = regular_file(Path::new("/dev/zero"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("character device"), "{e}");
         let f = dir.path().join("f");
         std::fs::write(&f, b"x").unwrap();

@@ -115,7 +115,8 @@ pub fn read_kernel_inputs(
     // Without an `initial_state` the run starts from zeros of a size the header alone
     // decides (a file with T = 0 holds no data at all): check it before anything is
     // allocated.
-    let state_what = format!("the state [B, H, K, V] = [{b}, {h}, {kd}, {vd}] (from tensors `q` and `v`)");
+    let state_what =
+        format!("the state [B, H, K, V] = [{b}, {h}, {kd}, {vd}] (from tensors `q` and `v`)");
     let state_bytes = [b, h, kd, vd, 4]
         .iter()
         .try_fold(1u64, |acc, &d| acc.checked_mul(d as u64));

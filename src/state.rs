@@ -17,8 +17,24 @@ pub struct State {
     key_dim: usize,
     value_dim: usize,
     tokens_seen: u64,
+    source: Source,
     values: Arc<Vec<f32>>,
 }
+
+/// The context a state was streamed from, as far as it has read it: its first `tokens`
+/// tokens, which end at byte `bytes`, whose CRC-32 is `crc32`. State files carry it, so
+/// `--resume` can refuse a state made from other bytes. All zero for a state no file
+/// went into.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Source {
+    pub tokens: u64,
+    pub bytes: u64,
+    pub crc32: u32,
+}
+
+/// Most tokens a state may have seen: 2^53, beyond any run (285 years at a million
+/// tokens a second) and still exact wherever the count is read as a double (JSON).
+pub const MAX_TOKENS: u64 = 1 << 53;
 
 impl State {
     /// An empty memory for `batch` sequences.
@@ -29,6 +45,7 @@ impl State {
             key_dim: config.key_dim,
             value_dim: config.value_dim,
             tokens_seen: 0,
+            source: Source::default(),
             values: Arc::new(vec![0.0; batch * config.state_len()]),
         }
     }
@@ -71,6 +88,7 @@ impl State {
             key_dim: config.key_dim,
             value_dim: config.value_dim,
             tokens_seen: 0,
+            source: Source::default(),
             values: Arc::new(values),
         })
     }
@@ -98,6 +116,28 @@ impl State {
     }
     pub fn set_tokens_seen(&mut self, tokens: u64) {
         self.tokens_seen = tokens;
+    }
+
+    /// `tokens_seen` plus `tokens`; fails past [`MAX_TOKENS`] instead of wrapping
+    /// (a hostile state file could otherwise start the count near 2^64).
+    pub fn tokens_after(&self, tokens: u64) -> Result<u64> {
+        self.tokens_seen
+            .checked_add(tokens)
+            .filter(|&t| t <= MAX_TOKENS)
+            .ok_or_else(|| {
+                Error::StateMismatch(format!(
+                    "the state has seen {} tokens; {tokens} more would pass the limit of {MAX_TOKENS}",
+                    self.tokens_seen
+                ))
+            })
+    }
+
+    /// The context this state was streamed from (see [`Source`]).
+    pub fn source(&self) -> Source {
+        self.source
+    }
+    pub fn set_source(&mut self, source: Source) {
+        self.source = source;
     }
 
     pub fn values(&self) -> &[f32] {

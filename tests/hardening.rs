@@ -39,13 +39,24 @@ fn p(path: &Path) -> &str {
 fn write_safetensors(path: &Path, tensors: &[(&str, Vec<usize>, Vec<u8>)]) {
     let views: Vec<(&str, TensorView<'_>)> = tensors
         .iter()
-        .map(|(n, shape, bytes)| (*n, TensorView::new(Dtype::F32, shape.clone(), bytes).unwrap()))
+        .map(|(n, shape, bytes)| {
+            (
+                *n,
+                TensorView::new(Dtype::F32, shape.clone(), bytes).unwrap(),
+            )
+        })
         .collect();
     std::fs::write(path, safetensors::serialize(views, None).unwrap()).unwrap();
 }
 
 /// Kernel inputs of `[b, t, h, k]` / `[b, t, h, v]`, all values 0.5 (β) or 0 (g).
-fn kernel_tensors(b: usize, t: usize, h: usize, k: usize, v: usize) -> Vec<(&'static str, Vec<usize>, Vec<u8>)> {
+fn kernel_tensors(
+    b: usize,
+    t: usize,
+    h: usize,
+    k: usize,
+    v: usize,
+) -> Vec<(&'static str, Vec<usize>, Vec<u8>)> {
     let f = |n: usize, x: f32| bytemuck::cast_slice(&vec![x; n]).to_vec();
     vec![
         ("q", vec![b, t, h, k], f(b * t * h * k, 0.1)),
@@ -71,31 +82,55 @@ fn text_file(dir: &Path) -> std::path::PathBuf {
 #[test]
 fn kernel_with_batch_0_runs_without_dividing_by_zero() {
     let dir = tempfile::tempdir().unwrap();
-    let (input, output) = (dir.path().join("in.safetensors"), dir.path().join("out.safetensors"));
+    let (input, output) = (
+        dir.path().join("in.safetensors"),
+        dir.path().join("out.safetensors"),
+    );
     write_safetensors(&input, &kernel_tensors(0, 8, 2, 4, 4));
-    expect_ok(&cli(&["kernel", "--input", p(&input), "--output", p(&output)]));
+    expect_ok(&cli(&[
+        "kernel",
+        "--input",
+        p(&input),
+        "--output",
+        p(&output),
+    ]));
     assert!(output.exists());
 }
 
 #[test]
 fn kernel_state_too_large_for_memory_is_an_error_naming_its_size() {
     let dir = tempfile::tempdir().unwrap();
-    let (input, output) = (dir.path().join("in.safetensors"), dir.path().join("out.safetensors"));
+    let (input, output) = (
+        dir.path().join("in.safetensors"),
+        dir.path().join("out.safetensors"),
+    );
     // T = 0: no data at all, yet K = V = 2^20 asks for a 4 TiB state.
     write_safetensors(&input, &kernel_tensors(1, 0, 4, 1 << 20, 1 << 20));
     assert!(std::fs::metadata(&input).unwrap().len() < 1000);
     let out = cli(&["kernel", "--input", p(&input), "--output", p(&output)]);
-    expect_error(&out, &["[1, 4, 1048576, 1048576]", "17592186044416 bytes", "`q`"]);
+    expect_error(
+        &out,
+        &["[1, 4, 1048576, 1048576]", "17592186044416 bytes", "`q`"],
+    );
     assert!(!output.exists());
 }
 
 #[test]
 fn kernel_repeats_are_bounded() {
     let dir = tempfile::tempdir().unwrap();
-    let (input, output) = (dir.path().join("in.safetensors"), dir.path().join("out.safetensors"));
+    let (input, output) = (
+        dir.path().join("in.safetensors"),
+        dir.path().join("out.safetensors"),
+    );
     write_safetensors(&input, &kernel_tensors(1, 4, 1, 4, 4));
     let out = cli(&[
-        "kernel", "--input", p(&input), "--output", p(&output), "--repeats", "18446744073709551615",
+        "kernel",
+        "--input",
+        p(&input),
+        "--output",
+        p(&output),
+        "--repeats",
+        "18446744073709551615",
     ]);
     expect_error(&out, &["--repeats"]);
 }
@@ -114,7 +149,15 @@ fn huge_windows_are_errors_naming_the_option_for_both_models() {
     let ctx = text_file(dir.path());
     for model in ["memory", "random-features"] {
         for w in ["4294967296", "18446744073709551615"] {
-            let out = cli(&["run", "--context-file", p(&ctx), "--model", model, "--window-tokens", w]);
+            let out = cli(&[
+                "run",
+                "--context-file",
+                p(&ctx),
+                "--model",
+                model,
+                "--window-tokens",
+                w,
+            ]);
             expect_error(&out, &[&format!("--window-tokens {w}")]);
         }
     }

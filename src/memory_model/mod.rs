@@ -208,6 +208,10 @@ impl MemoryModel {
     pub fn set_tokens_seen(&mut self, tokens: u64) {
         self.state.set_tokens_seen(tokens);
     }
+    /// Records which bytes of which context the state holds (state files carry it).
+    pub fn set_source(&mut self, source: crate::state::Source) {
+        self.state.set_source(source);
+    }
     pub fn into_state(self) -> State {
         self.state
     }
@@ -257,7 +261,8 @@ impl MemoryModel {
             tok.finish(&mut push);
             let key = ctx.key(self.config.seed).ok_or_else(|| {
                 Error::Query(format!(
-                    "`{prefix}` has no word to make a key of (words are runs of 0-9 A-Z a-z _)"
+                    "`{}` has no word to make a key of (words are runs of 0-9 A-Z a-z _)",
+                    crate::limits::cut(prefix)
                 ))
             })?;
             let mut r = [0u32; MAX_ACTIVE];

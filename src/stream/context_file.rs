@@ -69,6 +69,7 @@ impl ContextFile {
     /// Opens `path`; `format` `None` infers it from the extension, or from whether
     /// the start of the file is valid UTF-8.
     pub fn open(path: &Path, format: Option<Format>) -> Result<Self> {
+        crate::limits::regular_file(path)?;
         let file = File::open(path).map_err(|e| Error::io(path, e))?;
         let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
         let bad = |problem: String| Error::File {

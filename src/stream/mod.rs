@@ -6,5 +6,7 @@ pub mod text_memory;
 pub mod tokenizer;
 
 pub use context_file::{ContextFile, Format};
-pub use scheduler::{stream_context, Observer, Progress, Quiet, StreamOptions, StreamSummary};
+pub use scheduler::{
+    check_resume, stream_context, Observer, Progress, Quiet, StreamOptions, StreamSummary,
+};
 pub use tokenizer::Tokenizer;

@@ -17,7 +17,7 @@ use serde::Serialize;
 use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::model::{Model, ModelRows};
-use crate::state::State;
+use crate::state::{Source, State};
 use crate::state_file::save_state;
 use crate::stream::context_file::ContextFile;
 use crate::stream::tokenizer::Tokenizer;
@@ -149,6 +149,8 @@ struct Window {
     start: usize,
     /// File bytes read up to the end of this window.
     offset: usize,
+    /// CRC-32 of the file's bytes up to `offset`.
+    crc: u32,
 }
 
 /// Streams `file` through `state`. Returns when the file (or `max_tokens`) is done.
@@ -166,11 +168,11 @@ pub fn stream_context(
     let chunk = config.chunk_size;
     let per_token = (config.heads * config.value_dim * 4 + WINDOW_BUFFERS * 8) as u64;
     let window = options.checked_window(chunk, per_token)?;
-    let skip = if options.resume {
-        state.tokens_seen()
-    } else {
-        0
-    };
+    let source = state.source();
+    let skip = if options.resume { source.tokens } else { 0 };
+    if !options.resume {
+        state.set_source(Source::default());
+    }
     let budget = options.max_tokens.unwrap_or(u64::MAX);
     let started = Instant::now();
     let file_len = file.len() as f64;
@@ -186,6 +188,7 @@ pub fn stream_context(
                 start: 0,
                 tokens: Vec::with_capacity(window + 64),
                 offset: 0,
+                crc: 0,
             })
             .expect("receiver alive");
     }
@@ -199,7 +202,10 @@ pub fn stream_context(
         let file = &mut *file;
         // The reader owns its ends of both channels: when it finishes, `full_rx` ends.
         let reader = scope.spawn(move || {
-            read_windows(file, model, vocab, window, skip, budget, &full_tx, &free_rx)
+            let resume = options.resume.then_some(source);
+            read_windows(
+                file, model, vocab, window, resume, budget, &full_tx, &free_rx,
+            )
         });
         let result = (|| -> Result<()> {
             for filled in full_rx.iter() {
@@ -220,6 +226,11 @@ pub fn stream_context(
                 tokens += n as u64;
                 windows += 1;
                 let offset = filled.offset;
+                state.set_source(Source {
+                    tokens: skip + tokens,
+                    bytes: offset as u64,
+                    crc32: filled.crc,
+                });
                 let _ = free_tx.send(filled);
                 checkpoints.advance(n as u64, |path| save_state(path, &config, state))?;
                 observer.progress(Progress {
@@ -316,12 +327,14 @@ fn read_windows(
     model: &dyn Model,
     vocab: u64,
     window: usize,
-    skip: u64,
+    resume: Option<Source>,
     budget: u64,
     full: &mpsc::SyncSender<Result<Window>>,
     free: &mpsc::Receiver<Window>,
 ) -> Result<()> {
+    let skip = resume.map_or(0, |s| s.tokens);
     let mut tokenizer = Tokenizer::new(file, vocab);
+    let mut crc = crc32fast::Hasher::new();
     let ctx = model.context_len();
     let mut prefix: Vec<u64> = Vec::with_capacity(ctx);
     let mut scratch = Vec::with_capacity(window);
@@ -344,7 +357,18 @@ fn read_windows(
         }
         keep_tail(&mut prefix, &scratch, ctx);
         remaining_skip -= got as u64;
+        crc.update(&file.bytes()[crc.total_len() as usize..tokenizer.offset()]);
         file.release_before(tokenizer.offset());
+    }
+    if let Some(source) = resume {
+        let here = Source {
+            tokens: skip,
+            bytes: tokenizer.offset() as u64,
+            crc32: crc.clone().finalize(),
+        };
+        if here != source {
+            return send_error(full, not_this_context(file.path(), source, here));
+        }
     }
     let mut sent = 0u64;
     while sent < budget {
@@ -359,13 +383,59 @@ fn read_windows(
             Ok(n) => n,
             Err(e) => return send_error(full, e),
         };
+        crc.update(&file.bytes()[crc.total_len() as usize..tokenizer.offset()]);
         file.release_before(tokenizer.offset());
         keep_tail(&mut prefix, &w.tokens[w.start..], ctx);
         w.offset = tokenizer.offset();
+        w.crc = crc.clone().finalize();
         sent += got as u64;
         if full.send(Ok(w)).is_err() {
             return Ok(());
         }
+    }
+    Ok(())
+}
+
+/// The error for a resumed state whose recorded context differs from `path`'s bytes.
+pub(crate) fn not_this_context(path: &Path, recorded: Source, here: Source) -> Error {
+    Error::StateMismatch(format!(
+        "the loaded state was not made from {}: it holds {} tokens ending at byte {} with \
+         CRC-32 {:08x}, but that many tokens of this file end at byte {} with CRC-32 {:08x}",
+        path.display(),
+        recorded.tokens,
+        recorded.bytes,
+        recorded.crc32,
+        here.bytes,
+        here.crc32
+    ))
+}
+
+/// Before a resumed run: fails unless the first bytes of `file` are those `state`
+/// recorded when it was saved to `state_path`, naming both files. (The stream checks
+/// the same again where the skipped tokens end; this is the check that can name the
+/// state file, and it fails before any streaming.)
+pub fn check_resume(file: &ContextFile, state: &State, state_path: &Path) -> Result<()> {
+    let source = state.source();
+    let mismatch = |problem: String| {
+        Error::StateMismatch(format!(
+            "{} was not made from {}: {problem}",
+            state_path.display(),
+            file.path().display()
+        ))
+    };
+    if source.bytes > file.len() as u64 {
+        return Err(mismatch(format!(
+            "it has consumed {} bytes of its context file, and this one has {}",
+            source.bytes,
+            file.len()
+        )));
+    }
+    let crc = crc32fast::hash(&file.bytes()[..source.bytes as usize]);
+    if crc != source.crc32 {
+        return Err(mismatch(format!(
+            "the first {} bytes of its context file have CRC-32 {:08x}, this file's have {crc:08x}",
+            source.bytes, source.crc32
+        )));
     }
     Ok(())
 }

@@ -10,11 +10,12 @@ use std::time::Instant;
 use crate::error::{Error, Result};
 use crate::memory_model::tokenizer::Tokenizer;
 use crate::memory_model::MemoryModel;
+use crate::state::{Source, MAX_TOKENS};
 use crate::state_file::save_state;
 use crate::stream::context_file::ContextFile;
 use crate::stream::scheduler::{
-    done_fraction, peak_resident_bytes, Checkpoints, Observer, Progress, StreamOptions,
-    StreamSummary,
+    done_fraction, not_this_context, peak_resident_bytes, Checkpoints, Observer, Progress,
+    StreamOptions, StreamSummary,
 };
 
 /// A window of text: bytes `start..end`, whole lines (a line longer than a window is a
@@ -22,6 +23,8 @@ use crate::stream::scheduler::{
 struct Span {
     start: usize,
     end: usize,
+    /// CRC-32 of the file's bytes up to `end`.
+    crc: u32,
 }
 
 /// Streams `file` into `model`, calling `inspect` on each window's bytes first (a
@@ -35,11 +38,14 @@ pub fn stream_text_into_memory(
 ) -> Result<StreamSummary> {
     let mut checkpoints = Checkpoints::new(options)?;
     let started = Instant::now();
-    let skip = if options.resume {
-        model.state().tokens_seen()
-    } else {
-        0
-    };
+    let source = model.state().source();
+    let skip = if options.resume { source.tokens } else { 0 };
+    // Tokens in the state before this run: a loaded state's count goes on, resumed or
+    // not (the random-feature path does the same), so the count is what the state holds.
+    let before = model.state().tokens_seen();
+    if !options.resume {
+        model.set_source(Source::default());
+    }
     let budget = options.max_tokens.unwrap_or(u64::MAX);
     let window_bytes = options.window_bytes.max(1);
     let c = model.config();
@@ -53,7 +59,8 @@ pub fn stream_text_into_memory(
     let mut compute = 0.0f64;
 
     std::thread::scope(|scope| -> Result<()> {
-        let reader = scope.spawn(move || cut_windows(file, window_bytes, skip, budget, &tx));
+        let resume = options.resume.then_some(source);
+        let reader = scope.spawn(move || cut_windows(file, window_bytes, resume, budget, &tx));
         let result = (|| -> Result<()> {
             for span in rx.iter() {
                 let span = span?;
@@ -66,7 +73,12 @@ pub fn stream_text_into_memory(
                 let done = writer.tokens();
                 let window_tokens = done - tokens;
                 tokens = done;
-                model.set_tokens_seen(skip + tokens);
+                model.set_tokens_seen(total_tokens(before, tokens)?);
+                model.set_source(Source {
+                    tokens: skip + tokens,
+                    bytes: span.end as u64,
+                    crc32: span.crc,
+                });
                 checkpoints.advance(window_tokens, |path| {
                     save_state(path, model.memory_config(), model.state())
                 })?;
@@ -83,8 +95,14 @@ pub fn stream_text_into_memory(
                 });
             }
             writer.finish(model)?;
+            let tail = writer.tokens() - tokens;
             tokens = writer.tokens();
-            model.set_tokens_seen(skip + tokens);
+            model.set_tokens_seen(total_tokens(before, tokens)?);
+            if tail > 0 {
+                let mut source = model.state().source();
+                source.tokens = skip + tokens;
+                model.set_source(source);
+            }
             Ok(())
         })();
         drop(rx);
@@ -116,6 +134,17 @@ pub fn stream_text_into_memory(
     })
 }
 
+fn total_tokens(before: u64, tokens: u64) -> Result<u64> {
+    before
+        .checked_add(tokens)
+        .filter(|&t| t <= MAX_TOKENS)
+        .ok_or_else(|| {
+            Error::StateMismatch(format!(
+                "the loaded state had seen {before} tokens; {tokens} more pass the limit of {MAX_TOKENS}"
+            ))
+        })
+}
+
 pub fn model_name(model: &MemoryModel) -> String {
     let c = model.config();
     format!(
@@ -130,12 +159,14 @@ pub fn model_name(model: &MemoryModel) -> String {
 fn cut_windows(
     file: &ContextFile,
     window_bytes: usize,
-    skip: u64,
+    resume: Option<Source>,
     budget: u64,
     tx: &mpsc::SyncSender<Result<Span>>,
 ) -> Result<()> {
+    let skip = resume.map_or(0, |s| s.tokens);
     let bytes = file.bytes();
     let mut counter = Tokenizer::new();
+    let mut crc = crc32fast::Hasher::new();
     let mut pos = 0usize;
     if skip > 0 {
         while counter.tokens() < skip && pos < bytes.len() {
@@ -154,7 +185,19 @@ fn cut_windows(
             let _ = tx.send(Err(Error::StateMismatch(problem)));
             return Ok(());
         }
+        crc.update(&bytes[..pos]);
         file.release_before(pos);
+    }
+    if let Some(source) = resume {
+        let here = Source {
+            tokens: skip,
+            bytes: pos as u64,
+            crc32: crc.clone().finalize(),
+        };
+        if here != source {
+            let _ = tx.send(Err(not_this_context(file.path(), source, here)));
+            return Ok(());
+        }
     }
     let mut sent = 0u64;
     while pos < bytes.len() && sent < budget {
@@ -175,9 +218,27 @@ fn cut_windows(
         if end == bytes.len() {
             counter.finish(|_| {});
         }
+        // Whole lines: a character never straddles two windows, so each is checked alone.
+        if let Err(e) = std::str::from_utf8(&bytes[pos..end]) {
+            let _ = tx.send(Err(Error::File {
+                path: file.path().to_path_buf(),
+                problem: format!(
+                    "invalid UTF-8 at byte {} (the memory model reads text; \
+                     --model random-features --format bytes reads any file)",
+                    pos + e.valid_up_to()
+                ),
+            }));
+            return Ok(());
+        }
+        crc.update(&bytes[pos..end]);
         file.fault_in(pos..end);
         sent = counter.tokens() - skip;
-        if tx.send(Ok(Span { start: pos, end })).is_err() {
+        let span = Span {
+            start: pos,
+            end,
+            crc: crc.clone().finalize(),
+        };
+        if tx.send(Ok(span)).is_err() {
             return Ok(());
         }
         pos = end;

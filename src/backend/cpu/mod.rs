@@ -105,7 +105,7 @@ impl Backend for CpuBackend {
         inputs.validate(config)?;
         state.check_matches(config, inputs.batch)?;
         check_output_len(out, inputs.output_len(config))?;
-        let tokens_seen = state.tokens_seen() + inputs.tokens as u64;
+        let tokens_seen = state.tokens_after(inputs.tokens as u64)?;
         if inputs.tokens > 0 {
             let isa = self.isa();
             self.install(|| step::run(isa, config, inputs, state.values_mut(), out));
@@ -127,7 +127,7 @@ impl CpuBackend {
         let (batch, tokens) = (inputs.batch(), inputs.tokens());
         state.check_matches(config, batch)?;
         check_output_len(out, batch * tokens * config.heads * config.value_dim)?;
-        let tokens_seen = state.tokens_seen() + tokens as u64;
+        let tokens_seen = state.tokens_after(tokens as u64)?;
         if tokens > 0 {
             let tasks = split_tasks(config, batch, self.threads());
             let out = SharedMut::new(out);

@@ -7,7 +7,8 @@ use ltm_engine::model::{Model, RandomFeatureModel};
 use ltm_engine::state_file::{load_state, save_state};
 use ltm_engine::stream::text_memory::stream_text_into_memory;
 use ltm_engine::stream::{
-    stream_context, ContextFile, Format, Observer, Progress, StreamOptions, StreamSummary,
+    check_resume, stream_context, ContextFile, Format, Observer, Progress, StreamOptions,
+    StreamSummary,
 };
 use ltm_engine::{backend_for, Device, Error, State};
 
@@ -85,6 +86,9 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> ltm_engine::Result<()> {
+    if let Some(path) = &args.save_state {
+        ltm_engine::atomic_file::check_writable(path)?;
+    }
     let options = StreamOptions {
         window_tokens: args.window_tokens,
         window_bytes: args.window_bytes as usize,
@@ -143,6 +147,9 @@ fn run_memory_model(
         None => MemoryModel::new(config, args.device)?,
     };
     let file = ContextFile::open(&args.context_file, Some(Format::Text))?;
+    if let (true, Some(path)) = (args.resume, &args.load_state) {
+        check_resume(&file, model.state(), path)?;
+    }
     let summary = stream_text_into_memory(&file, &mut model, options, bar, &mut |_| Ok(()))?;
     if let Some(path) = &args.save_state {
         save_state(path, model.memory_config(), model.state())?;
@@ -184,6 +191,9 @@ fn run_random_features(
         None => State::zeros(&config, 1),
     };
     let mut file = ContextFile::open(&args.context_file, args.format)?;
+    if let (true, Some(path)) = (args.resume, &args.load_state) {
+        check_resume(&file, &state, path)?;
+    }
     let summary = stream_context(
         &mut file,
         &model,
