@@ -192,3 +192,297 @@ fn a_closed_stdout_pipe_stops_quietly() {
         );
     }
 }
+
+// --- 5: a resumed state must come from the same bytes ------------------------------------
+
+fn lines_file(path: &Path, prefix: &str, n: usize) {
+    let text: String = (0..n).map(|i| format!("{prefix}{i} = w{i}\n")).collect();
+    std::fs::write(path, text).unwrap();
+}
+
+#[test]
+fn resume_refuses_a_state_made_from_another_file_naming_both() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a.txt"), dir.path().join("b.txt"));
+    // The same token structure line by line, other words: the count lands on a line end
+    // in both, which is all the memory model checked before.
+    lines_file(&a, "alpha", 400);
+    lines_file(&b, "beta", 300);
+    let state = dir.path().join("a.ltmstate");
+    for model in ["memory", "random-features"] {
+        let _ = std::fs::remove_file(&state);
+        expect_ok(&cli(&[
+            "run",
+            "--model",
+            model,
+            "--context-file",
+            p(&a),
+            "--max-tokens",
+            "640",
+            "--save-state",
+            p(&state),
+        ]));
+        let out = cli(&[
+            "run",
+            "--model",
+            model,
+            "--context-file",
+            p(&b),
+            "--load-state",
+            p(&state),
+            "--resume",
+        ]);
+        expect_error(&out, &["a.ltmstate", "b.txt", "was not made from"]);
+        // The right file resumes.
+        expect_ok(&cli(&[
+            "run",
+            "--model",
+            model,
+            "--context-file",
+            p(&a),
+            "--load-state",
+            p(&state),
+            "--resume",
+        ]));
+    }
+}
+
+// --- 8: inputs that are not files, outputs that cannot be written -----------------------
+
+/// Runs `args`, failing the test if the process is still running after 20 s.
+fn cli_with_deadline(args: &[&str]) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ltm-engine"))
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed().as_secs() > 20 {
+            let _ = child.kill();
+            panic!("{args:?} still running after 20 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn directories_fifos_and_devices_are_refused_as_inputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = text_file(dir.path());
+    let fifo = dir.path().join("fifo");
+    let c = std::ffi::CString::new(p(&fifo)).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let d = p(dir.path());
+    for (args, needle) in [
+        (vec!["run", "--context-file", d], "is a directory"),
+        (
+            vec!["run", "--model", "random-features", "--context-file", d],
+            "is a directory",
+        ),
+        (vec!["run", "--context-file", p(&fifo)], "FIFO"),
+        (
+            vec![
+                "run",
+                "--context-file",
+                p(&ctx),
+                "--load-state",
+                "/dev/zero",
+            ],
+            "character device",
+        ),
+        (
+            vec![
+                "kernel",
+                "--input",
+                d,
+                "--output",
+                "/tmp/never-written.safetensors",
+            ],
+            "is a directory",
+        ),
+        (
+            vec![
+                "hashhop",
+                "eval",
+                "--context-file",
+                p(&ctx),
+                "--targets",
+                p(&fifo),
+            ],
+            "FIFO",
+        ),
+    ] {
+        let out = cli_with_deadline(&args);
+        expect_error(&out, &[needle]);
+    }
+}
+
+#[test]
+fn unwritable_outputs_are_found_before_the_work() {
+    let dir = tempfile::tempdir().unwrap();
+    // Valid text, then a bad byte at the end: a run that streamed before checking its
+    // output would report the bad byte, not the output.
+    let ctx = dir.path().join("late-error.txt");
+    let mut bytes = b"a = b\n".repeat(1000);
+    bytes.push(0xff);
+    std::fs::write(&ctx, bytes).unwrap();
+    let nowhere = dir.path().join("no/such/dir/s.ltmstate");
+    for model in ["memory", "random-features"] {
+        let out = cli(&[
+            "run",
+            "--model",
+            model,
+            "--context-file",
+            p(&ctx),
+            "--save-state",
+            p(&nowhere),
+        ]);
+        expect_error(&out, &["s.ltmstate", "cannot be written"]);
+        let out = cli(&[
+            "run",
+            "--model",
+            model,
+            "--context-file",
+            p(&ctx),
+            "--save-state",
+            p(dir.path()),
+        ]);
+        expect_error(&out, &["is a directory"]);
+    }
+    let plot = dir.path().join("no/such/dir/chart.svg");
+    let out = cli(&[
+        "bench",
+        "--min-tokens",
+        "64",
+        "--max-tokens",
+        "128",
+        "--runs",
+        "1",
+        "--plot",
+        p(&plot),
+    ]);
+    expect_error(&out, &["chart.svg", "cannot be written"]);
+    assert!(out.stdout.is_empty(), "the sweep ran before the check");
+}
+
+fn hashhop_files(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let out = dir.join("hh");
+    expect_ok(&cli(&[
+        "hashhop",
+        "generate",
+        "--tokens",
+        "3000",
+        "--hops",
+        "2",
+        "--queries",
+        "5",
+        "--seed",
+        "1",
+        "--out",
+        p(&out),
+    ]));
+    (out.join("prompt.txt"), out.join("targets.json"))
+}
+
+#[test]
+fn hashhop_eval_bounds_hops_and_queries_and_cuts_quoted_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let (prompt, targets) = hashhop_files(dir.path());
+    let eval = |extra: &[&str], targets: &Path| {
+        let mut args = vec![
+            "hashhop",
+            "eval",
+            "--context-file",
+            p(&prompt),
+            "--targets",
+            p(targets),
+        ];
+        args.extend_from_slice(extra);
+        cli_with_deadline(&args)
+    };
+    expect_error(
+        &eval(&["--hops", "1000000000000"], &targets),
+        &["--hops 1000000000000"],
+    );
+    expect_error(&eval(&["--max-queries", "0"], &targets), &["--max-queries"]);
+    let huge = dir.path().join("huge.json");
+    std::fs::write(&huge, format!("{{\"abc\": \"{}\"}}", "x-".repeat(5 << 20))).unwrap();
+    let err = expect_error(&eval(&[], &huge), &["huge.json", "bytes in all"]);
+    assert!(err.len() < 1000, "{} bytes of error", err.len());
+}
+
+// --- 11: one rule for the token count of a loaded state ---------------------------------
+
+#[test]
+fn a_loaded_state_without_resume_adds_to_its_count_for_every_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = text_file(dir.path());
+    let state = dir.path().join("s.ltmstate");
+    for model in ["memory", "random-features"] {
+        let _ = std::fs::remove_file(&state);
+        let first = expect_ok(&cli(&[
+            "run",
+            "--model",
+            model,
+            "--context-file",
+            p(&ctx),
+            "--save-state",
+            p(&state),
+            "--json",
+        ]));
+        let first: serde_json::Value = serde_json::from_str(&first).unwrap();
+        let n = first["state_tokens"].as_u64().unwrap();
+        assert!(n > 0);
+        let second = expect_ok(&cli(&[
+            "run",
+            "--model",
+            model,
+            "--context-file",
+            p(&ctx),
+            "--load-state",
+            p(&state),
+            "--json",
+        ]));
+        let second: serde_json::Value = serde_json::from_str(&second).unwrap();
+        assert_eq!(second["tokens"].as_u64().unwrap(), n, "{model}");
+        assert_eq!(second["state_tokens"].as_u64().unwrap(), 2 * n, "{model}");
+    }
+}
+
+// --- 4: the same text checks for every model -------------------------------------------
+
+#[test]
+fn every_model_refuses_invalid_utf8_with_its_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("weights.safetensors");
+    write_safetensors(&bin, &kernel_tensors(1, 8, 2, 4, 4));
+    let bytes = std::fs::read(&bin).unwrap();
+    let bad_at = std::str::from_utf8(&bytes).unwrap_err().valid_up_to();
+    let at = format!("invalid UTF-8 at byte {bad_at}");
+    for extra in [
+        vec![],
+        vec!["--model", "random-features", "--format", "text"],
+    ] {
+        let mut args = vec!["run", "--context-file", p(&bin)];
+        args.extend_from_slice(&extra);
+        expect_error(&cli(&args), &["weights.safetensors", &at]);
+    }
+    let (prompt, targets) = hashhop_files(dir.path());
+    let mut text = std::fs::read(&prompt).unwrap();
+    let n = text.len();
+    text.insert(n / 2 - 1, 0xC3); // the start of a two-byte character, then ASCII
+    std::fs::write(&prompt, &text).unwrap();
+    let out = cli(&[
+        "hashhop",
+        "eval",
+        "--context-file",
+        p(&prompt),
+        "--targets",
+        p(&targets),
+    ]);
+    expect_error(&out, &["invalid UTF-8 at byte"]);
+}

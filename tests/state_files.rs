@@ -212,3 +212,32 @@ fn devices_directories_and_fifos_are_not_read_as_state_files() {
         assert!(e.contains("not a regular file"), "{e}");
     }
 }
+
+#[test]
+fn temporary_files_of_dead_processes_are_removed_on_the_next_save() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, state, path) = saved(dir.path());
+    // A process that has exited: its pid names a temporary file nobody will finish.
+    let mut dead = std::process::Command::new("true").spawn().unwrap();
+    dead.wait().unwrap();
+    let mut alive = std::process::Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .unwrap();
+    let stale = dir.path().join(format!(".mem.ltmstate.tmp.{}", dead.id()));
+    let busy = dir.path().join(format!(".mem.ltmstate.tmp.{}", alive.id()));
+    let other = dir.path().join(format!(".other.tmp.{}", dead.id()));
+    for f in [&stale, &busy, &other] {
+        std::fs::write(f, b"half a state").unwrap();
+    }
+    save_state(&path, &config, &state).unwrap();
+    let _ = alive.kill();
+    let _ = alive.wait();
+    assert!(
+        !stale.exists(),
+        "the dead process's temporary file is still there"
+    );
+    assert!(busy.exists(), "a live process's temporary file was removed");
+    assert!(other.exists(), "another file's temporary file was removed");
+    assert_eq!(load_state(&path, &config).unwrap(), state);
+}
