@@ -486,3 +486,70 @@ fn every_model_refuses_invalid_utf8_with_its_offset() {
     ]);
     expect_error(&out, &["invalid UTF-8 at byte"]);
 }
+
+// --- 14, 15: answers say whether they were verified; queries are checked first ----------
+
+#[test]
+fn answers_say_whether_they_are_verified_and_unwritten_prefixes_have_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = text_file(dir.path());
+    let out = expect_ok(&cli(&[
+        "run",
+        "--context-file",
+        p(&ctx),
+        "--query",
+        "key7 =",
+        "--query",
+        "never written here",
+        "--json",
+    ]));
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let answers = v["answers"].as_array().unwrap();
+    assert_eq!(answers[0]["answer"], "value7");
+    assert_eq!(answers[0]["verified"], true);
+    assert_eq!(
+        answers[1]["answer"],
+        serde_json::Value::Null,
+        "{}",
+        answers[1]
+    );
+    assert_eq!(answers[1]["verified"], false);
+    let text = expect_ok(&cli(&[
+        "run",
+        "--context-file",
+        p(&ctx),
+        "--query",
+        "never written here",
+    ]));
+    assert!(text.contains("no answer"), "{text}");
+    assert!(!text.contains("(unverified)"), "{text}");
+}
+
+#[test]
+fn queries_are_checked_before_streaming() {
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = text_file(dir.path());
+    let state = dir.path().join("s.ltmstate");
+    let out = cli(&[
+        "run",
+        "--context-file",
+        p(&ctx),
+        "--save-state",
+        p(&state),
+        "--query",
+        "key1 =",
+        "--query",
+        "é",
+    ]);
+    expect_error(&out, &["`é`", "no word"]);
+    assert!(
+        !state.exists(),
+        "the context was streamed and saved before the query was refused"
+    );
+    let long = format!("--query={}", ".".repeat(100_000));
+    let err = expect_error(
+        &cli(&["run", "--context-file", p(&ctx), &long]),
+        &["no word"],
+    );
+    assert!(err.len() < 1000, "{} bytes of error", err.len());
+}

@@ -156,6 +156,29 @@ impl ModelConfig {
     }
 }
 
+/// Fails unless `prefix` can be asked ([`MemoryModel::next_words`]): its last line
+/// must hold a word to make a key of. Needs no model, so a command can check its
+/// queries before a long stream rather than lose them after it.
+pub fn check_query(prefix: &str) -> Result<()> {
+    let line = prefix.rsplit('\n').next().unwrap_or("");
+    let mut tok = Tokenizer::new();
+    let mut words = 0usize;
+    let mut count = |t: Token<'_>| words += matches!(t, Token::Word(_)) as usize;
+    tok.feed(line.as_bytes(), &mut count);
+    tok.finish(&mut count);
+    if words == 0 {
+        return Err(no_key(prefix));
+    }
+    Ok(())
+}
+
+fn no_key(prefix: &str) -> Error {
+    Error::Query(format!(
+        "`{}` has no word to make a key of (words are runs of 0-9 A-Z a-z _ in its last line)",
+        crate::limits::cut(prefix)
+    ))
+}
+
 /// The model with its state.
 pub struct MemoryModel {
     config: ModelConfig,
@@ -259,12 +282,7 @@ impl MemoryModel {
             };
             tok.feed(line.as_bytes(), &mut push);
             tok.finish(&mut push);
-            let key = ctx.key(self.config.seed).ok_or_else(|| {
-                Error::Query(format!(
-                    "`{}` has no word to make a key of (words are runs of 0-9 A-Z a-z _)",
-                    crate::limits::cut(prefix)
-                ))
-            })?;
+            let key = ctx.key(self.config.seed).ok_or_else(|| no_key(prefix))?;
             let mut r = [0u32; MAX_ACTIVE];
             let mut w = [0f32; MAX_ACTIVE];
             let head = self.keys.address(key, &mut r[..s], &mut w[..s]);

@@ -2,7 +2,8 @@ use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::time::Instant;
 
-use ltm_engine::memory_model::{MemoryModel, ModelConfig};
+use ltm_engine::memory_model::codec::Decoded;
+use ltm_engine::memory_model::{check_query, MemoryModel, ModelConfig};
 use ltm_engine::model::{Model, RandomFeatureModel};
 use ltm_engine::state_file::{load_state, save_state};
 use ltm_engine::stream::text_memory::stream_text_into_memory;
@@ -110,17 +111,38 @@ pub fn run(args: Args) -> ltm_engine::Result<()> {
         if !answers.is_empty() {
             value["answers"] = serde_json::json!(answers
                 .iter()
-                .map(|(q, a)| serde_json::json!({"query": q, "answer": a}))
+                .map(|(q, d)| answer_json(q, d))
                 .collect::<Vec<_>>());
         }
         println!("{value}");
     } else {
         print_summary(&summary, args.save_state.as_deref());
-        for (q, a) in &answers {
-            println!("  query       {q:?} → {a}");
+        for (q, d) in &answers {
+            println!("  query       {q:?} → {}", answer_text(d));
         }
     }
     Ok(())
+}
+
+/// An answer the check symbol did not confirm is no answer: a prefix never written
+/// reads noise that decodes to some word all the same. The guess is kept apart.
+fn answer_json(query: &str, d: &Decoded) -> serde_json::Value {
+    if d.verified {
+        serde_json::json!({"query": query, "answer": d.text, "verified": true})
+    } else {
+        serde_json::json!({"query": query, "answer": null, "verified": false, "guess": d.text})
+    }
+}
+
+fn answer_text(d: &Decoded) -> String {
+    if d.verified {
+        d.text.clone()
+    } else {
+        format!(
+            "no answer (nothing passed the check; best guess {:?})",
+            d.text
+        )
+    }
 }
 
 /// The built-in memory model through the scheduler's text path.
@@ -128,7 +150,10 @@ fn run_memory_model(
     args: &Args,
     options: &StreamOptions,
     bar: &mut ProgressLine,
-) -> ltm_engine::Result<(StreamSummary, Vec<(String, String)>)> {
+) -> ltm_engine::Result<(StreamSummary, Vec<(String, Decoded)>)> {
+    for q in &args.query {
+        check_query(q)?;
+    }
     if args.format.is_some_and(|f| f != Format::Text) {
         return Err(Error::Config(
             "the memory model reads text; use --model random-features for bytes or u32 files"
@@ -159,14 +184,7 @@ fn run_memory_model(
         .next_words(&prefixes)?
         .into_iter()
         .zip(&args.query)
-        .map(|(d, q)| {
-            let answer = if d.verified {
-                d.text
-            } else {
-                format!("{} (unverified)", d.text)
-            };
-            (q.clone(), answer)
-        })
+        .map(|(d, q)| (q.clone(), d))
         .collect();
     Ok((summary, answers))
 }
