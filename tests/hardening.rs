@@ -553,3 +553,39 @@ fn queries_are_checked_before_streaming() {
     );
     assert!(err.len() < 1000, "{} bytes of error", err.len());
 }
+
+// --- 16: no extrapolation from two points ----------------------------------------------
+
+#[test]
+fn bench_does_not_extrapolate_from_two_lengths_and_says_why() {
+    let args = [
+        "bench",
+        "--min-tokens",
+        "64",
+        "--max-tokens",
+        "128",
+        "--runs",
+        "1",
+    ];
+    let mut json = args.to_vec();
+    json.push("--json");
+    let report: serde_json::Value = serde_json::from_str(&expect_ok(&cli(&json))).unwrap();
+    let t = &report["at_target"];
+    for key in [
+        "memory_forward_s",
+        "attention_prefill_s",
+        "memory_decode_s",
+        "attention_decode_s",
+    ] {
+        assert_eq!(t[key], serde_json::Value::Null, "{key} extrapolated: {t}");
+    }
+    assert!(
+        t["not_extrapolated"]
+            .as_str()
+            .unwrap()
+            .contains("2 measured lengths"),
+        "{t}"
+    );
+    let table = expect_ok(&cli(&args));
+    assert!(table.contains("not extrapolated"), "{table}");
+}
