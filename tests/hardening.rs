@@ -589,3 +589,43 @@ fn bench_does_not_extrapolate_from_two_lengths_and_says_why() {
     let table = expect_ok(&cli(&args));
     assert!(table.contains("not extrapolated"), "{table}");
 }
+
+// --- 13: the memory model says what it holds -------------------------------------------
+
+#[test]
+fn the_memory_model_reports_its_load_and_warns_past_capacity() {
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = dir.path().join("many.txt");
+    lines_file(&ctx, "k", 2000);
+    // 2 heads × 32 rows = 64 rows for 2,000 pairs.
+    let out = cli(&[
+        "run",
+        "--context-file",
+        p(&ctx),
+        "--state-bytes",
+        "139264",
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&expect_ok(&out)).unwrap();
+    let c = &v["capacity"];
+    assert_eq!(c["rows"], 64);
+    assert_eq!(c["pairs"], 2000);
+    assert_eq!(c["over_capacity"], true);
+    assert!(c["predicted_recall"].as_f64().unwrap() < 0.1, "{c}");
+    assert_eq!(c["state_bytes_to_hold"], 5 << 20, "{c}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("warning") && err.contains("--state-bytes 5MiB"),
+        "{err}"
+    );
+    // Well under capacity: no warning, full recall predicted.
+    let out = cli(&["run", "--context-file", p(&ctx), "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&expect_ok(&out)).unwrap();
+    assert_eq!(v["capacity"]["over_capacity"], false);
+    assert!(v["capacity"]["predicted_recall"].as_f64().unwrap() > 0.999);
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -13,6 +13,7 @@
 //! whose size is `heads × rows × VALUE_DIM × 4` bytes, chosen with
 //! [`ModelConfig::with_state_bytes`].
 
+pub mod capacity;
 pub mod codec;
 pub mod keys;
 pub mod mix;

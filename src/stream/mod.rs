@@ -7,6 +7,6 @@ pub mod tokenizer;
 
 pub use context_file::{ContextFile, Format};
 pub use scheduler::{
-    check_resume, stream_context, Observer, Progress, Quiet, StreamOptions, StreamSummary,
+    check_resume, stream_context, Capacity, Observer, Progress, Quiet, StreamOptions, StreamSummary,
 };
 pub use tokenizer::Tokenizer;

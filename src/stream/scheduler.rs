@@ -137,8 +137,27 @@ pub struct StreamSummary {
     pub next_token_cosine: Option<f64>,
     /// Key–value pairs written (memory model).
     pub writes: Option<u64>,
+    /// What the state holds against what it can (memory model).
+    pub capacity: Option<Capacity>,
     pub output_digest: Option<String>,
     pub checkpoints: u64,
+}
+
+/// The memory model's load: pairs written by this run against the state's rows.
+#[derive(Clone, Debug, Serialize)]
+pub struct Capacity {
+    /// Rows of the state (all heads): about this many pairs are recalled at ≈ 97%.
+    pub rows: u64,
+    /// Pairs written by this run.
+    pub pairs: u64,
+    /// `pairs / rows`.
+    pub load: f64,
+    /// Mean recall the capacity formula predicts at this load.
+    pub predicted_recall: f64,
+    /// Whether the load is past the capacity (`load > 1`).
+    pub over_capacity: bool,
+    /// `--state-bytes` that would hold this many pairs at the capacity load.
+    pub state_bytes_to_hold: u64,
 }
 
 /// A filled window on its way from the reader to the backend.
@@ -269,6 +288,7 @@ pub fn stream_context(
         peak_device_bytes: None,
         next_token_cosine: Some(acc.mean_cosine()),
         writes: None,
+        capacity: None,
         output_digest: acc.digest(),
         checkpoints: checkpoints.written,
     })

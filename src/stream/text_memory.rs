@@ -14,8 +14,8 @@ use crate::state::{Source, MAX_TOKENS};
 use crate::state_file::save_state;
 use crate::stream::context_file::ContextFile;
 use crate::stream::scheduler::{
-    done_fraction, not_this_context, peak_resident_bytes, Checkpoints, Observer, Progress,
-    StreamOptions, StreamSummary,
+    done_fraction, not_this_context, peak_resident_bytes, Capacity, Checkpoints, Observer,
+    Progress, StreamOptions, StreamSummary,
 };
 
 /// A window of text: bytes `start..end`, whole lines (a line longer than a window is a
@@ -129,9 +129,29 @@ pub fn stream_text_into_memory(
         peak_device_bytes: None,
         next_token_cosine: None,
         writes: Some(writer.writes()),
+        capacity: Some(capacity(model, writer.writes())),
         output_digest: None,
         checkpoints: checkpoints.written,
     })
+}
+
+fn capacity(model: &MemoryModel, pairs: u64) -> Capacity {
+    use crate::memory_model::capacity::{recall, state_bytes_to_hold, FULL_LOAD};
+    let c = model.config();
+    let rows = c.heads as u64 * c.rows as u64;
+    let load = pairs as f64 / rows as f64;
+    Capacity {
+        rows,
+        pairs,
+        load,
+        predicted_recall: if pairs == 0 {
+            1.0
+        } else {
+            recall(pairs as f64, rows as f64, c.beta as f64)
+        },
+        over_capacity: load > FULL_LOAD,
+        state_bytes_to_hold: state_bytes_to_hold(pairs),
+    }
 }
 
 fn total_tokens(before: u64, tokens: u64) -> Result<u64> {

@@ -106,6 +106,18 @@ pub fn run(args: Args) -> ltm_engine::Result<()> {
         ModelChoice::RandomFeatures => (run_random_features(&args, &options, &mut bar)?, vec![]),
     };
     bar.finish();
+    if let Some(c) = summary.capacity.as_ref().filter(|c| c.over_capacity) {
+        eprintln!(
+            "warning: {} pairs written into {} rows is {:.1}× the state's capacity: the capacity \
+             formula predicts {:.1}% recall, the oldest pairs forgotten first; --state-bytes {}MiB \
+             would hold this file",
+            c.pairs,
+            c.rows,
+            c.load,
+            100.0 * c.predicted_recall,
+            c.state_bytes_to_hold >> 20
+        );
+    }
     if args.json {
         let mut value = serde_json::to_value(&summary).map_err(|e| Error::Config(e.to_string()))?;
         if !answers.is_empty() {
@@ -262,6 +274,19 @@ fn print_summary(s: &StreamSummary, saved: Option<&std::path::Path>) {
     }
     if let Some(w) = s.writes {
         println!("  writes      {w} key-value pairs written");
+    }
+    if let Some(c) = &s.capacity {
+        println!(
+            "  capacity    {:.2} pairs per row of {} (predicted recall {:.1}%{})",
+            c.load,
+            c.rows,
+            100.0 * c.predicted_recall,
+            if c.over_capacity {
+                ", past capacity"
+            } else {
+                ""
+            }
+        );
     }
     if let Some(d) = &s.output_digest {
         println!("  outputs     crc32 {d}");
