@@ -629,3 +629,39 @@ fn the_memory_model_reports_its_load_and_warns_past_capacity() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+// --- 9: a load needs the state's size in memory, not twice it ---------------------------
+
+#[test]
+fn loading_a_state_peaks_near_its_size() {
+    // In memory where possible: a 512 MiB file on a shared disk is slow to write.
+    let dir = match std::fs::metadata("/dev/shm") {
+        Ok(m) if m.is_dir() => tempfile::tempdir_in("/dev/shm").unwrap(),
+        _ => tempfile::tempdir().unwrap(),
+    };
+    let ctx = text_file(dir.path());
+    let state = dir.path().join("big.ltmstate");
+    let base = [
+        "run",
+        "--context-file",
+        p(&ctx),
+        "--state-bytes",
+        "512MiB",
+        "--window-tokens",
+        "64",
+        "--json",
+    ];
+    let mut save = base.to_vec();
+    save.extend(["--save-state", p(&state)]);
+    expect_ok(&cli(&save));
+    let mut load = base.to_vec();
+    load.extend(["--load-state", p(&state)]);
+    let v: serde_json::Value = serde_json::from_str(&expect_ok(&cli(&load))).unwrap();
+    let size = v["state_bytes"].as_f64().unwrap();
+    let peak = v["peak_host_bytes"].as_f64().unwrap();
+    assert!(
+        peak <= 1.05 * size,
+        "peak {peak} for a state of {size} ({:.3}×)",
+        peak / size
+    );
+}

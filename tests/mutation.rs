@@ -419,7 +419,7 @@ fn context_file_mutants_are_refused_or_valid_in_every_format() {
                     Format::Text => std::str::from_utf8(&bytes).is_ok(),
                     Format::Bytes => true,
                     Format::U32 => {
-                        bytes.len() % 4 == 0
+                        bytes.len().is_multiple_of(4)
                             && bytes
                                 .chunks_exact(4)
                                 .all(|c| (u32::from_le_bytes(c.try_into().unwrap()) as u64) < vocab)

@@ -381,10 +381,22 @@ fn read_windows(
         file.release_before(tokenizer.offset());
     }
     if let Some(source) = resume {
+        // A run that reached the end of a text file also read the blanks after its last
+        // token, which skipping that many tokens does not: the recorded end may lie
+        // past this offset by blanks only.
+        let at = tokenizer.offset();
+        let mut whole = crc.clone();
+        let blanks = usize::try_from(source.bytes)
+            .ok()
+            .and_then(|end| file.bytes().get(at..end))
+            .filter(|tail| only_blanks(tail, file.format()));
+        if let Some(tail) = blanks {
+            whole.update(tail);
+        }
         let here = Source {
             tokens: skip,
-            bytes: tokenizer.offset() as u64,
-            crc32: crc.clone().finalize(),
+            bytes: (at + blanks.map_or(0, <[u8]>::len)) as u64,
+            crc32: whole.finalize(),
         };
         if here != source {
             return send_error(full, not_this_context(file.path(), source, here));
@@ -458,6 +470,16 @@ pub fn check_resume(file: &ContextFile, state: &State, state_path: &Path) -> Res
         )));
     }
     Ok(())
+}
+
+/// Whether `bytes` hold no token of `format`: blanks of text (whitespace other than
+/// line breaks, which are tokens); nothing at all for bytes and u32 files.
+fn only_blanks(bytes: &[u8], format: crate::stream::Format) -> bool {
+    match format {
+        crate::stream::Format::Text => std::str::from_utf8(bytes)
+            .is_ok_and(|t| t.chars().all(|c| c.is_whitespace() && c != '\n')),
+        _ => bytes.is_empty(),
+    }
 }
 
 fn send_error(full: &mpsc::SyncSender<Result<Window>>, e: Error) -> Result<()> {
