@@ -665,3 +665,32 @@ fn loading_a_state_peaks_near_its_size() {
         peak / size
     );
 }
+
+// --- 7: unknown tensors ------------------------------------------------------------------
+
+#[test]
+fn kernel_refuses_unknown_tensors_listing_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, output) = (
+        dir.path().join("in.safetensors"),
+        dir.path().join("out.safetensors"),
+    );
+    let mut tensors = kernel_tensors(1, 4, 1, 4, 4);
+    tensors.push((
+        "initial_stat",
+        vec![1, 1, 4, 4],
+        bytemuck::cast_slice(&[1.0f32; 16]).to_vec(),
+    ));
+    tensors.push(("extra", vec![1], bytemuck::cast_slice(&[1.0f32]).to_vec()));
+    write_safetensors(&input, &tensors);
+    let out = cli(&["kernel", "--input", p(&input), "--output", p(&output)]);
+    expect_error(
+        &out,
+        &[
+            "in.safetensors",
+            "unknown tensors `extra`, `initial_stat`",
+            "initial_state",
+        ],
+    );
+    assert!(!output.exists());
+}
