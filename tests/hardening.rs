@@ -694,3 +694,40 @@ fn kernel_refuses_unknown_tensors_listing_them() {
     );
     assert!(!output.exists());
 }
+
+// --- 2: a file cut short while it is read --------------------------------------------------
+
+#[test]
+fn a_context_file_cut_short_while_streaming_is_an_error_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    for model in ["memory", "random-features"] {
+        let ctx = dir.path().join(format!("shrinking-{model}.txt"));
+        // Long enough (~7M tokens) to be mid-stream when it is cut.
+        let line = "alpha beta gamma = delta epsilon zeta eta theta iota kappa\n";
+        std::fs::write(&ctx, line.repeat(700_000)).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_ltm-engine"))
+            .args([
+                "run",
+                "--model",
+                model,
+                "--context-file",
+                p(&ctx),
+                "--window-bytes",
+                "64KiB",
+            ])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(400));
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&ctx)
+            .unwrap()
+            .set_len(1000)
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        let err = expect_error(&out, &[&format!("shrinking-{model}.txt"), "shrank"]);
+        assert!(err.contains("to 1000 bytes"), "{err}");
+    }
+}

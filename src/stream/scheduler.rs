@@ -363,7 +363,7 @@ fn read_windows(
         scratch.clear();
         let want = remaining_skip.min(window as u64) as usize;
         let got = tokenizer.fill(file, &mut scratch, want);
-        let got = match got {
+        let got = match got.and_then(|n| file.check_intact().map(|_| n)) {
             Ok(n) => n,
             Err(e) => return send_error(full, e),
         };
@@ -415,6 +415,9 @@ fn read_windows(
             Ok(n) => n,
             Err(e) => return send_error(full, e),
         };
+        if let Err(e) = file.check_intact() {
+            return send_error(full, e);
+        }
         crc.update(&file.bytes()[crc.total_len() as usize..tokenizer.offset()]);
         file.release_before(tokenizer.offset());
         keep_tail(&mut prefix, &w.tokens[w.start..], ctx);

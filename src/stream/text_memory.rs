@@ -70,6 +70,9 @@ pub fn stream_text_into_memory(
                 writer.feed(model, text)?;
                 windows += 1;
                 writer.flush(model)?;
+                // The window was read from the map: if the file shrank meanwhile, some
+                // of it may have been zeros, and nothing of it may be kept.
+                file.check_intact()?;
                 let done = writer.tokens();
                 let window_tokens = done - tokens;
                 tokens = done;
@@ -252,6 +255,10 @@ fn cut_windows(
         }
         crc.update(&bytes[pos..end]);
         file.fault_in(pos..end);
+        if let Err(e) = file.check_intact() {
+            let _ = tx.send(Err(e));
+            return Ok(());
+        }
         sent = counter.tokens() - skip;
         let span = Span {
             start: pos,
