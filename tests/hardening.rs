@@ -136,6 +136,15 @@ fn kernel_repeats_are_bounded() {
 }
 
 #[test]
+fn bench_shapes_too_large_are_errors_naming_the_options() {
+    for args in [["--heads", "1000000000"], ["--head-dim", "4294967296"]] {
+        let mut all = vec!["bench", "--max-tokens", "128"];
+        all.extend_from_slice(&args);
+        expect_error(&cli(&all), &[&args.join(" ")[..], "bytes asked for"]);
+    }
+}
+
+#[test]
 fn state_bytes_beyond_memory_is_an_error_naming_the_option() {
     let dir = tempfile::tempdir().unwrap();
     let ctx = text_file(dir.path());
