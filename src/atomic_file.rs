@@ -14,6 +14,7 @@ pub fn write_atomically(
     fill: impl FnOnce(&mut BufWriter<File>) -> std::io::Result<()>,
 ) -> Result<()> {
     let tmp = temp_path(path);
+    remove_stale_temps(path);
     let result = (|| {
         let file = File::create(&tmp)?;
         let mut w = BufWriter::new(file);
@@ -34,6 +35,74 @@ pub fn write_atomically(
         let _ = fs::remove_file(&tmp);
         Error::io(path, e)
     })
+}
+
+/// Fails unless a file can be written at `path` (beside it, the temporary file is
+/// created and removed again): for outputs written only after a long run, so a wrong
+/// path is found before the run rather than after it.
+pub fn check_writable(path: &Path) -> Result<()> {
+    if path.is_dir() {
+        return Err(Error::File {
+            path: path.to_path_buf(),
+            problem: "is a directory; expected the path of a file to write".into(),
+        });
+    }
+    let tmp = temp_path(path);
+    File::create(&tmp).map_err(|e| Error::File {
+        path: path.to_path_buf(),
+        problem: format!("cannot be written: {e}"),
+    })?;
+    let _ = fs::remove_file(&tmp);
+    Ok(())
+}
+
+/// Removes temporary files of earlier writes of `path` whose process is gone (killed
+/// between creating and renaming): at a state's size each, a few crashes would fill a
+/// disk. A file of a process still alive is left alone: it may be writing it now.
+fn remove_stale_temps(path: &Path) {
+    let Some(name) = path.file_name().map(|n| n.to_string_lossy().into_owned()) else {
+        return;
+    };
+    let prefix = format!(".{name}.tmp.");
+    let dir = match path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        Some(d) => d.to_path_buf(),
+        None => PathBuf::from("."),
+    };
+    let Ok(entries) = fs::read_dir(&dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let file_name = entry.file_name();
+        let Some(pid) = file_name
+            .to_str()
+            .and_then(|n| n.strip_prefix(&prefix))
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid != std::process::id() && !process_alive(pid) {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+}
+
+/// Whether process `pid` exists (where that cannot be told, it is taken to exist, so
+/// nothing is removed).
+fn process_alive(pid: u32) -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        let Ok(pid) = libc::pid_t::try_from(pid) else {
+            return true;
+        };
+        // SAFETY: signal 0 only checks that the process exists; nothing is sent.
+        let r = unsafe { libc::kill(pid, 0) };
+        r == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = pid;
+        true
+    }
 }
 
 /// `dir/.name.tmp.PID`: same directory (so the rename stays on one file system),

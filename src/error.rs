@@ -80,6 +80,30 @@ pub enum Error {
     #[error("device: {0}")]
     Device(String),
 
+    /// A size from a file header or an option that cannot be allocated: it overflowed
+    /// (`bytes` is `None`) or exceeds the memory available.
+    #[error("{what}: {} asked for, {problem}", show_bytes(*.bytes))]
+    TooLarge {
+        /// The option, tensor or header field that asked.
+        what: String,
+        /// The bytes asked for; `None` when the size overflowed.
+        bytes: Option<u64>,
+        /// Why it cannot be had (e.g. more than the memory available).
+        problem: String,
+    },
+
+    /// Tensors in an input file that nothing reads: most likely a misspelt name, which
+    /// would otherwise silently run without the tensor it meant.
+    #[error("{path}: unknown tensors {names} (expected {expected})")]
+    UnknownTensors {
+        /// The input file.
+        path: PathBuf,
+        /// The tensors nothing reads, comma-separated.
+        names: String,
+        /// The tensors the job reads.
+        expected: String,
+    },
+
     /// A CUDA driver call, copy or kernel launch that failed on a device that exists.
     #[error("CUDA {op}: {detail}")]
     Cuda {
@@ -96,6 +120,13 @@ impl Error {
             path: path.into(),
             source,
         }
+    }
+}
+
+fn show_bytes(bytes: Option<u64>) -> String {
+    match bytes {
+        Some(b) => format!("{b} bytes"),
+        None => "more than 2^64 bytes".into(),
     }
 }
 

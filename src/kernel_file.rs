@@ -45,6 +45,10 @@ pub struct KernelReport {
     pub write_seconds: f64,
 }
 
+/// Most timed runs `--repeats` asks for: enough for any median, and a bound on the
+/// time list it allocates.
+pub const MAX_REPEATS: usize = 100_000;
+
 /// The `kernel` job: reads `q, k, v, beta, g` (and `initial_state`) from `input`, runs the
 /// forward `repeats` times on `device` after a warm-up, and writes `o` and `final_state` as
 /// f32 to `output`.
@@ -58,6 +62,11 @@ pub fn run_kernel_file(
 ) -> Result<KernelReport> {
     let input = input.as_ref();
     let output = output.as_ref();
+    if repeats > MAX_REPEATS {
+        return Err(crate::error::Error::Config(format!(
+            "--repeats {repeats}: at most {MAX_REPEATS} timed runs"
+        )));
+    }
     let t_read = Instant::now();
     let kin = read_kernel_inputs(input, chunk_size, scale)?;
     let read_seconds = t_read.elapsed().as_secs_f64();
@@ -65,7 +74,11 @@ pub fn run_kernel_file(
     let inputs = kin.forward_inputs();
     // Poisoned, so an element the backend failed to write cannot pass for a result;
     // writing it also faults the pages in before the clock starts.
-    let mut o = vec![f32::NAN; inputs.output_len(&kin.config)];
+    let mut o = crate::limits::try_filled(
+        "the output `o` [B, T, H, V]",
+        inputs.output_len(&kin.config),
+        f32::NAN,
+    )?;
     let mut state = kin.state();
     let mut times = Vec::with_capacity(repeats);
     for run in 0..=repeats.max(1) {

@@ -47,6 +47,7 @@ pub mod hash;
 pub mod hashhop;
 pub mod inputs;
 pub mod kernel_file;
+pub mod limits;
 pub mod lm;
 pub mod memory_model;
 pub mod model;
@@ -64,7 +65,7 @@ pub use backend::{backend_for, Backend, Device};
 pub use config::MemoryConfig;
 pub use error::{Error, Result};
 pub use inputs::ForwardInputs;
-pub use state::State;
+pub use state::{Source, State};
 pub use tensor::{DType, Data};
 
 /// The README's Rust snippets, compiled and run as doctests so that they keep up with

@@ -91,6 +91,7 @@ pub fn read_kernel_inputs(
     chunk_size: usize,
     scale: Option<f32>,
 ) -> Result<KernelInputs> {
+    crate::limits::regular_file(path)?;
     let file = File::open(path).map_err(|e| Error::io(path, e))?;
     // SAFETY: the map is read-only and dropped before this function returns; a file
     // changed underneath by another process can at worst give wrong numbers.
@@ -99,6 +100,7 @@ pub fn read_kernel_inputs(
         path: path.to_path_buf(),
         problem: format!("not a valid safetensors file: {e}"),
     })?;
+    check_names(path, st.names())?;
     let get = |name: &str| -> Result<TensorView<'_>> {
         st.tensor(name).map_err(|_| Error::MissingTensor {
             tensor: name.into(),
@@ -124,6 +126,15 @@ pub fn read_kernel_inputs(
     let mut config = MemoryConfig::new(h, kd, vd).with_chunk_size(chunk_size);
     config.scale = scale;
     config.validate()?;
+    // Without an `initial_state` the run starts from zeros of a size the header alone
+    // decides (a file with T = 0 holds no data at all): check it before anything is
+    // allocated.
+    let state_what =
+        format!("the state [B, H, K, V] = [{b}, {h}, {kd}, {vd}] (from tensors `q` and `v`)");
+    let state_bytes = [b, h, kd, vd, 4]
+        .iter()
+        .try_fold(1u64, |acc, &d| acc.checked_mul(d as u64));
+    crate::limits::check_alloc(&state_what, state_bytes)?;
     let initial_state = match st.tensor("initial_state") {
         Ok(s) => {
             expect_shape("initial_state", &s, &[b, h, kd, vd])?;
@@ -187,6 +198,32 @@ pub fn write_kernel_outputs(
         problem: format!("cannot serialise outputs: {e}"),
     })?;
     write_bytes_atomically(path, &bytes)
+}
+
+/// Every tensor a kernel input file may hold.
+const KNOWN_TENSORS: [&str; 6] = ["q", "k", "v", "beta", "g", "initial_state"];
+
+fn check_names(path: &Path, names: Vec<&str>) -> Result<()> {
+    let mut unknown: Vec<String> = names
+        .into_iter()
+        .filter(|n| !KNOWN_TENSORS.contains(n))
+        .map(|n| format!("`{}`", crate::limits::cut(n)))
+        .collect();
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    unknown.sort();
+    let total = unknown.len();
+    unknown.truncate(16);
+    let mut names = unknown.join(", ");
+    if total > 16 {
+        names.push_str(&format!(" and {} more", total - 16));
+    }
+    Err(Error::UnknownTensors {
+        path: path.to_path_buf(),
+        names,
+        expected: "q, k, v, beta, g and optionally initial_state".into(),
+    })
 }
 
 fn to_owned(name: &str, view: &TensorView<'_>) -> Result<OwnedData> {

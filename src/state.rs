@@ -17,8 +17,27 @@ pub struct State {
     key_dim: usize,
     value_dim: usize,
     tokens_seen: u64,
+    source: Source,
     values: Arc<Vec<f32>>,
 }
+
+/// The context a state was streamed from, as far as it has read it: its first `tokens`
+/// tokens, which end at byte `bytes`, whose CRC-32 is `crc32`. State files carry it, so
+/// `--resume` can refuse a state made from other bytes. All zero for a state no file
+/// went into.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Source {
+    /// Tokens of the context consumed.
+    pub tokens: u64,
+    /// The byte those tokens end at.
+    pub bytes: u64,
+    /// CRC-32 of the context's bytes up to `bytes`.
+    pub crc32: u32,
+}
+
+/// Most tokens a state may have seen: 2^53, beyond any run (285 years at a million
+/// tokens a second) and still exact wherever the count is read as a double (JSON).
+pub const MAX_TOKENS: u64 = 1 << 53;
 
 impl State {
     /// An empty memory for `batch` sequences.
@@ -29,8 +48,30 @@ impl State {
             key_dim: config.key_dim,
             value_dim: config.value_dim,
             tokens_seen: 0,
+            source: Source::default(),
             values: Arc::new(vec![0.0; batch * config.state_len()]),
         }
+    }
+
+    /// An empty memory whose size comes from outside (a file header, an option): the
+    /// size is computed with checked arithmetic and must fit in the memory available;
+    /// errors name `what` and the bytes asked for.
+    pub fn try_zeros(config: &MemoryConfig, batch: usize, what: &str) -> Result<Self> {
+        let n = [batch, config.heads, config.key_dim, config.value_dim]
+            .iter()
+            .try_fold(1usize, |acc, &d| acc.checked_mul(d));
+        let Some(n) = n else {
+            return Err(Error::TooLarge {
+                what: what.to_string(),
+                bytes: None,
+                problem: format!(
+                    "for a state [B, H, K, V] = [{batch}, {}, {}, {}]",
+                    config.heads, config.key_dim, config.value_dim
+                ),
+            });
+        };
+        let values = crate::limits::try_zeroed_f32(what, n)?;
+        Self::from_values(config, batch, values)
     }
 
     /// A memory with given values, laid out `[B, H, K, V]`.
@@ -43,6 +84,7 @@ impl State {
             key_dim: config.key_dim,
             value_dim: config.value_dim,
             tokens_seen: 0,
+            source: Source::default(),
             values: Arc::new(values),
         })
     }
@@ -76,6 +118,29 @@ impl State {
     /// backends, or on load).
     pub fn set_tokens_seen(&mut self, tokens: u64) {
         self.tokens_seen = tokens;
+    }
+
+    /// `tokens_seen` plus `tokens`; fails past [`MAX_TOKENS`] instead of wrapping
+    /// (a hostile state file could otherwise start the count near 2^64).
+    pub fn tokens_after(&self, tokens: u64) -> Result<u64> {
+        self.tokens_seen
+            .checked_add(tokens)
+            .filter(|&t| t <= MAX_TOKENS)
+            .ok_or_else(|| {
+                Error::StateMismatch(format!(
+                    "the state has seen {} tokens; {tokens} more would pass the limit of {MAX_TOKENS}",
+                    self.tokens_seen
+                ))
+            })
+    }
+
+    /// The context this state was streamed from (see [`Source`]).
+    pub fn source(&self) -> Source {
+        self.source
+    }
+    /// Records the context this state was streamed from.
+    pub fn set_source(&mut self, source: Source) {
+        self.source = source;
     }
 
     /// The values, `[B, H, K, V]` row-major f32.

@@ -123,6 +123,45 @@ fn two_runs_joined_by_a_state_file_equal_one_run() {
     assert!(o == whole_o, "joined outputs differ from one run");
 }
 
+/// The README's rule for random features: a first run cut on a multiple of the chunk
+/// (64), whatever the window, resumes bit for bit; cut elsewhere, the chunk boundaries
+/// of the rest move and the result agrees within f32 rounding.
+#[test]
+fn resume_is_exact_on_chunk_multiples_and_close_elsewhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ctx.txt");
+    write_text(&path, 2000, &mut common::rng("resume-rule"));
+    let config = model().memory_config().clone();
+    let options = |max_tokens, resume| StreamOptions {
+        window_tokens: 256,
+        max_tokens,
+        resume,
+        ..Default::default()
+    };
+    let mut whole = State::zeros(&config, 1);
+    stream(&path, &mut whole, &options(None, false));
+    for cut in [640u64, 1000] {
+        let mut state = State::zeros(&config, 1);
+        stream(&path, &mut state, &options(Some(cut), false));
+        let saved = dir.path().join("s.ltmstate");
+        save_state(&saved, &config, &state).unwrap();
+        let mut state = load_state(&saved, &config).unwrap();
+        stream(&path, &mut state, &options(None, true));
+        assert_eq!(state.tokens_seen(), whole.tokens_seen());
+        if cut.is_multiple_of(64) {
+            assert!(state == whole, "cut at {cut}: not bit-identical");
+        } else {
+            let scale = whole.values().iter().fold(0f32, |m, x| m.max(x.abs()));
+            let err = state
+                .values()
+                .iter()
+                .zip(whole.values())
+                .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+            assert!(err <= 1e-5 * scale, "cut at {cut}: error {err} of {scale}");
+        }
+    }
+}
+
 #[test]
 fn peak_memory_does_not_grow_with_the_context() {
     let dir = tempfile::tempdir().unwrap();

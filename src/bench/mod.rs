@@ -99,6 +99,23 @@ impl BenchConfig {
                 return Err(Error::Config(format!("{name} must be at least 1, found 0")));
             }
         }
+        // The memory's state and one window of inputs and outputs are allocated before
+        // any length is tried: sizes that cannot be are errors, not aborts.
+        let (h, d) = (self.heads as u64, self.head_dim as u64);
+        let window = self.window_tokens.min(self.max_tokens) as u64;
+        let hd = h.checked_mul(d);
+        let state = hd
+            .and_then(|x| x.checked_mul(d))
+            .and_then(|x| x.checked_mul(4));
+        let buffers = hd
+            .and_then(|x| x.checked_mul(window))
+            .and_then(|x| x.checked_mul(4 * 4 + 8));
+        let fixed = state.zip(buffers).and_then(|(a, b)| a.checked_add(b));
+        let what = format!(
+            "--heads {} --head-dim {} (the memory's state and window buffers)",
+            self.heads, self.head_dim
+        );
+        crate::limits::check_alloc(&what, fixed)?;
         if self
             .min_tokens
             .checked_next_power_of_two()

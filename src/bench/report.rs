@@ -124,7 +124,13 @@ pub struct Extrapolation {
     pub attention_prefill_bytes: f64,
     /// Whether attention's prefill buffers would fit in this machine's RAM.
     pub attention_fits_in_ram: Option<bool>,
+    /// Why a time above was not extrapolated, when one was not.
+    pub not_extrapolated: Option<String>,
 }
+
+/// Fewest fitted lengths a time is extrapolated from: two points always lie on some
+/// power law, so a fit of two says nothing about how well the law holds.
+pub const MIN_EXTRAPOLATION_POINTS: usize = 3;
 
 /// Everything a bench run found.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -219,7 +225,28 @@ impl BenchReport {
         };
         let ram = machine.ram.map(|r| r.total_bytes as f64);
         let target = config.target_tokens;
-        let predict = |f: &Option<PowerFit>| f.as_ref().map(|f| f.predict(target));
+        let predict = |f: &Option<PowerFit>| {
+            f.as_ref()
+                .filter(|f| f.points >= MIN_EXTRAPOLATION_POINTS)
+                .map(|f| f.predict(target))
+        };
+        let fitted = [
+            &fits.memory_forward,
+            &fits.attention_prefill,
+            &fits.memory_decode,
+            &fits.attention_decode,
+        ];
+        let fewest = fitted
+            .iter()
+            .map(|f| f.as_ref().map_or(0, |f| f.points))
+            .min();
+        let not_extrapolated = fewest.filter(|&n| n < MIN_EXTRAPOLATION_POINTS).map(|n| {
+            format!(
+                "a fit of {n} measured length{} (at least {MIN_EXTRAPOLATION_POINTS} are needed \
+                     to extrapolate; raise --max-tokens or lower --min-tokens)",
+                if n == 1 { "" } else { "s" }
+            )
+        });
         let attention_prefill_bytes = target * sizes.attention_prefill_bytes_per_token as f64;
         let at_target = Extrapolation {
             tokens: target,
@@ -231,6 +258,7 @@ impl BenchReport {
             kv_cache_bytes: target * sizes.kv_cache_bytes_per_token as f64,
             attention_prefill_bytes,
             attention_fits_in_ram: ram.map(|r| attention_prefill_bytes <= r),
+            not_extrapolated,
         };
         BenchReport {
             machine,

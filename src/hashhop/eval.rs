@@ -132,9 +132,15 @@ pub fn eval(
 ) -> Result<EvalReport> {
     let prompt = prompt.as_ref();
     let targets_path = targets_path.as_ref();
+    if options.max_queries == Some(0) {
+        return Err(Error::Config(
+            "--max-queries must be at least 1 (leave it out to score every query)".into(),
+        ));
+    }
+    crate::limits::regular_file(prompt)?;
     let mut targets = read_targets(targets_path)?;
     if let Some(n) = options.max_queries {
-        targets.truncate(n.max(1));
+        targets.truncate(n);
     }
     let mut model = MemoryModel::new(options.model.clone(), options.device)?;
     let mut checker = PromptChecker::new(prompt, &targets);
@@ -232,6 +238,14 @@ fn hops_per_query(
     })?;
     if hops == 0 {
         return Err(Error::Config("--hops must be at least 1".into()));
+    }
+    // Each hop is a batch of reads: an unbounded count would cost time for nothing,
+    // since a chain cannot be longer than the pairs it is made of.
+    if hops as u64 > checker.pairs {
+        return Err(Error::Config(format!(
+            "--hops {hops}: the prompt has {} pairs, so no chain has more than {} hops",
+            checker.pairs, checker.pairs
+        )));
     }
     Ok(vec![hops; targets.len()])
 }

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
+use crate::limits::cut;
 use crate::memory_model::codec::{is_word_byte, MAX_CHARS};
 
 /// One query of `targets.json`.
@@ -25,6 +26,7 @@ pub fn read_targets(path: impl AsRef<Path>) -> Result<Vec<Target>> {
         path: path.to_path_buf(),
         problem,
     };
+    crate::limits::regular_file(path)?;
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     let map: serde_json::Map<String, serde_json::Value> =
         serde_json::from_slice(&bytes).map_err(|e| {
@@ -37,10 +39,12 @@ pub fn read_targets(path: impl AsRef<Path>) -> Result<Vec<Target>> {
     }
     map.into_iter()
         .map(|(query, answer)| {
-            check_hash(&query).map_err(|p| bad(format!("query `{query}`: {p}")))?;
+            let shown = cut(&query);
+            check_hash(&query).map_err(|p| bad(format!("query `{shown}`: {p}")))?;
             let answer = answer.as_str().ok_or_else(|| {
                 bad(format!(
-                    "the answer for `{query}` must be a string, found {answer}"
+                    "the answer for `{shown}` must be a string, found {}",
+                    cut(&answer.to_string())
                 ))
             })?;
             let unquoted = answer
@@ -51,7 +55,8 @@ pub fn read_targets(path: impl AsRef<Path>) -> Result<Vec<Target>> {
             for h in &chain {
                 check_hash(h).map_err(|p| {
                     bad(format!(
-                        "the answer for `{query}`, `{answer}`: expected `H` or `H2 = H3 = …`; {p}"
+                        "the answer for `{shown}`, `{}`: expected `H` or `H2 = H3 = …`; {p}",
+                        cut(answer)
                     ))
                 })?;
             }
@@ -64,12 +69,14 @@ pub fn read_targets(path: impl AsRef<Path>) -> Result<Vec<Target>> {
 fn check_hash(h: &str) -> std::result::Result<(), String> {
     if h.is_empty() || !h.bytes().all(is_word_byte) {
         return Err(format!(
-            "`{h}` is not a hash (letters, digits or _ expected)"
+            "`{}` is not a hash (letters, digits or _ expected)",
+            cut(h)
         ));
     }
     if h.len() > MAX_CHARS {
         return Err(format!(
-            "`{h}` has {} characters; the built-in memory model stores hashes of at most {MAX_CHARS}",
+            "`{}` has {} characters; the built-in memory model stores hashes of at most {MAX_CHARS}",
+            cut(h),
             h.len()
         ));
     }

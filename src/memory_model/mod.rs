@@ -13,6 +13,7 @@
 //! whose size is `heads × rows × VALUE_DIM × 4` bytes, chosen with
 //! [`ModelConfig::with_state_bytes`].
 
+pub mod capacity;
 pub mod codec;
 pub mod keys;
 pub mod mix;
@@ -105,7 +106,9 @@ impl ModelConfig {
 
     /// Bytes of the state this configuration makes.
     pub fn state_bytes(&self) -> u64 {
-        self.heads as u64 * self.rows as u64 * Self::ROW_BYTES
+        (self.heads as u64)
+            .saturating_mul(self.rows as u64)
+            .saturating_mul(Self::ROW_BYTES)
     }
 
     /// Checks heads, rows, rows per key, context length and β against what the model
@@ -160,6 +163,29 @@ impl ModelConfig {
     }
 }
 
+/// Fails unless `prefix` can be asked ([`MemoryModel::next_words`]): its last line
+/// must hold a word to make a key of. Needs no model, so a command can check its
+/// queries before a long stream rather than lose them after it.
+pub fn check_query(prefix: &str) -> Result<()> {
+    let line = prefix.rsplit('\n').next().unwrap_or("");
+    let mut tok = Tokenizer::new();
+    let mut words = 0usize;
+    let mut count = |t: Token<'_>| words += matches!(t, Token::Word(_)) as usize;
+    tok.feed(line.as_bytes(), &mut count);
+    tok.finish(&mut count);
+    if words == 0 {
+        return Err(no_key(prefix));
+    }
+    Ok(())
+}
+
+fn no_key(prefix: &str) -> Error {
+    Error::Query(format!(
+        "`{}` has no word to make a key of (words are runs of 0-9 A-Z a-z _ in its last line)",
+        crate::limits::cut(prefix)
+    ))
+}
+
 /// The model with its state.
 pub struct MemoryModel {
     config: ModelConfig,
@@ -174,7 +200,11 @@ impl MemoryModel {
     /// An empty memory on `device`.
     pub fn new(config: ModelConfig, device: Device) -> Result<Self> {
         config.validate()?;
-        let mut state = State::zeros(&config.memory_config(), 1);
+        let what = format!(
+            "the memory model's state (--state-bytes {})",
+            config.state_bytes()
+        );
+        let mut state = State::try_zeros(&config.memory_config(), 1, &what)?;
         advise_huge_pages(state.values_mut());
         Self::with_state(config, device, state)
     }
@@ -209,6 +239,10 @@ impl MemoryModel {
     /// Records how many tokens of its context the state holds (state files carry it).
     pub fn set_tokens_seen(&mut self, tokens: u64) {
         self.state.set_tokens_seen(tokens);
+    }
+    /// Records which bytes of which context the state holds (state files carry it).
+    pub fn set_source(&mut self, source: crate::state::Source) {
+        self.state.set_source(source);
     }
     /// The state, for saving or handing on.
     pub fn into_state(self) -> State {
@@ -259,11 +293,7 @@ impl MemoryModel {
             };
             tok.feed(line.as_bytes(), &mut push);
             tok.finish(&mut push);
-            let key = ctx.key(self.config.seed).ok_or_else(|| {
-                Error::Query(format!(
-                    "`{prefix}` has no word to make a key of (words are runs of 0-9 A-Z a-z _)"
-                ))
-            })?;
+            let key = ctx.key(self.config.seed).ok_or_else(|| no_key(prefix))?;
             let mut r = [0u32; MAX_ACTIVE];
             let mut w = [0f32; MAX_ACTIVE];
             let head = self.keys.address(key, &mut r[..s], &mut w[..s]);

@@ -60,6 +60,10 @@ impl Format {
 /// An open, validated, memory-mapped context file.
 pub struct ContextFile {
     path: PathBuf,
+    /// Kept open to see its length change (a file cut short while it is read).
+    file: File,
+    /// Registered with the SIGBUS guard for as long as the map lives.
+    guard: Option<shrink_guard::Slot>,
     map: Mmap,
     format: Format,
     /// Bytes before this offset have been handed back to the kernel.
@@ -71,6 +75,7 @@ impl ContextFile {
     /// the start of the file is valid UTF-8.
     pub fn open(path: impl AsRef<Path>, format: Option<Format>) -> Result<Self> {
         let path = path.as_ref();
+        crate::limits::regular_file(path)?;
         let file = File::open(path).map_err(|e| Error::io(path, e))?;
         let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
         let bad = |problem: String| Error::File {
@@ -80,9 +85,11 @@ impl ContextFile {
         if len == 0 {
             return Err(bad("the context file is empty".into()));
         }
-        // SAFETY: read-only map; the engine assumes nobody truncates the file while it
-        // streams (a truncation would be a SIGBUS, as with any mapped reader).
+        // SAFETY: read-only map. A file cut short under it would make a read past the
+        // new end a SIGBUS; the guard registered below turns that into zeros read, and
+        // `check_intact` into an error naming the file.
         let map = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
+        let guard = shrink_guard::register(map.as_ptr() as usize, map.len());
         let _ = map.advise(Advice::Sequential);
         let format = format
             .or_else(|| Format::from_extension(path))
@@ -96,6 +103,8 @@ impl ContextFile {
         }
         Ok(ContextFile {
             path: path.to_path_buf(),
+            file,
+            guard,
             map,
             format,
             released: AtomicUsize::new(0),
@@ -123,6 +132,27 @@ impl ContextFile {
         self.map.is_empty()
     }
 
+    /// Fails if the file has become shorter than when it was opened: what was read
+    /// since may be zeros in place of the bytes that are gone. Called after each
+    /// window is read, before anything read from it is kept.
+    pub fn check_intact(&self) -> Result<()> {
+        let now = self
+            .file
+            .metadata()
+            .map_err(|e| Error::io(&self.path, e))?
+            .len();
+        if now < self.map.len() as u64 {
+            return Err(Error::File {
+                path: self.path.clone(),
+                problem: format!(
+                    "the file shrank from {} to {now} bytes while it was read",
+                    self.map.len()
+                ),
+            });
+        }
+        Ok(())
+    }
+
     /// Gives the pages before `offset` back to the kernel: they are never read again,
     /// and keeping them would make resident memory grow with the file.
     pub fn release_before(&self, offset: usize) {
@@ -148,6 +178,108 @@ impl ContextFile {
             sum = sum.wrapping_add(self.map[i]);
         }
         std::hint::black_box(sum);
+    }
+}
+
+impl Drop for ContextFile {
+    fn drop(&mut self) {
+        if let Some(slot) = self.guard.take() {
+            shrink_guard::unregister(slot);
+        }
+    }
+}
+
+/// A SIGBUS handler for mapped context files: a read past the end of a file that was
+/// cut short under its map faults; for an address inside a registered map, the handler
+/// maps zero pages over the rest of it and the read goes on (zeros), so the process
+/// lives to report the shrunken file (`check_intact`). Faults elsewhere get the default
+/// action. Costs nothing per read, unlike copying the file through a buffer.
+mod shrink_guard {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    const SLOTS: usize = 64;
+    #[allow(clippy::declare_interior_mutable_const)]
+    const EMPTY: AtomicUsize = AtomicUsize::new(0);
+    /// Start and length of each registered map; a start of 0 is a free slot.
+    static STARTS: [AtomicUsize; SLOTS] = [EMPTY; SLOTS];
+    static LENS: [AtomicUsize; SLOTS] = [EMPTY; SLOTS];
+
+    pub struct Slot(usize);
+
+    /// Registers `[start, start + len)`; `None` where the guard cannot be installed
+    /// or every slot is taken (the map then works unguarded, as before).
+    pub fn register(start: usize, len: usize) -> Option<Slot> {
+        if start == 0 || len == 0 || !install() {
+            return None;
+        }
+        for i in 0..SLOTS {
+            // The length first: a handler that sees the start also sees its length.
+            if STARTS[i].load(Ordering::Acquire) == 0 {
+                LENS[i].store(len, Ordering::Release);
+                if STARTS[i]
+                    .compare_exchange(0, start, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+                {
+                    return Some(Slot(i));
+                }
+            }
+        }
+        None
+    }
+
+    pub fn unregister(slot: Slot) {
+        STARTS[slot.0].store(0, Ordering::Release);
+    }
+
+    #[cfg(target_os = "linux")]
+    fn install() -> bool {
+        static INSTALLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *INSTALLED.get_or_init(|| {
+            // SAFETY: a zeroed sigaction with our handler, SA_SIGINFO for the fault
+            // address; installed once, before any registered map is read.
+            unsafe {
+                let mut action: libc::sigaction = std::mem::zeroed();
+                action.sa_sigaction = handler as *const () as usize;
+                action.sa_flags = libc::SA_SIGINFO;
+                libc::sigemptyset(&mut action.sa_mask);
+                libc::sigaction(libc::SIGBUS, &action, std::ptr::null_mut()) == 0
+            }
+        })
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn install() -> bool {
+        false
+    }
+
+    #[cfg(target_os = "linux")]
+    extern "C" fn handler(_sig: libc::c_int, info: *mut libc::siginfo_t, _ctx: *mut libc::c_void) {
+        // SAFETY: the kernel passes a valid siginfo for SA_SIGINFO handlers. Only
+        // atomics, sysconf and mmap are used here, all safe in a signal handler.
+        unsafe {
+            let addr = (*info).si_addr() as usize;
+            let page = libc::sysconf(libc::_SC_PAGESIZE).max(1) as usize;
+            for i in 0..SLOTS {
+                let start = STARTS[i].load(Ordering::Acquire);
+                let len = LENS[i].load(Ordering::Acquire);
+                if start != 0 && addr >= start && addr < start + len {
+                    let from = addr / page * page;
+                    let r = libc::mmap(
+                        from as *mut libc::c_void,
+                        start + len - from,
+                        libc::PROT_READ,
+                        libc::MAP_FIXED | libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                        -1,
+                        0,
+                    );
+                    if r != libc::MAP_FAILED {
+                        return;
+                    }
+                }
+            }
+            // Not a guarded map: the default action, taken when the access faults again.
+            libc::signal(libc::SIGBUS, libc::SIG_DFL);
+        }
     }
 }
 

@@ -6,6 +6,8 @@ pub mod text_memory;
 pub mod tokenizer;
 
 pub use context_file::{ContextFile, Format};
-pub use scheduler::{stream_context, Observer, Progress, Quiet, StreamOptions, StreamSummary};
+pub use scheduler::{
+    check_resume, stream_context, Capacity, Observer, Progress, Quiet, StreamOptions, StreamSummary,
+};
 pub use text_memory::{stream_file, StreamStats};
 pub use tokenizer::Tokenizer;

@@ -17,7 +17,7 @@ use serde::Serialize;
 use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::model::{Model, ModelRows};
-use crate::state::State;
+use crate::state::{Source, State};
 use crate::state_file::save_state;
 use crate::stream::context_file::ContextFile;
 use crate::stream::tokenizer::Tokenizer;
@@ -59,6 +59,21 @@ impl StreamOptions {
     /// Chosen by measurement (README): smaller windows keep the buffers in cache,
     /// larger ones only cost memory.
     pub const DEFAULT_WINDOW: usize = 4096;
+
+    /// `window_tokens` rounded up to whole chunks, once the buffers of that many tokens
+    /// at `bytes_per_token` are known to fit in memory; an error names the option.
+    pub fn checked_window(&self, chunk: usize, bytes_per_token: u64) -> Result<usize> {
+        let what = format!("--window-tokens {}", self.window_tokens);
+        let window = self
+            .window_tokens
+            .max(1)
+            .div_ceil(chunk.max(1))
+            .checked_mul(chunk.max(1));
+        let bytes = window.and_then(|w| (w as u64).checked_mul(bytes_per_token));
+        crate::limits::check_alloc(&format!("{what} (window buffers)"), bytes)?;
+        // Only reached when `window` is Some: the size check fails on None.
+        window.ok_or_else(|| Error::Config(format!("{what}: too large")))
+    }
 }
 
 impl Default for StreamOptions {
@@ -143,10 +158,29 @@ pub struct StreamSummary {
     pub next_token_cosine: Option<f64>,
     /// Key–value pairs written (memory model).
     pub writes: Option<u64>,
+    /// What the state holds against what it can (memory model).
+    pub capacity: Option<Capacity>,
     /// CRC-32 of every output value in order, as 8 hex digits, when `digest` was asked for.
     pub output_digest: Option<String>,
     /// Checkpoints written during the run.
     pub checkpoints: u64,
+}
+
+/// The memory model's load: pairs written by this run against the state's rows.
+#[derive(Clone, Debug, Serialize)]
+pub struct Capacity {
+    /// Rows of the state (all heads): about this many pairs are recalled at ≈ 97%.
+    pub rows: u64,
+    /// Pairs written by this run.
+    pub pairs: u64,
+    /// `pairs / rows`.
+    pub load: f64,
+    /// Mean recall the capacity formula predicts at this load.
+    pub predicted_recall: f64,
+    /// Whether the load is past the capacity (`load > 1`).
+    pub over_capacity: bool,
+    /// `--state-bytes` that would hold this many pairs at the capacity load.
+    pub state_bytes_to_hold: u64,
 }
 
 /// A filled window on its way from the reader to the backend.
@@ -157,6 +191,8 @@ struct Window {
     start: usize,
     /// File bytes read up to the end of this window.
     offset: usize,
+    /// CRC-32 of the file's bytes up to `offset`.
+    crc: u32,
 }
 
 /// Streams `file` through `state`. Returns when the file (or `max_tokens`) is done.
@@ -172,12 +208,13 @@ pub fn stream_context(
     state.check_matches(&config, 1)?;
     let mut checkpoints = Checkpoints::new(options)?;
     let chunk = config.chunk_size;
-    let window = options.window_tokens.max(1).div_ceil(chunk) * chunk;
-    let skip = if options.resume {
-        state.tokens_seen()
-    } else {
-        0
-    };
+    let per_token = (config.heads * config.value_dim * 4 + WINDOW_BUFFERS * 8) as u64;
+    let window = options.checked_window(chunk, per_token)?;
+    let source = state.source();
+    let skip = if options.resume { source.tokens } else { 0 };
+    if !options.resume {
+        state.set_source(Source::default());
+    }
     let budget = options.max_tokens.unwrap_or(u64::MAX);
     let started = Instant::now();
     let file_len = file.len() as f64;
@@ -193,6 +230,7 @@ pub fn stream_context(
                 start: 0,
                 tokens: Vec::with_capacity(window + 64),
                 offset: 0,
+                crc: 0,
             })
             .expect("receiver alive");
     }
@@ -206,7 +244,10 @@ pub fn stream_context(
         let file = &mut *file;
         // The reader owns its ends of both channels: when it finishes, `full_rx` ends.
         let reader = scope.spawn(move || {
-            read_windows(file, model, vocab, window, skip, budget, &full_tx, &free_rx)
+            let resume = options.resume.then_some(source);
+            read_windows(
+                file, model, vocab, window, resume, budget, &full_tx, &free_rx,
+            )
         });
         let result = (|| -> Result<()> {
             for filled in full_rx.iter() {
@@ -227,6 +268,11 @@ pub fn stream_context(
                 tokens += n as u64;
                 windows += 1;
                 let offset = filled.offset;
+                state.set_source(Source {
+                    tokens: skip + tokens,
+                    bytes: offset as u64,
+                    crc32: filled.crc,
+                });
                 let _ = free_tx.send(filled);
                 checkpoints.advance(n as u64, |path| save_state(path, &config, state))?;
                 observer.progress(Progress {
@@ -303,6 +349,7 @@ impl StreamSummary {
             peak_device_bytes: None,
             next_token_cosine: None,
             writes: None,
+            capacity: None,
             output_digest: None,
             checkpoints: counts.checkpoints,
         }
@@ -362,12 +409,14 @@ fn read_windows(
     model: &dyn Model,
     vocab: u64,
     window: usize,
-    skip: u64,
+    resume: Option<Source>,
     budget: u64,
     full: &mpsc::SyncSender<Result<Window>>,
     free: &mpsc::Receiver<Window>,
 ) -> Result<()> {
+    let skip = resume.map_or(0, |s| s.tokens);
     let mut tokenizer = Tokenizer::new(file, vocab);
+    let mut crc = crc32fast::Hasher::new();
     let ctx = model.context_len();
     let mut prefix: Vec<u64> = Vec::with_capacity(ctx);
     let mut scratch = Vec::with_capacity(window);
@@ -376,7 +425,7 @@ fn read_windows(
         scratch.clear();
         let want = remaining_skip.min(window as u64) as usize;
         let got = tokenizer.fill(file, &mut scratch, want);
-        let got = match got {
+        let got = match got.and_then(|n| file.check_intact().map(|_| n)) {
             Ok(n) => n,
             Err(e) => return send_error(full, e),
         };
@@ -390,7 +439,30 @@ fn read_windows(
         }
         keep_tail(&mut prefix, &scratch, ctx);
         remaining_skip -= got as u64;
+        crc.update(&file.bytes()[crc.total_len() as usize..tokenizer.offset()]);
         file.release_before(tokenizer.offset());
+    }
+    if let Some(source) = resume {
+        // A run that reached the end of a text file also read the blanks after its last
+        // token, which skipping that many tokens does not: the recorded end may lie
+        // past this offset by blanks only.
+        let at = tokenizer.offset();
+        let mut whole = crc.clone();
+        let blanks = usize::try_from(source.bytes)
+            .ok()
+            .and_then(|end| file.bytes().get(at..end))
+            .filter(|tail| only_blanks(tail, file.format()));
+        if let Some(tail) = blanks {
+            whole.update(tail);
+        }
+        let here = Source {
+            tokens: skip,
+            bytes: (at + blanks.map_or(0, <[u8]>::len)) as u64,
+            crc32: whole.finalize(),
+        };
+        if here != source {
+            return send_error(full, not_this_context(file.path(), source, here));
+        }
     }
     let mut sent = 0u64;
     while sent < budget {
@@ -405,15 +477,74 @@ fn read_windows(
             Ok(n) => n,
             Err(e) => return send_error(full, e),
         };
+        if let Err(e) = file.check_intact() {
+            return send_error(full, e);
+        }
+        crc.update(&file.bytes()[crc.total_len() as usize..tokenizer.offset()]);
         file.release_before(tokenizer.offset());
         keep_tail(&mut prefix, &w.tokens[w.start..], ctx);
         w.offset = tokenizer.offset();
+        w.crc = crc.clone().finalize();
         sent += got as u64;
         if full.send(Ok(w)).is_err() {
             return Ok(());
         }
     }
     Ok(())
+}
+
+/// The error for a resumed state whose recorded context differs from `path`'s bytes.
+pub(crate) fn not_this_context(path: &Path, recorded: Source, here: Source) -> Error {
+    Error::StateMismatch(format!(
+        "the loaded state was not made from {}: it holds {} tokens ending at byte {} with \
+         CRC-32 {:08x}, but that many tokens of this file end at byte {} with CRC-32 {:08x}",
+        path.display(),
+        recorded.tokens,
+        recorded.bytes,
+        recorded.crc32,
+        here.bytes,
+        here.crc32
+    ))
+}
+
+/// Before a resumed run: fails unless the first bytes of `file` are those `state`
+/// recorded when it was saved to `state_path`, naming both files. (The stream checks
+/// the same again where the skipped tokens end; this is the check that can name the
+/// state file, and it fails before any streaming.)
+pub fn check_resume(file: &ContextFile, state: &State, state_path: &Path) -> Result<()> {
+    let source = state.source();
+    let mismatch = |problem: String| {
+        Error::StateMismatch(format!(
+            "{} was not made from {}: {problem}",
+            state_path.display(),
+            file.path().display()
+        ))
+    };
+    if source.bytes > file.len() as u64 {
+        return Err(mismatch(format!(
+            "it has consumed {} bytes of its context file, and this one has {}",
+            source.bytes,
+            file.len()
+        )));
+    }
+    let crc = crc32fast::hash(&file.bytes()[..source.bytes as usize]);
+    if crc != source.crc32 {
+        return Err(mismatch(format!(
+            "the first {} bytes of its context file have CRC-32 {:08x}, this file's have {crc:08x}",
+            source.bytes, source.crc32
+        )));
+    }
+    Ok(())
+}
+
+/// Whether `bytes` hold no token of `format`: blanks of text (whitespace other than
+/// line breaks, which are tokens); nothing at all for bytes and u32 files.
+fn only_blanks(bytes: &[u8], format: crate::stream::Format) -> bool {
+    match format {
+        crate::stream::Format::Text => std::str::from_utf8(bytes)
+            .is_ok_and(|t| t.chars().all(|c| c.is_whitespace() && c != '\n')),
+        _ => bytes.is_empty(),
+    }
 }
 
 fn send_error(full: &mpsc::SyncSender<Result<Window>>, e: Error) -> Result<()> {

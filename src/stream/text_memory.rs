@@ -16,10 +16,12 @@ use std::time::Instant;
 use crate::error::{Error, Result};
 use crate::memory_model::tokenizer::Tokenizer;
 use crate::memory_model::MemoryModel;
+use crate::state::{Source, MAX_TOKENS};
 use crate::state_file::save_state;
 use crate::stream::context_file::{ContextFile, Format};
 use crate::stream::scheduler::{
-    done_fraction, Checkpoints, Observer, Progress, Quiet, RunCounts, StreamOptions, StreamSummary,
+    done_fraction, not_this_context, Capacity, Checkpoints, Observer, Progress, Quiet, RunCounts,
+    StreamOptions, StreamSummary,
 };
 
 /// A window of text: bytes `start..end`, whole lines (a line longer than a window is a
@@ -27,6 +29,8 @@ use crate::stream::scheduler::{
 struct Span {
     start: usize,
     end: usize,
+    /// CRC-32 of the file's bytes up to `end`.
+    crc: u32,
 }
 
 /// Streams `file` into `model`, calling `inspect` on each window's bytes first (a
@@ -40,13 +44,20 @@ pub fn stream_text_into_memory(
 ) -> Result<StreamSummary> {
     let mut checkpoints = Checkpoints::new(options)?;
     let started = Instant::now();
-    let skip = if options.resume {
-        model.state().tokens_seen()
-    } else {
-        0
-    };
+    let source = model.state().source();
+    let skip = if options.resume { source.tokens } else { 0 };
+    // Tokens in the state before this run: a loaded state's count goes on, resumed or
+    // not (the random-feature path does the same), so the count is what the state holds.
+    let before = model.state().tokens_seen();
+    if !options.resume {
+        model.set_source(Source::default());
+    }
     let budget = options.max_tokens.unwrap_or(u64::MAX);
     let window_bytes = options.window_bytes.max(1);
+    let c = model.config();
+    let per_write =
+        (c.heads * (c.active * 8 + crate::memory_model::codec::VALUE_DIM * 4 + 4)) as u64;
+    options.checked_window(1, per_write)?;
     let mut writer = model.writer(options.window_tokens);
     let (tx, rx) = mpsc::sync_channel::<Result<Span>>(2);
     let bytes = file.bytes();
@@ -54,7 +65,8 @@ pub fn stream_text_into_memory(
     let mut compute = 0.0f64;
 
     std::thread::scope(|scope| -> Result<()> {
-        let reader = scope.spawn(move || cut_windows(file, window_bytes, skip, budget, &tx));
+        let resume = options.resume.then_some(source);
+        let reader = scope.spawn(move || cut_windows(file, window_bytes, resume, budget, &tx));
         let result = (|| -> Result<()> {
             for span in rx.iter() {
                 let span = span?;
@@ -64,10 +76,18 @@ pub fn stream_text_into_memory(
                 writer.feed(model, text)?;
                 windows += 1;
                 writer.flush(model)?;
+                // The window was read from the map: if the file shrank meanwhile, some
+                // of it may have been zeros, and nothing of it may be kept.
+                file.check_intact()?;
                 let done = writer.tokens();
                 let window_tokens = done - tokens;
                 tokens = done;
-                model.set_tokens_seen(skip + tokens);
+                model.set_tokens_seen(total_tokens(before, tokens)?);
+                model.set_source(Source {
+                    tokens: skip + tokens,
+                    bytes: span.end as u64,
+                    crc32: span.crc,
+                });
                 checkpoints.advance(window_tokens, |path| {
                     save_state(path, model.memory_config(), model.state())
                 })?;
@@ -84,8 +104,14 @@ pub fn stream_text_into_memory(
                 });
             }
             writer.finish(model)?;
+            let tail = writer.tokens() - tokens;
             tokens = writer.tokens();
-            model.set_tokens_seen(skip + tokens);
+            model.set_tokens_seen(total_tokens(before, tokens)?);
+            if tail > 0 {
+                let mut source = model.state().source();
+                source.tokens = skip + tokens;
+                model.set_source(source);
+            }
             Ok(())
         })();
         drop(rx);
@@ -104,8 +130,39 @@ pub fn stream_text_into_memory(
     Ok(StreamSummary {
         format: "text".into(),
         writes: Some(writer.writes()),
+        capacity: Some(capacity(model, writer.writes())),
         ..StreamSummary::finish(file, name, backend, model.state(), started, counts)
     })
+}
+
+fn capacity(model: &MemoryModel, pairs: u64) -> Capacity {
+    use crate::memory_model::capacity::{recall, state_bytes_to_hold, FULL_LOAD};
+    let c = model.config();
+    let rows = c.heads as u64 * c.rows as u64;
+    let load = pairs as f64 / rows as f64;
+    Capacity {
+        rows,
+        pairs,
+        load,
+        predicted_recall: if pairs == 0 {
+            1.0
+        } else {
+            recall(pairs as f64, rows as f64, c.beta as f64)
+        },
+        over_capacity: load > FULL_LOAD,
+        state_bytes_to_hold: state_bytes_to_hold(pairs),
+    }
+}
+
+fn total_tokens(before: u64, tokens: u64) -> Result<u64> {
+    before
+        .checked_add(tokens)
+        .filter(|&t| t <= MAX_TOKENS)
+        .ok_or_else(|| {
+            Error::StateMismatch(format!(
+                "the loaded state had seen {before} tokens; {tokens} more pass the limit of {MAX_TOKENS}"
+            ))
+        })
 }
 
 /// The memory model's description in summaries: heads, rows, rows per key, β.
@@ -162,12 +219,14 @@ pub fn stream_file(
 fn cut_windows(
     file: &ContextFile,
     window_bytes: usize,
-    skip: u64,
+    resume: Option<Source>,
     budget: u64,
     tx: &mpsc::SyncSender<Result<Span>>,
 ) -> Result<()> {
+    let skip = resume.map_or(0, |s| s.tokens);
     let bytes = file.bytes();
     let mut counter = Tokenizer::new();
+    let mut crc = crc32fast::Hasher::new();
     let mut pos = 0usize;
     if skip > 0 {
         while counter.tokens() < skip && pos < bytes.len() {
@@ -186,7 +245,19 @@ fn cut_windows(
             let _ = tx.send(Err(Error::StateMismatch(problem)));
             return Ok(());
         }
+        crc.update(&bytes[..pos]);
         file.release_before(pos);
+    }
+    if let Some(source) = resume {
+        let here = Source {
+            tokens: skip,
+            bytes: pos as u64,
+            crc32: crc.clone().finalize(),
+        };
+        if here != source {
+            let _ = tx.send(Err(not_this_context(file.path(), source, here)));
+            return Ok(());
+        }
     }
     let mut sent = 0u64;
     while pos < bytes.len() && sent < budget {
@@ -207,9 +278,31 @@ fn cut_windows(
         if end == bytes.len() {
             counter.finish(|_| {});
         }
+        // Whole lines: a character never straddles two windows, so each is checked alone.
+        if let Err(e) = std::str::from_utf8(&bytes[pos..end]) {
+            let _ = tx.send(Err(Error::File {
+                path: file.path().to_path_buf(),
+                problem: format!(
+                    "invalid UTF-8 at byte {} (the memory model reads text; \
+                     --model random-features --format bytes reads any file)",
+                    pos + e.valid_up_to()
+                ),
+            }));
+            return Ok(());
+        }
+        crc.update(&bytes[pos..end]);
         file.fault_in(pos..end);
+        if let Err(e) = file.check_intact() {
+            let _ = tx.send(Err(e));
+            return Ok(());
+        }
         sent = counter.tokens() - skip;
-        if tx.send(Ok(Span { start: pos, end })).is_err() {
+        let span = Span {
+            start: pos,
+            end,
+            crc: crc.clone().finalize(),
+        };
+        if tx.send(Ok(span)).is_err() {
             return Ok(());
         }
         pos = end;

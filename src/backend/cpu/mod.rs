@@ -115,7 +115,7 @@ impl Backend for CpuBackend {
         out: &mut [f32],
     ) -> Result<()> {
         check_forward_call(config, inputs, state, out)?;
-        let tokens_seen = state.tokens_seen() + inputs.tokens as u64;
+        let tokens_seen = state.tokens_after(inputs.tokens as u64)?;
         if inputs.tokens > 0 {
             let isa = self.isa();
             self.install(|| step::run(isa, config, inputs, state.values_mut(), out));
@@ -135,7 +135,7 @@ impl CpuBackend {
     ) -> Result<()> {
         check_forward_call(config, inputs, state, out)?;
         let (batch, tokens) = (inputs.batch(), inputs.tokens());
-        let tokens_seen = state.tokens_seen() + tokens as u64;
+        let tokens_seen = state.tokens_after(tokens as u64)?;
         if tokens > 0 {
             let tasks = split_tasks(config, batch, self.threads());
             let out = SharedMut::new(out);
@@ -165,6 +165,10 @@ struct Task {
 /// are too few, since each slice repeats the chunk preparation.
 fn split_tasks(config: &MemoryConfig, batch: usize, threads: usize) -> Vec<Task> {
     let heads = batch * config.heads;
+    // Nothing to do, and the split below would divide by zero.
+    if heads == 0 || config.value_dim == 0 {
+        return Vec::new();
+    }
     let max_slices = config.value_dim.div_ceil(LANES);
     let slices = threads.div_ceil(heads).clamp(1, max_slices);
     let width = config.value_dim.div_ceil(slices).div_ceil(LANES) * LANES;

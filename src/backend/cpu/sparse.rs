@@ -31,7 +31,7 @@ impl SparseBackend for CpuBackend {
         writes.validate(config)?;
         let keys = &writes.keys;
         state.check_matches(config, keys.batch)?;
-        let tokens_seen = state.tokens_seen() + keys.tokens as u64;
+        let tokens_seen = state.tokens_after(keys.tokens as u64)?;
         if keys.tokens > 0 {
             let head_len = config.key_dim * config.value_dim;
             let isa = self.isa();

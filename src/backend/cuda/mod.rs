@@ -416,7 +416,7 @@ impl CudaBackend {
             bytemuck::cast_slice_mut(state.values_mut()),
         )?;
         self.finish_checks(&win)?;
-        state.set_tokens_seen(state.tokens_seen() + inputs.tokens as u64);
+        state.set_tokens_seen(state.tokens_after(inputs.tokens as u64)?);
         Ok(out)
     }
 
@@ -552,7 +552,7 @@ impl Backend for CudaBackend {
             )?;
             self.finish_checks(win)?;
         }
-        state.set_tokens_seen(state.tokens_seen() + tokens as u64);
+        state.set_tokens_seen(state.tokens_after(tokens as u64)?);
         Ok(())
     }
 }

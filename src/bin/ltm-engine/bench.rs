@@ -57,6 +57,9 @@ pub fn run(args: Args) -> ltm_engine::Result<()> {
             args.memory_limit_gib
         )));
     }
+    if let Some(path) = &args.plot {
+        ltm_engine::atomic_file::check_writable(path)?;
+    }
     let config = BenchConfig {
         heads: args.heads,
         head_dim: args.head_dim,

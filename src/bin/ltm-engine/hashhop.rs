@@ -121,6 +121,9 @@ fn run_generate(a: GenerateArgs) -> ltm_engine::Result<()> {
 }
 
 fn run_eval(a: EvalArgs) -> ltm_engine::Result<()> {
+    if let Some(path) = &a.answers {
+        ltm_engine::atomic_file::check_writable(path)?;
+    }
     let mut model = ModelConfig::with_state_bytes_and_heads(a.state_bytes, a.heads)?;
     model.active = a.active;
     model.beta = a.beta;

@@ -30,6 +30,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> ltm_engine::Result<()> {
+    ltm_engine::atomic_file::check_writable(&args.output)?;
     let report = run_kernel_file(
         &args.input,
         &args.output,

@@ -39,6 +39,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    stop_quietly_on_closed_pipe();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(args) => run::run(args),
@@ -53,5 +54,16 @@ fn main() -> ExitCode {
             eprintln!("error: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Rust ignores SIGPIPE, so `println!` into a closed pipe (`ltm-engine run … | head`)
+/// panics. The default action ends the process silently, as for any Unix filter; all
+/// output to stdout comes after the work is done and saved, so nothing is lost.
+fn stop_quietly_on_closed_pipe() {
+    #[cfg(unix)]
+    // SAFETY: sets a signal disposition before any other thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }

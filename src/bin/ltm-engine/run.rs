@@ -2,12 +2,14 @@ use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::time::Instant;
 
-use ltm_engine::memory_model::{MemoryModel, ModelConfig};
+use ltm_engine::memory_model::codec::Decoded;
+use ltm_engine::memory_model::{check_query, MemoryModel, ModelConfig};
 use ltm_engine::model::{Model, RandomFeatureModel};
 use ltm_engine::state_file::{load_state, save_state};
 use ltm_engine::stream::text_memory::stream_text_into_memory;
 use ltm_engine::stream::{
-    stream_context, ContextFile, Format, Observer, Progress, StreamOptions, StreamSummary,
+    check_resume, stream_context, ContextFile, Format, Observer, Progress, StreamOptions,
+    StreamSummary,
 };
 use ltm_engine::{backend_for, Device, Error, State};
 
@@ -111,6 +113,9 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> ltm_engine::Result<()> {
+    if let Some(path) = &args.save_state {
+        ltm_engine::atomic_file::check_writable(path)?;
+    }
     let options = StreamOptions {
         window_tokens: args.window_tokens.unwrap_or(StreamOptions::DEFAULT_WINDOW),
         window_bytes: args.window_bytes.unwrap_or(4 << 20) as usize,
@@ -132,22 +137,55 @@ pub fn run(args: Args) -> ltm_engine::Result<()> {
         ModelChoice::Dir(_) => unreachable!("model directories returned above"),
     };
     bar.finish();
+    if let Some(c) = summary.capacity.as_ref().filter(|c| c.over_capacity) {
+        eprintln!(
+            "warning: {} pairs written into {} rows is {:.1}× the state's capacity: the capacity \
+             formula predicts {:.1}% recall, the oldest pairs forgotten first; --state-bytes {}MiB \
+             would hold this file",
+            c.pairs,
+            c.rows,
+            c.load,
+            100.0 * c.predicted_recall,
+            c.state_bytes_to_hold >> 20
+        );
+    }
     if args.json {
         let mut value = serde_json::to_value(&summary).map_err(|e| Error::Config(e.to_string()))?;
         if !answers.is_empty() {
             value["answers"] = serde_json::json!(answers
                 .iter()
-                .map(|(q, a)| serde_json::json!({"query": q, "answer": a}))
+                .map(|(q, d)| answer_json(q, d))
                 .collect::<Vec<_>>());
         }
         println!("{value}");
     } else {
         print_summary(&summary, args.save_state.as_deref());
-        for (q, a) in &answers {
-            println!("  query       {q:?} → {a}");
+        for (q, d) in &answers {
+            println!("  query       {q:?} → {}", answer_text(d));
         }
     }
     Ok(())
+}
+
+/// An answer the check symbol did not confirm is no answer: a prefix never written
+/// reads noise that decodes to some word all the same. The guess is kept apart.
+fn answer_json(query: &str, d: &Decoded) -> serde_json::Value {
+    if d.verified {
+        serde_json::json!({"query": query, "answer": d.text, "verified": true})
+    } else {
+        serde_json::json!({"query": query, "answer": null, "verified": false, "guess": d.text})
+    }
+}
+
+fn answer_text(d: &Decoded) -> String {
+    if d.verified {
+        d.text.clone()
+    } else {
+        format!(
+            "no answer (nothing passed the check; best guess {:?})",
+            d.text
+        )
+    }
 }
 
 /// The built-in memory model through the scheduler's text path.
@@ -155,7 +193,10 @@ fn run_memory_model(
     args: &Args,
     options: &StreamOptions,
     bar: &mut ProgressLine,
-) -> ltm_engine::Result<(StreamSummary, Vec<(String, String)>)> {
+) -> ltm_engine::Result<(StreamSummary, Vec<(String, Decoded)>)> {
+    for q in &args.query {
+        check_query(q)?;
+    }
     if args.format.is_some_and(|f| f != Format::Text) {
         return Err(Error::Config(
             "the memory model reads text; use --model random-features for bytes or u32 files"
@@ -174,6 +215,9 @@ fn run_memory_model(
         None => MemoryModel::new(config, args.device)?,
     };
     let file = ContextFile::open(&args.context_file, Some(Format::Text))?;
+    if let (true, Some(path)) = (args.resume, &args.load_state) {
+        check_resume(&file, model.state(), path)?;
+    }
     let summary = stream_text_into_memory(&file, &mut model, options, bar, &mut |_| Ok(()))?;
     if let Some(path) = &args.save_state {
         save_state(path, model.memory_config(), model.state())?;
@@ -183,14 +227,7 @@ fn run_memory_model(
         .next_words(&prefixes)?
         .into_iter()
         .zip(&args.query)
-        .map(|(d, q)| {
-            let answer = if d.verified {
-                d.text
-            } else {
-                format!("{} (unverified)", d.text)
-            };
-            (q.clone(), answer)
-        })
+        .map(|(d, q)| (q.clone(), d))
         .collect();
     Ok((summary, answers))
 }
@@ -215,6 +252,9 @@ fn run_random_features(
         None => State::zeros(&config, 1),
     };
     let mut file = ContextFile::open(&args.context_file, args.format)?;
+    if let (true, Some(path)) = (args.resume, &args.load_state) {
+        check_resume(&file, &state, path)?;
+    }
     let summary = stream_context(
         &mut file,
         &model,
@@ -265,6 +305,19 @@ fn print_summary(s: &StreamSummary, saved: Option<&std::path::Path>) {
     }
     if let Some(w) = s.writes {
         println!("  writes      {w} key-value pairs written");
+    }
+    if let Some(c) = &s.capacity {
+        println!(
+            "  capacity    {:.2} pairs per row of {} (predicted recall {:.1}%{})",
+            c.load,
+            c.rows,
+            100.0 * c.predicted_recall,
+            if c.over_capacity {
+                ", past capacity"
+            } else {
+                ""
+            }
+        );
     }
     if let Some(d) = &s.output_digest {
         println!("  outputs     crc32 {d}");

@@ -411,6 +411,9 @@ pub fn report_figure(report: &BenchReport, command: &str) -> Figure {
             dashed: false,
             markers: true,
         });
+        let fit = fit
+            .as_ref()
+            .filter(|f| f.points >= ltm_engine::bench::report::MIN_EXTRAPOLATION_POINTS);
         if let (Some(fit), Some((n, _))) = (fit, last) {
             let at = |x: f64| {
                 (

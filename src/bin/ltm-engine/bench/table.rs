@@ -90,6 +90,13 @@ pub fn table(report: &BenchReport) -> String {
         fmt_bytes(t.kv_cache_bytes),
     ]);
     s.push_str(&align(&rows));
+    if let Some(why) = &t.not_extrapolated {
+        let _ = writeln!(
+            s,
+            "{}: times not extrapolated where they come from {why}",
+            fmt_count(t.tokens)
+        );
+    }
     let _ = writeln!(s);
     let fit_line = |name: &str, f: &Option<PowerFit>| match f {
         Some(f) => format!(
