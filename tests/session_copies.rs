@@ -13,7 +13,11 @@ fn streaming_copies_no_state_and_snapshots_count() {
     let mut session = backend.open(&config, State::zeros(&config, 1)).unwrap();
     let tokens = 100;
     let n = tokens * 2;
-    let (q, k, v) = (vec![0.1f32; n * 16], vec![0.2f32; n * 16], vec![1.0f32; n * 16]);
+    let (q, k, v) = (
+        vec![0.1f32; n * 16],
+        vec![0.2f32; n * 16],
+        vec![1.0f32; n * 16],
+    );
     let (beta, g) = (vec![0.5f32; n], vec![-0.1f32; n]);
     let inputs = ForwardInputs {
         batch: 1,
