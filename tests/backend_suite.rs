@@ -112,7 +112,12 @@ fn subject(target: Target) -> Option<Subject> {
                         isa.name()
                     )
                 } else {
-                    format!("no {} on this CPU", isa.name())
+                    let label = match isa {
+                        Isa::Avx512 => "AVX-512",
+                        Isa::Avx2 => "AVX2+FMA",
+                        Isa::Portable => "portable",
+                    };
+                    format!("no {label} on this CPU")
                 };
                 skip(target, &why);
                 return None;
