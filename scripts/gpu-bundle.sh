@@ -2,7 +2,8 @@
 # Builds, on a machine with a Rust toolchain and no GPU, everything a GPU machine (no
 # Rust there) needs to run the GPU tests and benchmark, into gpu-bundle/ (gitignored):
 #   ltm-engine     the CLI (with kernels: the build fails without them)
-#   gpu_forward    the GPU test executable (tests/gpu_forward.rs)
+#   gpu_forward    the GPU-only test executable (tests/gpu_forward.rs)
+#   backend_suite  the shared suite (tests/backend_suite.rs); its CUDA cases are the ignored ones
 #   gpu_bench      examples/gpu_bench.rs
 #   gpu-check.sh   what to run there:  bash gpu-bundle/gpu-check.sh
 #   gpu_anchor.py  the side-by-side run against flash-linear-attention's Triton kernel
@@ -21,16 +22,18 @@ mkdir -p "$bundle"
 
 cargo build --release --bin ltm-engine --example gpu_bench
 cp target/release/ltm-engine target/release/examples/gpu_bench "$bundle/"
-test_exe=$(cargo test --release --test gpu_forward --no-run --message-format=json 2>/dev/null |
-    python3 -c '
+for test in gpu_forward backend_suite; do
+    test_exe=$(cargo test --release --test "$test" --no-run --message-format=json 2>/dev/null |
+        python3 -c '
 import json, sys
 for line in sys.stdin:
     try: m = json.loads(line)
     except ValueError: continue
-    if m.get("reason") == "compiler-artifact" and m.get("target", {}).get("name") == "gpu_forward" and m.get("executable"):
-        print(m["executable"])')
-[ -n "$test_exe" ] || { echo "gpu-bundle: no gpu_forward test executable" >&2; exit 1; }
-cp "$test_exe" "$bundle/gpu_forward"
+    if m.get("reason") == "compiler-artifact" and m.get("target", {}).get("name") == sys.argv[1] and m.get("executable"):
+        print(m["executable"])' "$test")
+    [ -n "$test_exe" ] || { echo "gpu-bundle: no $test test executable" >&2; exit 1; }
+    cp "$test_exe" "$bundle/$test"
+done
 cp scripts/gpu-check.sh scripts/gpu_anchor.py "$bundle/"
 fla_pin=$(grep -E '^fla-core==' scripts/requirements-anchor.txt)
 python3 -m pip download -q --no-deps --only-binary=:all: -d "$bundle/wheels" "$fla_pin"
@@ -40,7 +43,7 @@ python3 -m pip download -q --no-deps --only-binary=:all: -d "$bundle/wheels" "$f
     echo "nvcc: $("$NVCC" -V | tail -n1)"
     echo "rustc: $(rustc -V)"
 } > "$bundle/BUILD"
-strip "$bundle/ltm-engine" "$bundle/gpu_bench" "$bundle/gpu_forward" 2>/dev/null || true
+strip "$bundle/ltm-engine" "$bundle/gpu_bench" "$bundle/gpu_forward" "$bundle/backend_suite" 2>/dev/null || true
 "$bundle/ltm-engine" info
 du -sh "$bundle"
 echo "gpu-bundle: ready; on the GPU machine: bash gpu-bundle/gpu-check.sh"

@@ -53,13 +53,17 @@ log "## tests"
 failed=()
 passed=0
 tests_start=$(date +%s)
-for t in $(./gpu_forward --list --ignored 2>/dev/null | sed -n 's/: test$//p'); do
+# backend_suite: the CUDA instantiation of the shared suite (its ignored tests), first;
+# gpu_forward: what only CUDA has. Each test is named exe/test.
+for t in $(for exe in backend_suite gpu_forward; do
+               ./$exe --list --ignored 2>/dev/null | sed -n "s|^\(.*\): test\$|$exe/\1|p"
+           done); do
     left=$(( 150 - ($(date +%s) - tests_start) ))
     if [ $left -le 5 ]; then failed+=("$t(not run: out of time)"); continue; fi
     # At most 40 s a test, so one hang cannot take the others' time; --show-output keeps
     # the errors that passing tests measured.
     limit=$(( left < 40 ? left : 40 ))
-    if timeout -k 5 $limit ./gpu_forward --ignored --exact "$t" --test-threads=1 --show-output \
+    if timeout -k 5 $limit ./"${t%%/*}" --ignored --exact "${t#*/}" --test-threads=1 --show-output \
         >> "$out/gpu-tests.log" 2>&1; then
         passed=$((passed + 1))
     else
@@ -68,7 +72,7 @@ for t in $(./gpu_forward --list --ignored 2>/dev/null | sed -n 's/: test$//p'); 
 done
 log '```'
 # The errors each test measured (its eprintln lines), then the first panics.
-grep -E ": (B=|stage 1)|error [0-9]" "$out/gpu-tests.log" | tail -n 60 | tee -a "$report"
+grep -E ": (B=|stage 1)|error [0-9]|\]: output [0-9]" "$out/gpu-tests.log" | tail -n 60 | tee -a "$report"
 grep -A2 "panicked" "$out/gpu-tests.log" | grep -v "^stack backtrace\|^note:" | head -n 30 | tee -a "$report"
 log '```'
 if [ ${#failed[@]} -gt 0 ] || [ $passed -eq 0 ]; then
@@ -78,12 +82,12 @@ if [ ${#failed[@]} -gt 0 ] || [ $passed -eq 0 ]; then
     # machines run it), for the kernel and address of a bad access.
     first=""
     for f in "${failed[@]:-}"; do  # not the million-token test: too slow under memcheck
-        case "$f" in a_million_tokens*|"") ;; *) first="${f%%(*}"; break ;; esac
+        case "$f" in */a_million_tokens*|"") ;; *) first="${f%%(*}"; break ;; esac
     done
     if [ -n "$first" ] && command -v compute-sanitizer >/dev/null && fits 60; then
         log "compute-sanitizer memcheck on $first:"
         log '```'
-        timeout 60 compute-sanitizer --tool memcheck --print-limit 5 ./gpu_forward --ignored --exact "$first" \
+        timeout 60 compute-sanitizer --tool memcheck --print-limit 5 ./"${first%%/*}" --ignored --exact "${first#*/}" \
             --test-threads=1 > "$out/sanitizer.log" 2>&1
         grep -E "=========|panicked" "$out/sanitizer.log" | head -n 30 | tee -a "$report"
         log '```'

@@ -2,8 +2,7 @@
 #![allow(dead_code)]
 
 use half::bf16;
-use ltm_engine::reference::recurrent_forward;
-use ltm_engine::{Backend, CpuBackend, ForwardInputs, MemoryConfig, State};
+use ltm_engine::{ForwardInputs, MemoryConfig, State};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, Normal};
@@ -166,26 +165,4 @@ pub fn normalised_error(got: &[f32], want: &[f64]) -> f64 {
     } else {
         err
     }
-}
-
-/// Runs the CPU backend and the float64 reference from the same initial state and
-/// returns the normalised errors of the outputs and of the final state.
-pub fn errors_vs_reference(
-    backend: &CpuBackend,
-    config: &MemoryConfig,
-    inputs: &ForwardInputs<'_>,
-    initial: &State,
-) -> (f64, f64) {
-    let mut state = initial.clone();
-    let o = backend.forward(config, inputs, &mut state).unwrap();
-    let mut ref_state: Vec<f64> = initial.values().iter().map(|&x| x as f64).collect();
-    let ref_o = recurrent_forward(config, inputs, &mut ref_state).unwrap();
-    assert_eq!(
-        state.tokens_seen(),
-        initial.tokens_seen() + inputs.tokens as u64
-    );
-    (
-        normalised_error(&o, &ref_o),
-        normalised_error(state.values(), &ref_state),
-    )
 }
