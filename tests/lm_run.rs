@@ -348,5 +348,12 @@ fn cli_generation_is_the_librarys_and_bad_inputs_are_named() {
         "--save-state",
         "/nonexistent/dir/s.state",
     ]);
-    assert!(!ok && err.contains("does not exist"), "{err}");
+    assert!(!ok && err.contains("cannot be written"), "{err}");
+    for (option, value) in [
+        ("--window-bytes", "2048MiB"),
+        ("--window-tokens", "4294967296"),
+    ] {
+        let (ok, _, err) = run(&["--model", &gva, "--context-file", p(&ctx), option, value]);
+        assert!(!ok && err.contains(option), "{option} {value}: {err}");
+    }
 }

@@ -99,8 +99,14 @@ pub fn run(dir: &Path, args: &Args, bar: &mut ProgressLine) -> ltm_engine::Resul
             1 << 20
         )));
     }
-    if let Some(path) = &args.save_state {
-        check_writable(path)?;
+    let window_bytes = args.window_bytes.unwrap_or(256 << 10);
+    // The tokenizer's working memory is a few hundred bytes per byte of a window.
+    const MAX_WINDOW_BYTES: u64 = 64 << 20;
+    if window_bytes == 0 || window_bytes > MAX_WINDOW_BYTES {
+        return Err(Error::Config(format!(
+            "--window-bytes must be from 1 to {MAX_WINDOW_BYTES} (64 MiB) with a language model, \
+             found {window_bytes}: the tokenizer needs memory in proportion to a window"
+        )));
     }
 
     let model = LanguageModel::load(dir, args.device)?;
@@ -119,7 +125,7 @@ pub fn run(dir: &Path, args: &Args, bar: &mut ProgressLine) -> ltm_engine::Resul
     session.set_window(window);
     let file = ContextFile::open(&args.context_file, Some(Format::Text))?;
     let options = LmStreamOptions {
-        window_bytes: args.window_bytes.unwrap_or(256 << 10) as usize,
+        window_bytes: window_bytes as usize,
         max_tokens: args.max_tokens,
         resume: args.resume,
         checkpoint_every: args.checkpoint_every,
@@ -195,28 +201,6 @@ pub fn run(dir: &Path, args: &Args, bar: &mut ProgressLine) -> ltm_engine::Resul
             });
         }
         println!("{value}");
-    }
-    Ok(())
-}
-
-/// Fails now, not after the whole stream, if `path` cannot be written.
-pub fn check_writable(path: &Path) -> ltm_engine::Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    if !dir.is_dir() {
-        return Err(Error::Config(format!(
-            "--save-state {}: the directory {} does not exist",
-            path.display(),
-            dir.display()
-        )));
-    }
-    if path.is_dir() {
-        return Err(Error::Config(format!(
-            "--save-state {}: is a directory",
-            path.display()
-        )));
     }
     Ok(())
 }
