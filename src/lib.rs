@@ -49,6 +49,7 @@ pub mod inputs;
 pub mod kernel_file;
 pub mod limits;
 pub mod lm;
+pub mod meminfo;
 pub mod memory_model;
 pub mod model;
 pub mod reference;

@@ -7,8 +7,8 @@
 use std::fs::Metadata;
 use std::path::Path;
 
-use crate::bench::meminfo::MemInfo;
 use crate::error::{Error, Result};
+use crate::meminfo::MemInfo;
 
 /// Allocations below this are not worth a read of `/proc/meminfo`.
 const CHECK_FROM_BYTES: u64 = 64 << 20;

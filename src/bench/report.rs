@@ -5,9 +5,9 @@
 use serde::Serialize;
 
 use super::fit::{crossover, fit_power_law, PowerFit};
-use super::meminfo::MemInfo;
 use super::timing::Timing;
 use super::BenchConfig;
+use crate::meminfo::MemInfo;
 
 /// One measurement of the table: measured, or why not and the fit's estimate instead.
 #[derive(Clone, Debug, PartialEq, Serialize)]

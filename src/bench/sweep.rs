@@ -2,7 +2,6 @@
 //! one after the other, on the same inputs.
 
 use super::fit::fit_power_law;
-use super::meminfo::MemInfo;
 use super::report::{fmt_bytes, fmt_seconds, BenchReport, Cell, Machine, Point, Sizes};
 use super::timing::{time_per_call, Runs, Timing};
 use super::workload::Workload;
@@ -12,6 +11,7 @@ use crate::backend::Backend;
 use crate::baseline::{AttentionBackend, AttentionConfig, KvCache};
 use crate::config::MemoryConfig;
 use crate::error::Result;
+use crate::meminfo::MemInfo;
 use crate::state::State;
 
 /// Runs the sweep. `ram` (this machine's, from [`MemInfo::read`]) marks where

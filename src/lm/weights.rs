@@ -389,7 +389,7 @@ fn map_file(path: &Path) -> Result<memmap2::Mmap> {
 
 /// Refuses weights that would not fit in the memory this machine has free.
 fn check_fits_in_memory(bytes: usize, path: &Path) -> Result<()> {
-    if let Some(info) = crate::bench::meminfo::MemInfo::read() {
+    if let Some(info) = crate::meminfo::MemInfo::read() {
         if bytes as u64 > info.available_bytes {
             return Err(Error::File {
                 path: path.to_path_buf(),

@@ -1,5 +1,6 @@
-//! How much RAM this machine has, from `/proc/meminfo`, to tell where the attention
-//! baseline's KV cache would no longer fit without allocating it.
+//! How much RAM this machine has, from `/proc/meminfo`: the bound every large
+//! allocation from a file or an option is checked against (`limits`), and where the
+//! attention baseline's KV cache would no longer fit without allocating it (`bench`).
 
 use serde::Serialize;
 
