@@ -3,7 +3,7 @@
 //! - `prefill-tiny`: the `gdn-tiny` fixture over 4,096 tokens in windows of 512,
 //!   scoring every token (logits at every position, as `run` does for perplexity);
 //! - `prefill-large`: a random-weight model of hidden 1024, 8 layers, 8 heads of
-//!   128, V = 256, vocabulary 32,000, over 1,024 tokens, with its FLOPs per token, so
+//!   128, V = 256, vocabulary 32,000, over 2,048 tokens, with its FLOPs per token, so
 //!   `--peak-gflops` (from `examples/cpu_peak.rs`, same run) gives the share of the
 //!   arithmetic floor;
 //! - `decode`: `gdn-tiny`'s decode step after 1K and after 1M tokens of context, next
@@ -15,7 +15,7 @@
 //!   (`backend::cpu::gemm`, rows split over the cores), alternating, medians.
 //!
 //! `cargo run --release --example lm_bench -- [prefill-tiny|prefill-large|decode|gemm|all]
-//!  [--runs N] [--peak-gflops G] [--decode-context N]`
+//!  [--runs N] [--window W] [--peak-gflops G] [--decode-context N]`
 
 use std::time::Instant;
 
@@ -88,16 +88,17 @@ fn main() {
     let runs = opt("--runs").unwrap_or(5.0) as usize;
     let peak = opt("--peak-gflops");
     let long = opt("--decode-context").unwrap_or(1_048_576.0) as usize;
+    let window = opt("--window").unwrap_or(512.0) as usize;
     let tiny_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/gdn-tiny");
 
     if what == "all" || what == "prefill-tiny" {
         let model = LanguageModel::load(tiny_dir, Device::Cpu).unwrap();
         let ids = random_ids(4096, model.config().vocab_size, 1);
-        let s = time_prefill(&model, &ids, 512, runs);
+        let s = time_prefill(&model, &ids, window, runs);
         println!(
             "{}",
             serde_json::json!({"bench": "prefill", "model": "gdn-tiny", "tokens": ids.len(),
-                "window": 512, "runs": runs, "median_s": s, "tokens_per_second": ids.len() as f64 / s,
+                "window": window, "runs": runs, "median_s": s, "tokens_per_second": ids.len() as f64 / s,
                 "backend": model.backend().name()})
         );
     }
@@ -105,14 +106,14 @@ fn main() {
         let config = large_config();
         let flops = config.matmul_flops_per_token() + config.memory_flops_per_token();
         let model = LanguageModel::random(config, 3, Device::Cpu).unwrap();
-        let ids = random_ids(1024, model.config().vocab_size, 2);
-        let s = time_prefill(&model, &ids, 512, runs);
+        let ids = random_ids(2048, model.config().vocab_size, 2);
+        let s = time_prefill(&model, &ids, window, runs);
         let rate = ids.len() as f64 / s;
         let gflops = rate * flops as f64 / 1e9;
         println!(
             "{}",
             serde_json::json!({"bench": "prefill", "model": model.name(), "tokens": ids.len(),
-                "window": 512, "runs": runs, "median_s": s, "tokens_per_second": rate,
+                "window": window, "runs": runs, "median_s": s, "tokens_per_second": rate,
                 "flops_per_token": flops, "gflops": gflops,
                 "peak_gflops": peak, "share_of_floor": peak.map(|p| gflops / p)})
         );
