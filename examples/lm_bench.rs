@@ -185,58 +185,74 @@ fn main() {
     if what == "all" || what == "decode" {
         let model = LanguageModel::load(tiny_dir, Device::Cpu).unwrap();
         let vocab = model.config().vocab_size;
-        let mut session = model.session().unwrap();
+        let layers = model.config().layers;
         let attention = CpuAttention::new();
         let ac = AttentionConfig::new(4, 64);
         let piece = Workload::new(65_536, 4, 64, 9);
-        let mut cache = KvCache::new(&ac, 1).unwrap();
+        let one = Workload::new(1, 4, 64, 5);
+        // The two states and the two KV caches are made first; then short rounds
+        // alternate between the lengths, so drift in the machine's speed hits both.
+        let mut session = model.session().unwrap();
+        let mut states = Vec::new();
+        let mut caches = Vec::new();
         let mut fed = 0usize;
         for context in [1024usize, long] {
             let t = Instant::now();
             let ids = random_ids(context - fed, vocab, 7 + context as u64);
             session.feed_with(&ids, Logits::None, &mut |_| {}).unwrap();
-            let prefill_s = t.elapsed().as_secs_f64();
             fed = context;
-            // Consecutive decode steps continuing the sequence (a warm-up first, so the
-            // workspace is allocated); each costs the same whatever came before.
-            session.step(1).unwrap();
-            let mut steps = Vec::new();
-            for i in 0..runs.max(5) * 20 {
-                let t = Instant::now();
-                std::hint::black_box(session.step((i * 31 % vocab) as u32).unwrap());
-                steps.push(t.elapsed().as_secs_f64());
-            }
-            fed += 1 + steps.len();
-            let step = median(steps);
-            cache.reserve(context.saturating_sub(cache.len())).unwrap();
+            eprintln!("context {context}: prefill {:.1} s", t.elapsed().as_secs_f64());
+            states.push(session.snapshot().unwrap().unshared());
+            let mut cache = KvCache::new(&ac, 1).unwrap();
+            cache.reserve(context).unwrap();
             while cache.len() < context {
                 let n = (context - cache.len()).min(65_536);
                 cache.append(&ac, &piece.attention_inputs(0, n)).unwrap();
             }
-            let mut out = vec![0.0f32; 4 * 64];
-            let one = Workload::new(1, 4, 64, 5);
-            let mut att = Vec::new();
-            for _ in 0..runs.max(5) * 4 {
-                cache.truncate(context);
-                let t = Instant::now();
-                attention
-                    .attend_into(&ac, &one.attention_inputs(0, 1), &mut cache, &mut out)
-                    .unwrap();
-                att.push(t.elapsed().as_secs_f64());
+            caches.push(cache);
+        }
+        let rounds = runs.max(5);
+        let mut step_times = vec![Vec::new(), Vec::new()];
+        let mut att_times = vec![Vec::new(), Vec::new()];
+        let mut out = vec![0.0f32; 4 * 64];
+        for round in 0..rounds {
+            for i in 0..2 {
+                let mut s = model.resume(states[i].unshared()).unwrap();
+                s.step(1).unwrap(); // allocates the workspace
+                for j in 0..20 {
+                    let t = Instant::now();
+                    std::hint::black_box(s.step(((round * 20 + j) * 31 % vocab) as u32).unwrap());
+                    step_times[i].push(t.elapsed().as_secs_f64());
+                }
+                let context = caches[i].len();
+                for _ in 0..4 {
+                    caches[i].truncate(context);
+                    let t = Instant::now();
+                    attention
+                        .attend_into(&ac, &one.attention_inputs(0, 1), &mut caches[i], &mut out)
+                        .unwrap();
+                    att_times[i].push(t.elapsed().as_secs_f64());
+                }
+                caches[i].truncate(context);
             }
-            cache.truncate(context);
-            let att = median(att);
-            let layers = model.config().layers;
+        }
+        let steps: Vec<f64> = step_times.into_iter().map(median).collect();
+        let atts: Vec<f64> = att_times.into_iter().map(median).collect();
+        for (i, context) in [1024usize, long].into_iter().enumerate() {
             println!(
                 "{}",
-                serde_json::json!({"bench": "decode", "context": context,
-                    "prefill_seconds": prefill_s,
-                    "gdn_tiny_step_us": step * 1e6, "gdn_tiny_tokens_per_second": 1.0 / step,
+                serde_json::json!({"bench": "decode", "context": context, "rounds": rounds,
+                    "gdn_tiny_step_us": steps[i] * 1e6, "gdn_tiny_tokens_per_second": 1.0 / steps[i],
                     "state_bytes": model.state_bytes(),
-                    "attention_layer_step_us": att * 1e6,
-                    "attention_all_layers_us": att * 1e6 * layers as f64,
-                    "kv_cache_bytes_per_layer": cache.used_bytes()})
+                    "attention_layer_step_us": atts[i] * 1e6,
+                    "attention_all_layers_us": atts[i] * 1e6 * layers as f64,
+                    "kv_cache_bytes_per_layer": caches[i].used_bytes()})
             );
         }
+        println!(
+            "{}",
+            serde_json::json!({"bench": "decode_ratio", "gdn_tiny_long_over_short": steps[1] / steps[0],
+                "attention_long_over_short": atts[1] / atts[0]})
+        );
     }
 }
