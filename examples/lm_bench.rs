@@ -201,7 +201,10 @@ fn main() {
             let ids = random_ids(context - fed, vocab, 7 + context as u64);
             session.feed_with(&ids, Logits::None, &mut |_| {}).unwrap();
             fed = context;
-            eprintln!("context {context}: prefill {:.1} s", t.elapsed().as_secs_f64());
+            eprintln!(
+                "context {context}: prefill {:.1} s",
+                t.elapsed().as_secs_f64()
+            );
             states.push(session.snapshot().unwrap().unshared());
             let mut cache = KvCache::new(&ac, 1).unwrap();
             cache.reserve(context).unwrap();
