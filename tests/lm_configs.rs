@@ -525,3 +525,70 @@ fn every_tensor_problem_is_named() {
     let err = load_err(&tied, |t| t.retain(|x| x.0 != "lm_head.weight"));
     assert!(err.contains("`lm_head.weight` is missing"), "{err}");
 }
+
+#[test]
+fn sharded_checkpoints_load_like_one_file_and_bad_indexes_are_named() {
+    let src = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gdn-gva");
+    let bytes = std::fs::read(src.join("model.safetensors")).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let mut names: Vec<String> = st.names().into_iter().map(String::from).collect();
+    names.sort();
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["config.json", "tokenizer.json"] {
+        std::fs::copy(src.join(f), dir.path().join(f)).unwrap();
+    }
+    let mut map = serde_json::Map::new();
+    for (i, part) in names.chunks(names.len() / 2 + 1).enumerate() {
+        let file = format!("model-{:05}-of-00002.safetensors", i + 1);
+        let tensors: Vec<_> = part
+            .iter()
+            .map(|n| {
+                let t = st.tensor(n).unwrap();
+                (n.clone(), t.dtype(), t.shape().to_vec(), t.data().to_vec())
+            })
+            .collect();
+        write_tensors(&dir.path().join(&file), &tensors);
+        for n in part {
+            map.insert(n.clone(), json!(file));
+        }
+    }
+    let index = json!({"metadata": {}, "weight_map": map});
+    std::fs::write(
+        dir.path().join("model.safetensors.index.json"),
+        index.to_string(),
+    )
+    .unwrap();
+    let sharded = LanguageModel::load(dir.path(), Device::Cpu).unwrap();
+    let single = LanguageModel::load(&src, Device::Cpu).unwrap();
+    assert_eq!(sharded.fingerprint(), single.fingerprint());
+    let ids: Vec<u32> = (0..80).map(|i| (i * 37 % 4000) as u32).collect();
+    let a = sharded.session().unwrap().feed(&ids, Logits::All).unwrap();
+    let b = single.session().unwrap().feed(&ids, Logits::All).unwrap();
+    assert_eq!(a, b);
+
+    // An index naming a missing shard, or a path outside the directory, is named.
+    let mut bad = index.clone();
+    bad["weight_map"]["model.norm.weight"] = json!("../elsewhere.safetensors");
+    std::fs::write(
+        dir.path().join("model.safetensors.index.json"),
+        bad.to_string(),
+    )
+    .unwrap();
+    let err = LanguageModel::load(dir.path(), Device::Cpu)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("../elsewhere.safetensors"), "{err}");
+    let mut bad = index;
+    bad["weight_map"]["model.norm.weight"] = json!("model-00009-of-00002.safetensors");
+    std::fs::write(
+        dir.path().join("model.safetensors.index.json"),
+        bad.to_string(),
+    )
+    .unwrap();
+    let err = LanguageModel::load(dir.path(), Device::Cpu)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("model-00009-of-00002.safetensors"), "{err}");
+}
