@@ -7,6 +7,7 @@ use std::path::Path;
 use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
+use crate::limits::cut;
 
 /// The activation of the output gate of each layer (`output_gate_activation`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -359,19 +360,5 @@ impl Fields<'_> {
                 )),
             },
         }
-    }
-}
-
-/// Quoted input in a message, cut to a readable length.
-fn cut(s: &str) -> String {
-    const MAX: usize = 80;
-    if s.len() <= MAX {
-        s.to_string()
-    } else {
-        let end = (0..=MAX)
-            .rev()
-            .find(|&i| s.is_char_boundary(i))
-            .unwrap_or(0);
-        format!("{}… ({} bytes)", &s[..end], s.len())
     }
 }

@@ -272,7 +272,7 @@ impl WeightFiles {
                 ),
             });
         }
-        let mut needed = 0usize;
+        let mut needed = Some(0u64);
         for (name, dims) in &expected {
             let view = self.view(name)?;
             if view.shape() != dims.as_slice() {
@@ -282,9 +282,13 @@ impl WeightFiles {
                     found: shape_string(view.shape()),
                 });
             }
-            needed = needed.saturating_add(dims.iter().product::<usize>().saturating_mul(4));
+            let bytes = dims
+                .iter()
+                .try_fold(4u64, |acc, &d| acc.checked_mul(d as u64));
+            needed = needed.zip(bytes).and_then(|(a, b)| a.checked_add(b));
         }
-        check_fits_in_memory(needed, &self.files[0].0)?;
+        let what = format!("the weights of {} as f32", self.files[0].0.display());
+        crate::limits::check_alloc(&what, needed)?;
 
         let mut digest = crate::hash::Fnv1a::new();
         let mut take = |name: &str| -> Result<Vec<f32>> {
@@ -385,23 +389,6 @@ fn map_file(path: &Path) -> Result<memmap2::Mmap> {
     // SAFETY: the mapping is read-only; a checkpoint changed under a running engine
     // is outside what it promises (as for any memory-mapped model file).
     unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))
-}
-
-/// Refuses weights that would not fit in the memory this machine has free.
-fn check_fits_in_memory(bytes: usize, path: &Path) -> Result<()> {
-    if let Some(info) = crate::meminfo::MemInfo::read() {
-        if bytes as u64 > info.available_bytes {
-            return Err(Error::File {
-                path: path.to_path_buf(),
-                problem: format!(
-                    "the weights need {:.2} GiB as f32, more than the {:.2} GiB of memory available",
-                    bytes as f64 / (1u64 << 30) as f64,
-                    info.available_bytes as f64 / (1u64 << 30) as f64
-                ),
-            });
-        }
-    }
-    Ok(())
 }
 
 /// Little-endian f32, f16 or bf16 bytes to f32 values, on all cores.
