@@ -14,7 +14,6 @@
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 use serde::Serialize;
 
@@ -108,8 +107,9 @@ pub struct StreamOptions {
     pub max_tokens: Option<u64>,
     /// Skip the tokens the state has already consumed (continue an interrupted run).
     pub resume: bool,
-    /// Save the state to `checkpoint_path` every this many tokens (at window ends), so
-    /// an interrupted run can resume. The state at the end of the run is the caller's
+    /// Save the state to `checkpoint_path` every this many tokens, so an interrupted
+    /// run can resume: at the end of the window where the count is reached, or exactly
+    /// there for a model that can stop inside a window (a language model). The state at the end of the run is the caller's
     /// to save (the CLI saves it to the same path).
     pub checkpoint_every: Option<u64>,
     /// Where checkpoints are written (atomically; each replaces the last).
@@ -200,8 +200,6 @@ pub struct RunCounts {
     pub compute_seconds: f64,
     /// Checkpoints written.
     pub checkpoints: u64,
-    /// When the run started (reader start-up).
-    pub started: Instant,
     /// Wall-clock seconds of the whole run, taken when the run ended.
     pub wall_seconds: f64,
     /// Peak resident memory of the process when the run ended.

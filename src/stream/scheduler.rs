@@ -116,7 +116,6 @@ pub fn stream<M: StreamModel>(
         windows,
         compute_seconds: compute,
         checkpoints: checkpoints.written,
-        started,
         wall_seconds: wall,
         peak_host_bytes: peak_resident_bytes(),
     };
