@@ -85,7 +85,12 @@ fn stream_memory_model(c: &mut Criterion) {
         })
     });
     group.bench_function("end_to_end", |b| {
-        b.iter(|| stream_file(&mut model, &path, 4 << 20, WINDOW, |_| Ok(())).unwrap())
+        b.iter(|| {
+            stream_file(&mut model.streamer(WINDOW).unwrap(), &path, 4 << 20, |_| {
+                Ok(())
+            })
+            .unwrap()
+        })
     });
     group.finish();
 }

@@ -42,6 +42,7 @@ pub mod backend;
 pub mod baseline;
 pub mod bench;
 pub mod config;
+pub mod context_file;
 pub mod error;
 pub mod hash;
 pub mod hashhop;
@@ -57,8 +58,10 @@ pub mod safetensors_io;
 pub mod state;
 pub mod state_file;
 pub mod stream;
+pub mod streamable;
 pub mod synthetic;
 pub mod tensor;
+pub mod tokenize;
 pub mod vec_math;
 
 pub use backend::cpu::CpuBackend;

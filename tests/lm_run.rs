@@ -8,6 +8,7 @@ use std::process::Command;
 use ltm_engine::lm::state_file::{load_model_state, save_model_state, SourcePosition};
 use ltm_engine::lm::stream::{stream_text, LmStreamOptions};
 use ltm_engine::lm::{LanguageModel, Logits, Sampler, Sampling};
+use ltm_engine::stream::StreamOptions;
 use ltm_engine::stream::{ContextFile, Format, Quiet};
 use ltm_engine::Device;
 
@@ -68,11 +69,20 @@ fn streamed_windows_give_the_tokens_and_scores_of_one_call() {
         let mut session = model.session().unwrap();
         session.set_window(prefill);
         let mut position = SourcePosition::default();
-        let options = LmStreamOptions {
+        let options = StreamOptions {
             window_bytes,
-            ..LmStreamOptions::default()
+            ..StreamOptions::default()
         };
-        let s = stream_text(&file, &mut session, &mut position, &options, &mut Quiet).unwrap();
+        let lm = LmStreamOptions::default();
+        let s = stream_text(
+            &file,
+            &mut session,
+            &mut position,
+            &options,
+            &lm,
+            &mut Quiet,
+        )
+        .unwrap();
         assert_eq!(
             s.tokens,
             ids.len() as u64,

@@ -42,7 +42,13 @@ fn window_sizes_do_not_change_the_state() {
     let mut states = Vec::new();
     for (window_bytes, window_tokens) in [(1 << 20, 4096), (7, 3), (4096, 1), (100_000, 777)] {
         let mut m = model(2 << 20);
-        let stats = stream_file(&mut m, &path, window_bytes, window_tokens, |_| Ok(())).unwrap();
+        let stats = stream_file(
+            &mut m.streamer(window_tokens).unwrap(),
+            &path,
+            window_bytes,
+            |_| Ok(()),
+        )
+        .unwrap();
         assert_eq!(stats.bytes, text.len() as u64);
         // Pieces `a_very_long_word`, `_of_many_pieces`, then 3 words: 4 written.
         assert_eq!(

@@ -429,7 +429,8 @@ fn context_file_mutants_are_refused_or_valid_in_every_format() {
             assert_eq!(got.is_ok(), oracle, "{name} mutant {i}: {got:?}");
             if format == Format::Text {
                 // The memory model reads the same file with the same verdict.
-                let streamed = stream_file(&mut model, &path, 1 << 10, 64, |_| Ok(()));
+                let streamed =
+                    stream_file(&mut model.streamer(64).unwrap(), &path, 1 << 10, |_| Ok(()));
                 assert_eq!(
                     streamed.is_ok(),
                     oracle,

@@ -145,10 +145,9 @@ pub fn eval(
     let mut model = MemoryModel::new(options.model.clone(), options.device)?;
     let mut checker = PromptChecker::new(prompt, &targets);
     let stats = stream_file(
-        &mut model,
+        &mut model.streamer(options.window_tokens)?,
         prompt,
         options.window_bytes,
-        options.window_tokens,
         |window| checker.feed(window),
     )?;
     checker.finish()?;

@@ -26,12 +26,14 @@ pub mod session;
 pub mod state;
 pub mod state_file;
 pub mod stream;
-pub mod tokenizer;
+
+/// A model directory's tokenizer (it lives with the other rules in `crate::tokenize`).
+pub use crate::tokenize::hf as tokenizer;
 pub mod weights;
 
+pub use crate::tokenize::hf::ModelTokenizer;
 pub use config::{GateActivation, GdnConfig};
 pub use model::LanguageModel;
 pub use sample::{Sampler, Sampling};
 pub use session::{Logits, ModelSession};
 pub use state::{LayerState, ModelState};
-pub use tokenizer::ModelTokenizer;

@@ -1,44 +1,43 @@
-//! Streaming a text file of any length through a language model: a reader thread cuts
-//! the file into windows at line starts, checks and tokenizes them with the model's
-//! tokenizer, while the compute side runs the previous window through the model and
-//! scores every next token (perplexity). Nothing is kept for the whole file: memory is
-//! the model, one window of text and tokens, and one prefill window's activations.
+//! A language model as a [`StreamModel`]: the reader thread cuts the file into
+//! windows at BPE-safe boundaries, checks and tokenizes them with the model's
+//! tokenizer, while the compute side runs the previous window through the model in
+//! prefill pieces and scores every next token (perplexity). Nothing is kept for the
+//! whole file: memory is the model, one window of text and tokens, and one prefill
+//! window's activations. The scheduler (`crate::stream`) runs it.
 //!
 //! Windows end after a single `\n` that an ASCII character other than white space
 //! follows (see [`cut`]).
 //! A byte-level BPE tokenizer (the fla models' kind) splits text at white space
 //! before merging, so such a cut never changes the tokens: the file's tokens are the
-//! same for every window size, and a state saved anywhere can be resumed exactly.
+//! same for every window size. The state and its position ([`SourcePosition`]) can be
+//! saved after any token, so checkpoints and `--max-tokens` are exact to the token and
+//! a state saved anywhere can be resumed exactly.
 
-use std::path::PathBuf;
-use std::sync::mpsc;
-use std::time::Instant;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use crate::context_file::ContextFile;
 use crate::error::{Error, Result};
-use crate::stream::scheduler::peak_resident_bytes;
-use crate::stream::{ContextFile, Observer, Progress};
+use crate::stream::stream;
+use crate::streamable::{
+    Fed, Observer, RunCounts, StreamModel, StreamOptions, Window, WindowReader,
+};
+use crate::tokenize::hf::ModelTokenizer;
 
 use super::ops::{log_sum_exp, next_token_nll};
 use super::session::{Logits, ModelSession};
 use super::state_file::{save_model_state, SourcePosition};
 
-/// How a file is streamed through a model.
+/// Bytes of text the reader tokenizes at a time by default (extended to a line start).
+/// The tokenizer's working memory is about 250 bytes per byte of text, so this sets the
+/// reader's peak memory (256 KiB: about 64 MiB).
+pub const DEFAULT_WINDOW_BYTES: usize = 256 << 10;
+
+/// What only a language model's stream has: scoring and where its state came from.
 #[derive(Clone, Debug)]
 pub struct LmStreamOptions {
-    /// Bytes of text the reader tokenizes at a time (extended to a line start). The
-    /// tokenizer's working memory is about 250 bytes per byte of text, so this sets the
-    /// reader's peak memory (256 KiB: about 64 MiB).
-    pub window_bytes: usize,
-    /// Stop after this many tokens of this run.
-    pub max_tokens: Option<u64>,
-    /// Continue where the loaded state stopped in this file (checked by checksum).
-    pub resume: bool,
-    /// Save the state every this many tokens (rounded up to the prefill window).
-    pub checkpoint_every: Option<u64>,
-    /// Where checkpoints go.
-    pub checkpoint_path: Option<PathBuf>,
     /// The state file the session was loaded from, for messages.
     pub loaded_from: Option<PathBuf>,
     /// Score each next token (the output head at every position); off is faster.
@@ -50,11 +49,6 @@ pub struct LmStreamOptions {
 impl Default for LmStreamOptions {
     fn default() -> Self {
         LmStreamOptions {
-            window_bytes: 256 << 10,
-            max_tokens: None,
-            resume: false,
-            checkpoint_every: None,
-            checkpoint_path: None,
             loaded_from: None,
             perplexity: true,
             segment_tokens: None,
@@ -116,228 +110,306 @@ pub struct LmStreamSummary {
     pub checkpoints: u64,
 }
 
-/// A window of text on its way from the reader: its place in the file, the checksum
-/// of the file before it, and its tokens.
-struct Piece {
-    start: usize,
-    end: usize,
-    crc_end: u32,
-    ids: Vec<u32>,
-}
-
 /// Streams `file` through `session`. `position` is where the loaded state stands
-/// (zero for a new sequence); it is updated as the run goes.
+/// (zero for a new sequence); it is updated as the run goes. `options.window_bytes`
+/// sets the reader's windows ([`DEFAULT_WINDOW_BYTES`] is a good size); the prefill
+/// window is the session's.
 pub fn stream_text(
     file: &ContextFile,
     session: &mut ModelSession<'_>,
     position: &mut SourcePosition,
-    options: &LmStreamOptions,
+    options: &StreamOptions,
+    lm: &LmStreamOptions,
     observer: &mut dyn Observer,
 ) -> Result<LmStreamSummary> {
-    let started = Instant::now();
-    let model = session.model();
-    let tokenizer = model.require_tokenizer()?;
-    let bytes = file.bytes();
-    let path = file.path().to_path_buf();
-    if !options.resume {
-        *position = SourcePosition::default();
+    let mut streamed = LmStream::new(session, position, lm.clone());
+    stream(file, &mut streamed, options, observer)
+}
+
+/// A session with its position in the context, ready to stream.
+pub struct LmStream<'s, 'm> {
+    session: &'s mut ModelSession<'m>,
+    position: &'s mut SourcePosition,
+    options: LmStreamOptions,
+    /// Tokens of the first window a resumed state has fed already.
+    skip: u64,
+    skipped_tokens: u64,
+    segments: Vec<Segment>,
+    /// The open segment: NLL sum, tokens, index of its first prediction.
+    seg: (f64, u64, u64),
+    nll: Vec<f64>,
+    rows_nll: Vec<f64>,
+}
+
+impl<'s, 'm> LmStream<'s, 'm> {
+    /// `session`, whose state stands at `position` of its context.
+    pub fn new(
+        session: &'s mut ModelSession<'m>,
+        position: &'s mut SourcePosition,
+        options: LmStreamOptions,
+    ) -> Self {
+        LmStream {
+            session,
+            position,
+            options,
+            skip: 0,
+            skipped_tokens: 0,
+            segments: Vec::new(),
+            seg: (0.0, 0, 0),
+            nll: Vec::new(),
+            rows_nll: Vec::new(),
+        }
     }
-    let (start, first_end) = if position.tokens_past > 0 {
-        (
-            position.window_start as usize,
-            Some(position.bytes as usize),
-        )
-    } else {
-        (position.bytes as usize, None)
-    };
-    let checked = position.bytes as usize;
-    if checked > bytes.len() {
-        return Err(Error::StateFile {
-            path: options.loaded_from.clone().unwrap_or_default(),
-            problem: format!(
-                "it has read {checked} bytes of its text, but {} has only {}: it was made from another file",
-                path.display(),
-                bytes.len()
-            ),
-        });
+
+    fn loaded_from(&self) -> PathBuf {
+        self.options.loaded_from.clone().unwrap_or_default()
     }
-    let mut crc = crc32fast::Hasher::new();
-    if checked > 0 {
-        crc.update(&bytes[..checked]);
-        if crc.clone().finalize() != position.crc32 {
+}
+
+/// A window of text and its tokens.
+pub struct Piece {
+    start: usize,
+    end: usize,
+    /// CRC-32 of the file up to `end`.
+    crc_end: u32,
+    ids: Vec<u32>,
+    /// Tokens of `ids` fed so far.
+    at: usize,
+}
+
+impl Window for Piece {
+    fn span(&self) -> Range<usize> {
+        self.start..self.end
+    }
+}
+
+impl<'m> StreamModel for LmStream<'_, 'm> {
+    type Window = Piece;
+    type Reader = TextReader<'m>;
+    type Summary = LmStreamSummary;
+
+    fn start(&mut self, file: &ContextFile, options: &StreamOptions) -> Result<TextReader<'m>> {
+        let model = self.session.model();
+        let tokenizer = model.require_tokenizer()?;
+        let bytes = file.bytes();
+        let loaded_from = self.loaded_from();
+        let position = &mut *self.position;
+        if !options.resume {
+            *position = SourcePosition::default();
+        }
+        let (start, first_end) = if position.tokens_past > 0 {
+            (
+                position.window_start as usize,
+                Some(position.bytes as usize),
+            )
+        } else {
+            (position.bytes as usize, None)
+        };
+        let checked = position.bytes as usize;
+        if checked > bytes.len() {
             return Err(Error::StateFile {
-                path: options.loaded_from.clone().unwrap_or_default(),
+                path: loaded_from.clone(),
                 problem: format!(
-                    "made from another text: the first {checked} bytes it read differ from those of {} \
-                     (checksum {:08x} there, {:08x} in the state); resume it with the file it was made from",
-                    path.display(),
-                    crc.clone().finalize(),
-                    position.crc32
+                    "it has read {checked} bytes of its text, but {} has only {}: it was made from another file",
+                    file.path().display(),
+                    bytes.len()
                 ),
             });
         }
-        // The reader's running checksum starts at its first window.
-        crc = crc32fast::Hasher::new();
-        crc.update(&bytes[..start]);
-    }
-    let budget = options.max_tokens.unwrap_or(u64::MAX);
-    let window_bytes = options.window_bytes.max(1);
-    let prefill = session.window();
-    let checkpoint_every = options.checkpoint_every.map(|n| n.max(1));
-    let vocab = model.config().vocab_size;
-    let mut skip = if options.resume {
-        position.tokens_past
-    } else {
-        0
-    };
-    let skipped_tokens = if options.resume { session.tokens() } else { 0 };
-
-    let mut tokens = 0u64;
-    let mut windows = 0u64;
-    let mut compute = 0.0f64;
-    let mut checkpoints = 0u64;
-    let mut since_checkpoint = 0u64;
-    let mut segments = Vec::new();
-    let mut seg = (0.0f64, 0u64, position.nll_tokens);
-    let (mut nll, mut rows_nll) = (Vec::new(), Vec::new());
-    let (tx, rx) = mpsc::sync_channel::<Result<Piece>>(2);
-
-    std::thread::scope(|scope| -> Result<()> {
-        let path_r = path.clone();
-        scope.spawn(move || {
-            let mut offset = start;
-            let mut crc = crc;
-            // A state saved inside a window resumes with exactly that window.
-            let mut forced_end = first_end;
-            while offset < bytes.len() {
-                let end = forced_end
-                    .take()
-                    .unwrap_or_else(|| cut(bytes, offset, window_bytes));
-                let text = match std::str::from_utf8(&bytes[offset..end]) {
-                    Ok(t) => t,
-                    Err(e) => {
-                        let _ = tx.send(Err(Error::File {
-                            path: path_r.clone(),
-                            problem: format!(
-                                "invalid UTF-8 at byte {}: a language model reads text",
-                                offset + e.valid_up_to()
-                            ),
-                        }));
-                        return;
-                    }
-                };
-                crc.update(&bytes[offset..end]);
-                let piece = tokenizer.encode(text, offset == 0).map(|ids| Piece {
-                    start: offset,
-                    end,
-                    crc_end: crc.clone().finalize(),
-                    ids,
+        let mut crc = crc32fast::Hasher::new();
+        if checked > 0 {
+            crc.update(&bytes[..checked]);
+            if crc.clone().finalize() != position.crc32 {
+                return Err(Error::StateFile {
+                    path: loaded_from.clone(),
+                    problem: format!(
+                        "made from another text: the first {checked} bytes it read differ from those of {} \
+                         (checksum {:08x} there, {:08x} in the state); resume it with the file it was made from",
+                        file.path().display(),
+                        crc.clone().finalize(),
+                        position.crc32
+                    ),
                 });
-                file.release_before(offset);
-                let failed = piece.is_err();
-                if tx.send(piece).is_err() || failed {
-                    return;
-                }
-                offset = end;
             }
-        });
-        for piece in rx.iter() {
-            let piece = piece?;
-            windows += 1;
-            let t0 = Instant::now();
-            let mut at = skip.min(piece.ids.len() as u64) as usize;
-            skip -= at as u64;
-            while at < piece.ids.len() && tokens < budget {
-                let mut n = (piece.ids.len() - at).min(prefill);
-                n = n.min((budget - tokens).min(usize::MAX as u64) as usize);
-                if let Some(every) = checkpoint_every {
-                    n = n.min((every - since_checkpoint.min(every)).max(1) as usize);
-                }
-                let ids = &piece.ids[at..at + n];
-                if options.perplexity {
-                    nll.clear();
-                    // The first token's score comes from the state alone (the last
-                    // hidden vector), so a resumed run computes it exactly as an
-                    // uninterrupted one does.
-                    if let Some(last) = session.next_logits() {
-                        nll.push(log_sum_exp(last) - last[ids[0] as usize] as f64);
-                    }
-                    let logits = session.feed(ids, Logits::All)?;
-                    next_token_nll(&logits[..(n - 1) * vocab], vocab, &ids[1..], &mut rows_nll);
-                    nll.extend_from_slice(&rows_nll);
-                    for &x in &nll {
-                        position.nll_sum += x;
-                        position.nll_tokens += 1;
-                        seg.0 += x;
-                        seg.1 += 1;
-                        if options.segment_tokens.is_some_and(|s| seg.1 >= s) {
-                            segments.push(segment(seg));
-                            seg = (0.0, 0, position.nll_tokens);
-                        }
-                    }
-                } else {
-                    session.feed(ids, Logits::None)?;
-                }
-                at += n;
-                tokens += n as u64;
-                since_checkpoint += n as u64;
-                position.bytes = piece.end as u64;
-                position.crc32 = piece.crc_end;
-                let done = at == piece.ids.len();
-                position.window_start = if done { piece.end } else { piece.start } as u64;
-                position.tokens_past = if done { 0 } else { at as u64 };
-                if let (Some(every), Some(cp)) = (checkpoint_every, &options.checkpoint_path) {
-                    if since_checkpoint >= every {
-                        let state = session.snapshot()?;
-                        save_model_state(cp, model, &state, position)?;
-                        checkpoints += 1;
-                        since_checkpoint = 0;
-                    }
-                }
-            }
-            compute += t0.elapsed().as_secs_f64();
-            let seconds = started.elapsed().as_secs_f64();
-            let of_file = piece.end as f64 / bytes.len().max(1) as f64;
-            let of_budget = options
-                .max_tokens
-                .map_or(0.0, |m| tokens as f64 / m.max(1) as f64);
-            observer.progress(Progress {
-                tokens,
-                seconds,
-                fraction: of_file.max(of_budget).min(1.0),
-            });
-            if tokens >= budget {
-                break;
-            }
+            // The reader's running checksum starts at its first window.
+            crc = crc32fast::Hasher::new();
+            crc.update(&bytes[..start]);
         }
-        drop(rx);
-        Ok(())
-    })?;
-    if options.segment_tokens.is_some() && seg.1 > 0 {
-        segments.push(segment(seg));
+        self.skip = if options.resume {
+            position.tokens_past
+        } else {
+            0
+        };
+        self.skipped_tokens = if options.resume {
+            self.session.tokens()
+        } else {
+            0
+        };
+        self.segments.clear();
+        self.seg = (0.0, 0, position.nll_tokens);
+        Ok(TextReader {
+            tokenizer,
+            offset: start,
+            crc,
+            forced_end: first_end,
+            window_bytes: options.window_bytes.max(1),
+        })
     }
-    let wall = started.elapsed().as_secs_f64();
-    let mean_nll = (position.nll_tokens > 0).then(|| position.nll_sum / position.nll_tokens as f64);
-    Ok(LmStreamSummary {
-        file: path,
-        model: model.name().to_string(),
-        backend: model.backend().name(),
-        tokens,
-        skipped_tokens,
-        state_tokens: session.tokens(),
-        bytes: position.bytes,
-        windows,
-        wall_seconds: wall,
-        tokens_per_second: tokens as f64 / wall.max(1e-9),
-        compute_seconds: compute,
-        state_bytes: model.state_bytes(),
-        peak_host_bytes: peak_resident_bytes(),
-        predicted_tokens: position.nll_tokens,
-        mean_nll,
-        perplexity: mean_nll.map(f64::exp),
-        segments,
-        checkpoints,
-    })
+
+    fn feed(
+        &mut self,
+        _file: &ContextFile,
+        piece: &mut Piece,
+        limit: u64,
+        _observer: &mut dyn Observer,
+    ) -> Result<Fed> {
+        let len = piece.ids.len();
+        let skipped = self.skip.min((len - piece.at) as u64) as usize;
+        piece.at += skipped;
+        self.skip -= skipped as u64;
+        if piece.at == len {
+            return Ok(Fed {
+                tokens: 0,
+                done: true,
+            });
+        }
+        let at = piece.at;
+        let n = (len - at)
+            .min(self.session.window())
+            .min(limit.min(usize::MAX as u64) as usize);
+        let ids = &piece.ids[at..at + n];
+        let position = &mut *self.position;
+        if self.options.perplexity {
+            let vocab = self.session.model().config().vocab_size;
+            self.nll.clear();
+            // The first token's score comes from the state alone (the last hidden
+            // vector), so a resumed run computes it exactly as an uninterrupted one does.
+            if let Some(last) = self.session.next_logits() {
+                self.nll
+                    .push(log_sum_exp(last) - last[ids[0] as usize] as f64);
+            }
+            let logits = self.session.feed(ids, Logits::All)?;
+            next_token_nll(
+                &logits[..(n - 1) * vocab],
+                vocab,
+                &ids[1..],
+                &mut self.rows_nll,
+            );
+            self.nll.extend_from_slice(&self.rows_nll);
+            let seg = &mut self.seg;
+            for &x in &self.nll {
+                position.nll_sum += x;
+                position.nll_tokens += 1;
+                seg.0 += x;
+                seg.1 += 1;
+                if self.options.segment_tokens.is_some_and(|s| seg.1 >= s) {
+                    self.segments.push(segment(*seg));
+                    *seg = (0.0, 0, position.nll_tokens);
+                }
+            }
+        } else {
+            self.session.feed(ids, Logits::None)?;
+        }
+        piece.at += n;
+        position.bytes = piece.end as u64;
+        position.crc32 = piece.crc_end;
+        let done = piece.at == len;
+        position.window_start = if done { piece.end } else { piece.start } as u64;
+        position.tokens_past = if done { 0 } else { piece.at as u64 };
+        Ok(Fed {
+            tokens: n as u64,
+            done,
+        })
+    }
+
+    fn save(&mut self, path: &Path) -> Result<()> {
+        let state = self.session.snapshot()?;
+        save_model_state(path, self.session.model(), &state, self.position)
+    }
+
+    fn finish(&mut self) -> Result<u64> {
+        if self.options.segment_tokens.is_some() && self.seg.1 > 0 {
+            self.segments.push(segment(self.seg));
+            self.seg = (0.0, 0, self.position.nll_tokens);
+        }
+        Ok(0)
+    }
+
+    fn summary(&self, file: &ContextFile, run: RunCounts) -> LmStreamSummary {
+        let model = self.session.model();
+        let position = &*self.position;
+        let mean_nll =
+            (position.nll_tokens > 0).then(|| position.nll_sum / position.nll_tokens as f64);
+        LmStreamSummary {
+            file: file.path().to_path_buf(),
+            model: model.name().to_string(),
+            backend: model.backend().name(),
+            tokens: run.tokens,
+            skipped_tokens: self.skipped_tokens,
+            state_tokens: self.session.tokens(),
+            bytes: position.bytes,
+            windows: run.windows,
+            wall_seconds: run.wall_seconds,
+            tokens_per_second: run.tokens_per_second(),
+            compute_seconds: run.compute_seconds,
+            state_bytes: model.state_bytes(),
+            peak_host_bytes: run.peak_host_bytes,
+            predicted_tokens: position.nll_tokens,
+            mean_nll,
+            perplexity: mean_nll.map(f64::exp),
+            segments: self.segments.clone(),
+            checkpoints: run.checkpoints,
+        }
+    }
+}
+
+/// The reader thread's side: cuts windows at BPE-safe places and tokenizes them. A
+/// resumed state that stands inside a window gets exactly that window again (its
+/// tokens are skipped on the compute side), so nothing is skipped here.
+pub struct TextReader<'m> {
+    tokenizer: &'m ModelTokenizer,
+    offset: usize,
+    crc: crc32fast::Hasher,
+    forced_end: Option<usize>,
+    window_bytes: usize,
+}
+
+impl WindowReader for TextReader<'_> {
+    type Window = Piece;
+
+    fn skip(&mut self, _file: &ContextFile) -> Result<()> {
+        Ok(())
+    }
+
+    fn next(&mut self, file: &ContextFile, _buffer: Option<Piece>) -> Result<Option<Piece>> {
+        let bytes = file.bytes();
+        let offset = self.offset;
+        if offset >= bytes.len() {
+            return Ok(None);
+        }
+        let end = self
+            .forced_end
+            .take()
+            .unwrap_or_else(|| cut(bytes, offset, self.window_bytes));
+        let text = std::str::from_utf8(&bytes[offset..end]).map_err(|e| Error::File {
+            path: file.path().to_path_buf(),
+            problem: format!(
+                "invalid UTF-8 at byte {}: a language model reads text",
+                offset + e.valid_up_to()
+            ),
+        })?;
+        self.crc.update(&bytes[offset..end]);
+        let ids = self.tokenizer.encode(text, offset == 0);
+        file.release_before(offset);
+        self.offset = end;
+        Ok(Some(Piece {
+            start: offset,
+            end,
+            crc_end: self.crc.clone().finalize(),
+            ids: ids?,
+            at: 0,
+        }))
+    }
 }
 
 fn segment((sum, n, first): (f64, u64, u64)) -> Segment {
@@ -352,11 +424,12 @@ fn segment((sum, n, first): (f64, u64, u64)) -> Segment {
 
 /// End of the window that starts at `offset`, at least `target` bytes on (or the end
 /// of the file). Preferred: the start of a line that begins with an ASCII character
-/// other than white space, after a line that ends in one line break. Within twice the target without one: before a space that
-/// follows a letter or digit and precedes a letter (`foo| bar`), which byte-level BPE
-/// also never merges across. A text with neither within eight times the target is cut
-/// at a character boundary there (the one place its tokens may differ from the whole
-/// file's), so a window's memory stays bounded whatever the text.
+/// other than white space, after a line that ends in one line break. Within twice the
+/// target without one: before a space that follows a letter or digit and precedes a
+/// letter (`foo| bar`), which byte-level BPE also never merges across. A text with
+/// neither within eight times the target is cut at a character boundary there (the one
+/// place its tokens may differ from the whole file's), so a window's memory stays
+/// bounded whatever the text.
 pub fn cut(bytes: &[u8], offset: usize, target: usize) -> usize {
     let len = bytes.len();
     let from = offset.saturating_add(target.max(1)).min(len);

@@ -20,8 +20,9 @@
 
 use super::mix::{hash_bytes, mix64, SplitMix64};
 
-/// Longest word piece a value holds; the tokenizer cuts longer words into pieces.
-pub const MAX_CHARS: usize = 16;
+/// Longest word piece a value holds (the word rule's, which cuts longer words into
+/// pieces).
+pub use crate::tokenize::words::{is_word_byte, MAX_CHARS};
 /// Character positions plus the check symbol.
 pub const POSITIONS: usize = MAX_CHARS + 1;
 /// Dimensions per position (the biorthogonal code's length).
@@ -33,12 +34,6 @@ const SYMBOLS: usize = 2 * SEGMENT;
 const END: u8 = 0;
 /// Positions whose runner-up the list decoder tries when the check fails.
 const LIST_TRIES: usize = 4;
-
-/// Whether a byte belongs to words (and so can be stored in a value).
-#[inline]
-pub fn is_word_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b == b'_'
-}
 
 /// Symbol of a word byte: 1..=63 in byte order; 0 is END.
 fn symbol_of(b: u8) -> u8 {

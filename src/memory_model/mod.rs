@@ -17,7 +17,11 @@ pub mod capacity;
 pub mod codec;
 pub mod keys;
 pub mod mix;
-pub mod tokenizer;
+pub mod streamed;
+
+/// The memory model's word rule (it lives with the other rules in `crate::tokenize`).
+pub use crate::tokenize::words as tokenizer;
+pub use streamed::{model_name, MemoryStream};
 
 use rayon::prelude::*;
 

@@ -1,13 +1,15 @@
-//! Streaming a context of any length through the memory, window by window.
+//! Streaming a context of any length through a model, window by window: one
+//! scheduler ([`scheduler::stream`]) for every [`StreamModel`](crate::streamable::StreamModel).
+//! The random-feature model's implementation is here; the memory model's is in
+//! `memory_model`, a language model's in `lm`.
 
-pub mod context_file;
+pub mod random_features;
 pub mod scheduler;
-pub mod text_memory;
-pub mod tokenizer;
 
-pub use context_file::{ContextFile, Format};
-pub use scheduler::{
-    check_resume, stream_context, Capacity, Observer, Progress, Quiet, StreamOptions, StreamSummary,
+pub use crate::context_file::{self, ContextFile, Format};
+pub use crate::streamable::{
+    Capacity, Observer, Progress, Quiet, StreamModel, StreamOptions, StreamSummary,
 };
-pub use text_memory::{stream_file, StreamStats};
-pub use tokenizer::Tokenizer;
+pub use crate::tokenize::hashed::Tokenizer;
+pub use random_features::{stream_context, RandomFeatureStream};
+pub use scheduler::{check_resume, stream, stream_file, StreamStats};

@@ -5,11 +5,10 @@ use std::time::Instant;
 use ltm_engine::memory_model::codec::Decoded;
 use ltm_engine::memory_model::{check_query, MemoryModel, ModelConfig};
 use ltm_engine::model::{Model, RandomFeatureModel};
-use ltm_engine::state_file::{load_state, save_state};
-use ltm_engine::stream::text_memory::stream_text_into_memory;
+use ltm_engine::state_file::load_state;
 use ltm_engine::stream::{
-    check_resume, stream_context, ContextFile, Format, Observer, Progress, StreamOptions,
-    StreamSummary,
+    check_resume, stream, ContextFile, Format, Observer, Progress, RandomFeatureStream,
+    StreamModel, StreamOptions, StreamSummary,
 };
 use ltm_engine::{backend_for, Device, Error, State};
 
@@ -116,9 +115,17 @@ pub fn run(args: Args) -> ltm_engine::Result<()> {
     if let Some(path) = &args.save_state {
         ltm_engine::atomic_file::check_writable(path)?;
     }
+    let lm = matches!(args.model, ModelChoice::Dir(_));
     let options = StreamOptions {
         window_tokens: args.window_tokens.unwrap_or(StreamOptions::DEFAULT_WINDOW),
-        window_bytes: args.window_bytes.unwrap_or(4 << 20) as usize,
+        window_bytes: args.window_bytes.map_or(
+            if lm {
+                ltm_engine::lm::stream::DEFAULT_WINDOW_BYTES
+            } else {
+                4 << 20
+            },
+            |b| usize::try_from(b).unwrap_or(usize::MAX),
+        ),
         max_tokens: args.max_tokens,
         resume: args.resume,
         checkpoint_every: args.checkpoint_every,
@@ -128,7 +135,7 @@ pub fn run(args: Args) -> ltm_engine::Result<()> {
     };
     let mut bar = ProgressLine::new(!args.json && std::io::stderr().is_terminal());
     if let ModelChoice::Dir(dir) = &args.model {
-        return crate::run_lm::run(dir, &args, &mut bar);
+        return crate::run_lm::run(dir, &args, &options, &mut bar);
     }
     args.lm.refuse_without_model()?;
     let (summary, answers) = match args.model {
@@ -136,7 +143,6 @@ pub fn run(args: Args) -> ltm_engine::Result<()> {
         ModelChoice::RandomFeatures => (run_random_features(&args, &options, &mut bar)?, vec![]),
         ModelChoice::Dir(_) => unreachable!("model directories returned above"),
     };
-    bar.finish();
     if let Some(c) = summary.capacity.as_ref().filter(|c| c.over_capacity) {
         eprintln!(
             "warning: {} pairs written into {} rows is {:.1}× the state's capacity: the capacity \
@@ -218,10 +224,8 @@ fn run_memory_model(
     if let (true, Some(path)) = (args.resume, &args.load_state) {
         check_resume(&file, model.state(), path)?;
     }
-    let summary = stream_text_into_memory(&file, &mut model, options, bar, &mut |_| Ok(()))?;
-    if let Some(path) = &args.save_state {
-        save_state(path, model.memory_config(), model.state())?;
-    }
+    let mut streamed = model.streamer(options.window_tokens)?;
+    let summary = stream_and_save(&file, &mut streamed, options, args, bar)?;
     let prefixes: Vec<&str> = args.query.iter().map(String::as_str).collect();
     let answers = model
         .next_words(&prefixes)?
@@ -245,26 +249,33 @@ fn run_random_features(
     }
     let model =
         RandomFeatureModel::new(RandomFeatureModel::default_config(), args.seed.unwrap_or(0));
-    let config = model.memory_config().clone();
+    let config = model.memory_config();
     let backend = backend_for(args.device)?;
     let mut state = match &args.load_state {
-        Some(path) => load_state(path, &config)?,
-        None => State::zeros(&config, 1),
+        Some(path) => load_state(path, config)?,
+        None => State::zeros(config, 1),
     };
-    let mut file = ContextFile::open(&args.context_file, args.format)?;
+    let file = ContextFile::open(&args.context_file, args.format)?;
     if let (true, Some(path)) = (args.resume, &args.load_state) {
         check_resume(&file, &state, path)?;
     }
-    let summary = stream_context(
-        &mut file,
-        &model,
-        backend.as_ref(),
-        &mut state,
-        options,
-        bar,
-    )?;
+    let mut streamed = RandomFeatureStream::new(&model, backend.as_ref(), &mut state);
+    stream_and_save(&file, &mut streamed, options, args, bar)
+}
+
+/// The one streaming path of every model: the scheduler, then the final state saved by
+/// the model with its place in the context (as its checkpoints are).
+pub fn stream_and_save<M: StreamModel>(
+    file: &ContextFile,
+    model: &mut M,
+    options: &StreamOptions,
+    args: &Args,
+    bar: &mut ProgressLine,
+) -> ltm_engine::Result<M::Summary> {
+    let summary = stream(file, model, options, bar)?;
+    bar.finish();
     if let Some(path) = &args.save_state {
-        save_state(path, &config, &state)?;
+        model.save(path)?;
     }
     Ok(summary)
 }

@@ -4,13 +4,13 @@
 use std::io::Write;
 use std::path::Path;
 
-use ltm_engine::lm::state_file::{load_model_state, save_model_state, SourcePosition};
-use ltm_engine::lm::stream::{stream_text, LmStreamOptions, LmStreamSummary};
+use ltm_engine::lm::state_file::{load_model_state, SourcePosition};
+use ltm_engine::lm::stream::{LmStream, LmStreamOptions, LmStreamSummary};
 use ltm_engine::lm::{LanguageModel, ModelSession, Sampler, Sampling};
-use ltm_engine::stream::{ContextFile, Format};
+use ltm_engine::stream::{ContextFile, Format, StreamOptions};
 use ltm_engine::Error;
 
-use crate::run::{Args, ProgressLine};
+use crate::run::{stream_and_save, Args, ProgressLine};
 
 /// Options that only a model directory uses.
 #[derive(clap::Args, Debug)]
@@ -60,7 +60,12 @@ impl LmArgs {
     }
 }
 
-pub fn run(dir: &Path, args: &Args, bar: &mut ProgressLine) -> ltm_engine::Result<()> {
+pub fn run(
+    dir: &Path,
+    args: &Args,
+    options: &StreamOptions,
+    bar: &mut ProgressLine,
+) -> ltm_engine::Result<()> {
     if !args.query.is_empty() {
         return Err(Error::Config(
             "--query needs the memory model (--model memory); with a language model use --prompt"
@@ -99,7 +104,7 @@ pub fn run(dir: &Path, args: &Args, bar: &mut ProgressLine) -> ltm_engine::Resul
             1 << 20
         )));
     }
-    let window_bytes = args.window_bytes.unwrap_or(256 << 10);
+    let window_bytes = options.window_bytes as u64;
     // The tokenizer's working memory is a few hundred bytes per byte of a window.
     const MAX_WINDOW_BYTES: u64 = 64 << 20;
     if window_bytes == 0 || window_bytes > MAX_WINDOW_BYTES {
@@ -124,21 +129,14 @@ pub fn run(dir: &Path, args: &Args, bar: &mut ProgressLine) -> ltm_engine::Resul
     };
     session.set_window(window);
     let file = ContextFile::open(&args.context_file, Some(Format::Text))?;
-    let options = LmStreamOptions {
-        window_bytes: window_bytes as usize,
-        max_tokens: args.max_tokens,
-        resume: args.resume,
-        checkpoint_every: args.checkpoint_every,
-        checkpoint_path: args.checkpoint_every.and(args.save_state.clone()),
+    let lm = LmStreamOptions {
         loaded_from: args.load_state.clone(),
         perplexity: !args.lm.no_perplexity,
         segment_tokens: args.lm.segment_tokens,
     };
-    let summary = stream_text(&file, &mut session, &mut position, &options, bar)?;
-    bar.finish();
-    if let Some(path) = &args.save_state {
-        save_model_state(path, &model, &session.snapshot()?, &position)?;
-    }
+    let mut streamed = LmStream::new(&mut session, &mut position, lm);
+    let summary = stream_and_save(&file, &mut streamed, options, args, bar)?;
+    drop(streamed);
     if !args.json {
         print_summary(&summary, args.save_state.as_deref());
     }

@@ -1,4 +1,6 @@
-//! The built-in word tokenizer: needs no download and keeps no vocabulary.
+//! The memory model's word rule: needs no download and keeps no vocabulary. It is
+//! fingerprinted into the memory model's state files (the keys are made of its words),
+//! so it must never change.
 //!
 //! A *word* is a maximal run of `0-9 A-Z a-z _`; words longer than [`MAX_CHARS`] are
 //! cut into pieces of at most that many bytes, each its own token. A newline ends the
@@ -9,7 +11,15 @@
 //! It is streaming: `feed` may split the text anywhere, even inside a word, and the
 //! tokens come out the same as for the whole text at once.
 
-use super::codec::{is_word_byte, MAX_CHARS};
+/// Longest word piece: the memory model's values hold at most this many characters,
+/// and the rule cuts longer words into pieces of this many.
+pub const MAX_CHARS: usize = 16;
+
+/// Whether a byte belongs to words (and so can be stored in a value).
+#[inline]
+pub fn is_word_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_'
+}
 
 /// What the tokenizer reports.
 #[derive(Debug, PartialEq, Eq)]

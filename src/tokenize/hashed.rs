@@ -1,12 +1,13 @@
-//! Turning the bytes of a context file into a stream of 64-bit token ids.
+//! The random-feature model's rule: the bytes of a context file as a stream of 64-bit
+//! token ids.
 //!
 //! The built-in text tokenizer needs no vocabulary file: it splits UTF-8 text into
 //! words (runs of letters and digits), single punctuation or symbol characters, and
 //! single line breaks (other white space only separates), and names each token by the
 //! FNV-1a hash of its bytes. A model sees the same id wherever the same word occurs.
 
+use crate::context_file::{ContextFile, Format};
 use crate::error::{Error, Result};
-use crate::stream::context_file::{ContextFile, Format};
 
 /// Reads tokens from a context file in order, a buffer at a time.
 pub struct Tokenizer {
@@ -85,34 +86,45 @@ impl Tokenizer {
     }
 
     fn fill_text(&mut self, file: &ContextFile, out: &mut Vec<u64>, max: usize) -> Result<()> {
-        let bytes = file.bytes();
-        let target = out.len() + max;
-        let mut i = self.offset;
-        while i < bytes.len() && out.len() < target {
-            let (ch, len) = decode_char(bytes, i).ok_or_else(|| Error::File {
-                path: file.path().to_path_buf(),
-                problem: format!("invalid UTF-8 at byte {i} (use --format bytes for binary files)"),
-            })?;
-            if ch.is_alphanumeric() {
-                let start = i;
-                i += len;
-                while i < bytes.len() {
-                    match decode_char(bytes, i) {
-                        Some((c, l)) if c.is_alphanumeric() => i += l,
-                        _ => break,
-                    }
-                }
-                out.push(fnv1a(&bytes[start..i]));
-            } else {
-                if ch == '\n' || !ch.is_whitespace() {
-                    out.push(fnv1a(&bytes[i..i + len]));
-                }
-                i += len;
-            }
-        }
-        self.offset = i;
+        self.offset = hash_words(file.bytes(), self.offset, out, max).map_err(|i| Error::File {
+            path: file.path().to_path_buf(),
+            problem: format!("invalid UTF-8 at byte {i} (use --format bytes for binary files)"),
+        })?;
         Ok(())
     }
+}
+
+/// Appends the ids of up to `max` tokens of the text `bytes[from..]` to `out`; the
+/// offset after the last byte read, or the offset of invalid UTF-8.
+#[inline]
+pub fn hash_words(
+    bytes: &[u8],
+    from: usize,
+    out: &mut Vec<u64>,
+    max: usize,
+) -> std::result::Result<usize, usize> {
+    let target = out.len() + max;
+    let mut i = from;
+    while i < bytes.len() && out.len() < target {
+        let (ch, len) = decode_char(bytes, i).ok_or(i)?;
+        if ch.is_alphanumeric() {
+            let start = i;
+            i += len;
+            while i < bytes.len() {
+                match decode_char(bytes, i) {
+                    Some((c, l)) if c.is_alphanumeric() => i += l,
+                    _ => break,
+                }
+            }
+            out.push(fnv1a(&bytes[start..i]));
+        } else {
+            if ch == '\n' || !ch.is_whitespace() {
+                out.push(fnv1a(&bytes[i..i + len]));
+            }
+            i += len;
+        }
+    }
+    Ok(i)
 }
 
 fn out_of_range(file: &ContextFile, token: u64, byte: usize, id: u64, vocab: u64) -> Error {
