@@ -278,12 +278,20 @@ const std::map<std::string, Entry>& entries() {
 // ---------------------------------------------------------------------------------------
 // Comparison.
 
+// Element i of an array at `base`, which may be unaligned (data inside the case file).
+template <typename T>
+T load(const char* base, size_t i) {
+    T x;
+    std::memcpy(&x, base + i * sizeof(T), sizeof(T));
+    return x;
+}
+
 double value(const Data& d, const char* base, size_t i) {
-    if (d.kind == "f32") return ltm_emu::bits_to_f32(((const uint32_t*)base)[i]);
-    if (d.kind == "bf16") return ltm_emu::bits_to_f32((uint32_t)((const uint16_t*)base)[i] << 16);
-    if (d.kind == "f16") return ltm_emu::f16_to_f32(((const uint16_t*)base)[i]);
-    if (d.kind == "f64") return ((const double*)base)[i];
-    return ((const uint32_t*)base)[i];
+    if (d.kind == "f32") return ltm_emu::bits_to_f32(load<uint32_t>(base, i));
+    if (d.kind == "bf16") return ltm_emu::bits_to_f32((uint32_t)load<uint16_t>(base, i) << 16);
+    if (d.kind == "f16") return ltm_emu::f16_to_f32(load<uint16_t>(base, i));
+    if (d.kind == "f64") return load<double>(base, i);
+    return load<uint32_t>(base, i);
 }
 
 // max |got − want| / max |want| (u32: the count of differing entries); NaN never passes.
@@ -293,7 +301,7 @@ double error(const Data& want, const Buf& got) {
     if (want.kind == "u32") {
         size_t wrong = 0;
         for (size_t i = 0; i < want.count; ++i)
-            wrong += ((const uint32_t*)got.r->data)[i] != ((const uint32_t*)want.bytes)[i];
+            wrong += load<uint32_t>(got.r->data, i) != load<uint32_t>(want.bytes, i);
         return (double)wrong;
     }
     // The expectation is f32 even where the output is bf16/f16 (the CPU's values), f64
