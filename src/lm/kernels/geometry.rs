@@ -144,7 +144,7 @@ impl LmDims {
         if self.conv_size == 0 || self.conv_size > CONV_MAX {
             return unsupported(format!("conv_size {} (1..={CONV_MAX})", self.conv_size));
         }
-        if self.heads == 0 || self.value_heads % self.heads != 0 {
+        if self.heads == 0 || !self.value_heads.is_multiple_of(self.heads) {
             return unsupported(format!(
                 "{} value heads over {} query/key heads",
                 self.value_heads, self.heads
