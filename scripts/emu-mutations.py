@@ -6,10 +6,14 @@ that says why. The working tree is never modified.
 
   cargo run --release --example emu_plans -- target/emu-plans.txt
   python3 scripts/emu-mutations.py target/emu-plans.txt [--only SUBSTRING]
+  cargo run --release --example emu_lm_cases -- target/emu-lm-cases.bin
+  python3 scripts/emu-mutations.py --lm target/emu-lm-cases.bin [--only SUBSTRING]
 
 Mutations: every `__syncthreads()` of column_write.cu, scan.cu (and common.cuh) removed
-one at a time, and the combine's M·S term dropped. Not part of CI (a build per
-mutation); run it after changing a kernel's barriers.
+one at a time, and the combine's M·S term dropped; with --lm, every barrier of the
+language-model kernels (lm_*.cu, lm_common.cuh) and a few wrong indices, run by
+emu/lm_check.cpp on the fixture models' cases. Not part of CI (a build per mutation);
+run it after changing a kernel's barriers.
 """
 import os
 import re
@@ -20,6 +24,32 @@ import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FILES = ["column_write.cu", "scan.cu", "common.cuh"]
+LM_FILES = ["lm_common.cuh", "lm_conv.cu", "lm_head.cu", "lm_norm.cu"]
+# (file, text, replacement, what): wrong indices and constants of the LM kernels.
+LM_EDITS = [
+    ("lm_conv.cu", "P.cache[(long long)c * W + W + s]", "P.cache[(long long)c * W + W - 1 + s]",
+     "conv reads the cache one slot off"),
+    ("lm_conv.cu", "h = vh / group;", "h = vh % P.heads;", "GVA: value head i reads q/k head i mod H"),
+    ("lm_conv.cu", "cache[i] = r < W - 1 ? old[1 + r]", "cache[i] = r < W - 1 ? old[r]",
+     "conv cache update shifts one slot short"),
+    ("lm_norm.cu", "gate[h * V + j]", "gate[j]", "gated norm reads every head's gate from head 0"),
+    ("lm_head.cu", "(v == bv && i < bi)", "(v == bv && i > bi)", "argmax takes the last of equals"),
+    ("lm_head.cu", "(n + 1ull)", "n", "the generator's draws counted from 0"),
+]
+
+
+def lm_mutations():
+    for name in LM_FILES:
+        text = open(os.path.join(ROOT, "kernels", name)).read()
+        for m in re.finditer(r"__syncthreads\(\);", text):
+            line = text.count("\n", 0, m.start()) + 1
+            src = text.splitlines()[line - 1].strip()
+            yield (f"{name}:{line} barrier removed ({src})", name,
+                   text[: m.start()] + "/* mutation */;" + text[m.end():])
+    for name, old, new, what in LM_EDITS:
+        text = open(os.path.join(ROOT, "kernels", name)).read()
+        assert text.count(old) >= 1, f"{name}: `{old}` moved: update this script"
+        yield (f"{name}: {what}", name, text.replace(old, new, 1))
 
 
 def mutations():
@@ -41,7 +71,8 @@ def mutations():
 def why(output):
     """The first two lines that say what failed, in the order the emulator printed them."""
     pats = ("FAULT", "race", "guard values", "FAILED", "error", "ERROR")
-    lines = [l.strip() for l in output.splitlines() if any(p in l for p in pats)]
+    lines = [l.strip() for l in output.splitlines()
+             if any(p in l for p in pats) and not l.rstrip().endswith(" ok")]
     if not lines:
         lines = output.strip().splitlines()[-1:] or ["(no output)"]
     return "\n          ".join(lines[:2])
@@ -51,10 +82,13 @@ def main():
     args = sys.argv[1:]
     if not args:
         sys.exit(__doc__)
+    lm = "--lm" in args
+    args = [a for a in args if a != "--lm"]
     plans = os.path.abspath(args[0])
     only = args[args.index("--only") + 1] if "--only" in args else ""
+    check = "lm_check.cpp" if lm else "check.cpp"
     survived = 0
-    for title, name, mutated in mutations():
+    for title, name, mutated in (lm_mutations() if lm else mutations()):
         if only not in title:
             continue
         with tempfile.TemporaryDirectory() as tmp:
@@ -62,7 +96,7 @@ def main():
             shutil.copytree(os.path.join(ROOT, "kernels"), kdir)
             open(os.path.join(kdir, name), "w").write(mutated)
             exe = os.path.join(tmp, "emu")
-            subprocess.run(["g++", "-O2", "-std=c++17", "-o", exe, os.path.join(kdir, "emu", "check.cpp")],
+            subprocess.run(["g++", "-O2", "-std=c++17", "-o", exe, os.path.join(kdir, "emu", check)],
                            check=True)
             r = subprocess.run([exe, plans, "--seed", "1", "--orders", "6", "--fail-fast"],
                                capture_output=True, text=True)
