@@ -35,6 +35,11 @@ impl DeviceBuffer {
         Ok(DeviceBuffer { name, raw, bytes })
     }
 
+    /// Data bytes (without the guards).
+    pub fn len(&self) -> usize {
+        self.bytes
+    }
+
     /// Device address of the first data byte, for kernel parameter blocks.
     pub fn ptr(&self, stream: &Arc<CudaStream>) -> u64 {
         let (base, _sync) = self.raw.device_ptr(stream);

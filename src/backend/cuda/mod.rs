@@ -12,6 +12,7 @@ mod launch;
 mod module;
 mod params;
 pub(crate) mod plan;
+mod session;
 mod window;
 
 use std::sync::{Arc, Mutex};
@@ -319,6 +320,7 @@ impl CudaBackend {
                         &self.kernels,
                         &self.stream,
                         win,
+                        &win.state,
                         inputs.tokens,
                         scale,
                         opts,
@@ -438,6 +440,74 @@ impl CudaBackend {
         Ok(win)
     }
 
+    /// Streams `inputs` window by window through a state on the device: the window's
+    /// own (uploaded from the host first and downloaded after: a plain forward) or a
+    /// session's resident one, which stays where it is. Only inputs and outputs cross
+    /// the bus for a session.
+    fn forward_on(
+        &self,
+        config: &MemoryConfig,
+        inputs: &ForwardInputs<'_>,
+        mut state: Resident<'_>,
+        out: &mut [f32],
+    ) -> Result<()> {
+        self.check_supported(config, inputs.batch)?;
+        let tokens = inputs.tokens;
+        // No sequences: nothing to launch (a grid dimension of 0 is a launch error).
+        if tokens == 0 || inputs.batch == 0 {
+            return Ok(());
+        }
+        self.bind()?;
+        let shape = self.shape(config, inputs.batch, device_dtype(inputs), tokens)?;
+        let mut slot = self.window.lock().unwrap_or_else(|p| p.into_inner());
+        let win = self.window_for(&mut slot, shape)?;
+        if let Resident::Host(host) = &state {
+            win.state
+                .upload(&self.stream, 0, bytemuck::cast_slice(host.values()))?;
+        }
+        for (t0, len) in plan::window_spans(tokens, shape.t_cap) {
+            win.upload_inputs(&self.stream, inputs, t0, len)?;
+            if self.checks {
+                win.poison_outputs(&self.stream)?;
+            }
+            let segments = self.segments_for(&shape, len.div_ceil(CHUNK));
+            let state_buf = match &state {
+                Resident::Host(_) => &win.state,
+                Resident::Device(buf) => *buf,
+            };
+            if state_buf.len() != plan::Buf::State.bytes(&shape) {
+                return Err(Error::StateMismatch(format!(
+                    "the device state holds {} bytes, the window's shape needs {}",
+                    state_buf.len(),
+                    plan::Buf::State.bytes(&shape)
+                )));
+            }
+            launch::run_window(
+                &self.kernels,
+                &self.stream,
+                win,
+                state_buf,
+                len,
+                config.effective_scale(),
+                self.run_options(segments),
+            )?;
+            win.download_outputs(&self.stream, out, tokens, t0, len)?;
+        }
+        if let Resident::Host(host) = &mut state {
+            win.state
+                .download(&self.stream, 0, bytemuck::cast_slice_mut(host.values_mut()))?;
+        }
+        self.finish_checks(win)
+    }
+
+    /// Makes this backend's context current on the calling thread (sessions may move
+    /// between threads).
+    fn bind(&self) -> Result<()> {
+        self.ctx
+            .bind_to_thread()
+            .map_err(cuda_err("binding the context"))
+    }
+
     fn finish_checks(&self, win: &Window) -> Result<()> {
         self.sync()?;
         if self.checks {
@@ -445,6 +515,14 @@ impl CudaBackend {
         }
         Ok(())
     }
+}
+
+/// Where a forward's state lives while the windows run.
+enum Resident<'s> {
+    /// On the host: copied into the window before and back after (a plain forward).
+    Host(&'s mut State),
+    /// On the device, a session's: left there.
+    Device(&'s buffers::DeviceBuffer),
 }
 
 /// The segment count with the lowest modelled cost (see `CudaBackend::segments_for`).
@@ -482,9 +560,7 @@ impl Backend for CudaBackend {
         config: &MemoryConfig,
         state: State,
     ) -> Result<Box<dyn crate::backend::MemorySession + 'a>> {
-        Ok(Box::new(crate::backend::HostSession::new(
-            self, config, state,
-        )?))
+        Ok(Box::new(session::CudaSession::open(self, config, state)?))
     }
 
     /// Rows (a model's features) are written out on the host, then uploaded like
@@ -517,42 +593,8 @@ impl Backend for CudaBackend {
         out: &mut [f32],
     ) -> Result<()> {
         check_forward_call(config, inputs, state, out)?;
-        self.check_supported(config, inputs.batch)?;
-        let tokens = inputs.tokens;
-        // No sequences: nothing to launch (a grid dimension of 0 is a launch error).
-        if tokens > 0 && inputs.batch > 0 {
-            self.ctx
-                .bind_to_thread()
-                .map_err(cuda_err("binding the context"))?;
-            let shape = self.shape(config, inputs.batch, device_dtype(inputs), tokens)?;
-            let mut slot = self.window.lock().unwrap_or_else(|p| p.into_inner());
-            let win = self.window_for(&mut slot, shape)?;
-            win.state
-                .upload(&self.stream, 0, bytemuck::cast_slice(state.values()))?;
-            for (t0, len) in plan::window_spans(tokens, shape.t_cap) {
-                win.upload_inputs(&self.stream, inputs, t0, len)?;
-                if self.checks {
-                    win.poison_outputs(&self.stream)?;
-                }
-                let segments = self.segments_for(&shape, len.div_ceil(CHUNK));
-                launch::run_window(
-                    &self.kernels,
-                    &self.stream,
-                    win,
-                    len,
-                    config.effective_scale(),
-                    self.run_options(segments),
-                )?;
-                win.download_outputs(&self.stream, out, tokens, t0, len)?;
-            }
-            win.state.download(
-                &self.stream,
-                0,
-                bytemuck::cast_slice_mut(state.values_mut()),
-            )?;
-            self.finish_checks(win)?;
-        }
-        state.set_tokens_seen(state.tokens_after(tokens as u64)?);
+        self.forward_on(config, inputs, Resident::Host(state), out)?;
+        state.set_tokens_seen(state.tokens_after(inputs.tokens as u64)?);
         Ok(())
     }
 }
