@@ -55,8 +55,8 @@ passed=0
 tests_start=$(date +%s)
 # backend_suite: the CUDA instantiation of the shared suite (its ignored tests), first;
 # gpu_forward: what only CUDA has; session_copies: the state stays on the device
-# between windows. Each test is named exe/test.
-for t in $(for exe in backend_suite gpu_forward session_copies; do
+# between windows; lm_gpu: the language models on CUDA. Each test is named exe/test.
+for t in $(for exe in backend_suite gpu_forward session_copies lm_gpu; do
                ./$exe --list --ignored 2>/dev/null | sed -n "s|^\(.*\): test\$|$exe/\1|p"
            done); do
     left=$(( 150 - ($(date +%s) - tests_start) ))

@@ -8,6 +8,7 @@
 //! `MemoryConfig::chunk_size` only changes rounding, and only on the CPU.
 
 mod buffers;
+mod gemm;
 mod launch;
 mod module;
 mod params;
@@ -28,6 +29,7 @@ use crate::inputs::{check_forward_call, ForwardInputs, InputRows, MaterializedRo
 use crate::state::State;
 use crate::tensor::DType;
 
+pub use gemm::GemmShape;
 use module::Kernels;
 pub use module::{driver_version, PTX_DRIVER};
 #[doc(hidden)]
@@ -506,6 +508,15 @@ impl CudaBackend {
         self.ctx
             .bind_to_thread()
             .map_err(cuda_err("binding the context"))
+    }
+
+    /// Guard checks (in test mode) of buffers outside a window.
+    fn finish_checks_on(&self, bufs: &[&buffers::DeviceBuffer]) -> Result<()> {
+        self.sync()?;
+        if self.checks {
+            bufs.iter().try_for_each(|b| b.check_guards(&self.stream))?;
+        }
+        Ok(())
     }
 
     fn finish_checks(&self, win: &Window) -> Result<()> {
