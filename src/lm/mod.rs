@@ -18,6 +18,7 @@
 //! ```
 
 pub mod config;
+pub mod kernels;
 pub mod linear;
 pub mod model;
 pub mod ops;
