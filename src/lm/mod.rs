@@ -20,6 +20,7 @@
 pub mod config;
 pub mod kernels;
 pub mod linear;
+pub mod matrices;
 pub mod model;
 pub mod ops;
 pub mod sample;
