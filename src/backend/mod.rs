@@ -66,6 +66,13 @@ pub trait Backend: Send + Sync {
         state: State,
     ) -> Result<Box<dyn MemorySession + 'a>>;
 
+    /// The CUDA backend behind this trait object, if it is one (a language model on
+    /// CUDA runs its whole forward on that device, not only the memories).
+    #[doc(hidden)]
+    fn as_cuda(&self) -> Option<&cuda::CudaBackend> {
+        None
+    }
+
     /// [`Backend::forward_into`] into a new buffer.
     fn forward(
         &self,

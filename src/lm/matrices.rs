@@ -104,7 +104,7 @@ fn stack(parts: &[(DType, &[u8])], cols: usize, dtype: DType) -> Result<Matrix> 
             bytes.extend(encode(&decode(b, d), dtype));
         }
     }
-    if cols == 0 || elems % cols != 0 {
+    if cols == 0 || !elems.is_multiple_of(cols) {
         return Err(Error::Config(format!(
             "a stacked matrix of {elems} values does not have rows of {cols}"
         )));
@@ -117,9 +117,11 @@ fn stack(parts: &[(DType, &[u8])], cols: usize, dtype: DType) -> Result<Matrix> 
     })
 }
 
-/// The tensor names of each stacked matrix, in stacking order, with the row length.
-fn layout(c: &GdnConfig) -> (Vec<(String, usize)>, Vec<[Vec<String>; 4]>, Option<String>) {
-    let d = c.hidden_size;
+/// Per layer, the tensor names of in_proj, o_proj, gate_up and down, in stacking order.
+type LayerNames = [Vec<String>; 4];
+
+/// The names of the embeddings, of each layer's stacked matrices, and of the head.
+fn layout(c: &GdnConfig) -> (String, Vec<LayerNames>, Option<String>) {
     let layers = (0..c.layers)
         .map(|l| {
             let p = |s: &str| format!("model.layers.{l}.{s}");
@@ -142,7 +144,7 @@ fn layout(c: &GdnConfig) -> (Vec<(String, usize)>, Vec<[Vec<String>; 4]>, Option
         })
         .collect();
     let head = (!c.tie_word_embeddings).then(|| "lm_head.weight".to_string());
-    (vec![("model.embeddings.weight".into(), d)], layers, head)
+    ("model.embeddings.weight".into(), layers, head)
 }
 
 impl Matrices {
@@ -150,7 +152,7 @@ impl Matrices {
     /// and shapes), in the checkpoint's dtype when all of them share one, else f32.
     pub fn from_files(files: &WeightFiles, c: &GdnConfig) -> Result<Self> {
         let (emb, layers, head) = layout(c);
-        let mut names: Vec<&str> = vec![emb[0].0.as_str()];
+        let mut names: Vec<&str> = vec![emb.as_str()];
         for l in &layers {
             names.extend(l.iter().flatten().map(String::as_str));
         }
@@ -169,7 +171,7 @@ impl Matrices {
             stack(&parts, cols, dtype)
         };
         let (d, i, dv) = (c.hidden_size, c.intermediate_size, c.value_width());
-        let embeddings = take(&[emb[0].0.clone()], d)?;
+        let embeddings = take(std::slice::from_ref(&emb), d)?;
         let layers = layers
             .iter()
             .map(|[in_proj, o_proj, gate_up, down]| {

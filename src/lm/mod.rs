@@ -18,6 +18,7 @@
 //! ```
 
 pub mod config;
+pub mod cuda;
 pub mod kernels;
 pub mod linear;
 pub mod matrices;

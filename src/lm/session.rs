@@ -35,6 +35,9 @@ pub struct ModelSession<'m> {
     tokens: u64,
     window: usize,
     ws: Workspace,
+    /// The whole forward on a CUDA device (the model's weights there): every call goes
+    /// to it, and the host fields above stay empty.
+    device: Option<super::cuda::session::CudaModelSession<'m>>,
 }
 
 /// Buffers of one window, allocated for the largest window seen and then reused.
@@ -70,6 +73,21 @@ impl<'m> ModelSession<'m> {
 
     pub(crate) fn new(model: &'m LanguageModel, state: ModelState) -> Result<Self> {
         state.check_matches(model)?;
+        if let (Some(dev), Some(cuda)) = (model.device_model(), model.backend().as_cuda()) {
+            let tokens = state.tokens;
+            return Ok(ModelSession {
+                model,
+                memories: Vec::new(),
+                conv: Vec::new(),
+                last_hidden: None,
+                tokens,
+                window: Self::DEFAULT_WINDOW,
+                ws: Workspace::default(),
+                device: Some(super::cuda::session::CudaModelSession::new(
+                    model, dev, cuda, state,
+                )?),
+            });
+        }
         let mut memories = Vec::with_capacity(state.layers.len());
         let mut conv = Vec::with_capacity(state.layers.len());
         for layer in state.layers {
@@ -84,6 +102,7 @@ impl<'m> ModelSession<'m> {
             tokens: state.tokens,
             window: Self::DEFAULT_WINDOW,
             ws: Workspace::default(),
+            device: None,
         })
     }
 
@@ -94,7 +113,10 @@ impl<'m> ModelSession<'m> {
 
     /// Tokens fed so far.
     pub fn tokens(&self) -> u64 {
-        self.tokens
+        match &self.device {
+            Some(d) => d.tokens(),
+            None => self.tokens,
+        }
     }
 
     /// Sets the tokens per prefill window (at least 1).
@@ -155,6 +177,13 @@ impl<'m> ModelSession<'m> {
             )));
         }
         for window in tokens.chunks(self.window) {
+            if let Some(d) = &mut self.device {
+                let rows = d.forward(window, logits)?;
+                if logits != Logits::None {
+                    on_logits(rows);
+                }
+                continue;
+            }
             let n = self.forward(window, logits, false)?;
             if logits != Logits::None {
                 on_logits(&self.ws.logits[..n]);
@@ -172,12 +201,34 @@ impl<'m> ModelSession<'m> {
                 "token id {token} is outside the vocabulary of {vocab}"
             )));
         }
+        // Tested, then borrowed: a borrow taken by `if let` and returned would be held
+        // over the host path below too (the borrow checker's conditional-return case).
+        #[allow(clippy::unnecessary_unwrap)]
+        if self.device.is_some() {
+            let d = self.device.as_mut().expect("tested just above");
+            return d.forward(&[token], Logits::Last);
+        }
         let n = self.forward(&[token], Logits::Last, true)?;
         Ok(&self.ws.logits[..n])
     }
 
-    /// The logits for the token after the last one fed; `None` before any token.
+    /// The logits for the token after the last one fed; `None` before any token (and,
+    /// on a device, when it failed: [`ModelSession::try_next_logits`] says why).
     pub fn next_logits(&mut self) -> Option<&[f32]> {
+        self.try_next_logits().ok().flatten()
+    }
+
+    /// [`ModelSession::next_logits`], with a device's failure as an error.
+    pub fn try_next_logits(&mut self) -> Result<Option<&[f32]>> {
+        #[allow(clippy::unnecessary_unwrap)] // as in `step`
+        if self.device.is_some() {
+            let d = self.device.as_mut().expect("tested just above");
+            return d.next_logits();
+        }
+        Ok(self.host_next_logits())
+    }
+
+    fn host_next_logits(&mut self) -> Option<&[f32]> {
         let c = self.model.config();
         let hidden = self.last_hidden.as_ref()?;
         let d = c.hidden_size;
@@ -198,6 +249,9 @@ impl<'m> ModelSession<'m> {
 
     /// A copy of the sequence's whole state (for a checkpoint); the session goes on.
     pub fn snapshot(&self) -> Result<ModelState> {
+        if let Some(d) = &self.device {
+            return d.snapshot();
+        }
         let layers = self
             .memories
             .iter()
@@ -219,6 +273,9 @@ impl<'m> ModelSession<'m> {
 
     /// Ends the session and returns its state.
     pub fn into_state(self) -> Result<ModelState> {
+        if let Some(d) = &self.device {
+            return d.snapshot();
+        }
         let model = self.model.fingerprint();
         let layers = self
             .memories
@@ -434,7 +491,7 @@ impl ModelSession<'_> {
         if !prompt.is_empty() {
             self.feed_with(prompt, Logits::None, &mut |_| {})?;
         }
-        let mut next = match self.next_logits() {
+        let mut next = match self.try_next_logits()? {
             Some(logits) => sampler.pick(logits),
             None => {
                 return Err(Error::Query(

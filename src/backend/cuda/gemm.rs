@@ -72,6 +72,18 @@ fn blas_err(op: &str, e: impl std::fmt::Display) -> Error {
     }
 }
 
+/// Device addresses of one product's operands: `x` `[T, in]` and `w` `[out, in]` in
+/// the inputs' type, `y` `[T, out]`.
+#[derive(Clone, Copy, Debug)]
+pub struct Operands {
+    /// Activations.
+    pub x: u64,
+    /// Weight.
+    pub w: u64,
+    /// Output.
+    pub y: u64,
+}
+
 /// A cuBLAS handle bound to one stream.
 pub struct Blas {
     blas: CudaBlas,
@@ -103,10 +115,8 @@ impl Blas {
     /// context, not written by another stream meanwhile.
     pub unsafe fn linear(
         &self,
-        x: u64,
-        w: u64,
+        ops: Operands,
         ab: DType,
-        y: u64,
         y_type: DType,
         shape: GemmShape,
         accumulate: bool,
@@ -116,6 +126,7 @@ impl Blas {
                 "a matrix product of {ab:?} inputs writes f32 or {ab:?}, not {y_type:?}"
             )));
         }
+        let Operands { x, w, y } = ops;
         let a = blas_args(shape);
         let int = |v: usize| {
             c_int::try_from(v).map_err(|_| {
@@ -212,10 +223,12 @@ impl super::CudaBackend {
         // SAFETY: the buffers hold exactly the operands of `shape` (checked above).
         unsafe {
             blas.linear(
-                dx.ptr(&self.stream),
-                dw.ptr(&self.stream),
+                Operands {
+                    x: dx.ptr(&self.stream),
+                    w: dw.ptr(&self.stream),
+                    y: dy.ptr(&self.stream),
+                },
                 dtype,
-                dy.ptr(&self.stream),
                 DType::F32,
                 shape,
                 false,
@@ -278,7 +291,19 @@ impl super::CudaBackend {
             for _ in 0..if run == 0 { 1 } else { calls } {
                 // SAFETY: the three buffers were sized for `shape` just above, live on
                 // this backend's stream, and nothing else uses them.
-                unsafe { blas.linear(px, pw, dtype, py, DType::F32, shape, false)? };
+                unsafe {
+                    blas.linear(
+                        Operands {
+                            x: px,
+                            w: pw,
+                            y: py,
+                        },
+                        dtype,
+                        DType::F32,
+                        shape,
+                        false,
+                    )?
+                };
             }
             self.sync()?;
             if run > 0 {

@@ -7,13 +7,13 @@
 //! device from the first window to the last. Chunks are always 64 tokens on the GPU:
 //! `MemoryConfig::chunk_size` only changes rounding, and only on the CPU.
 
-mod buffers;
-mod gemm;
+pub(crate) mod buffers;
+pub(crate) mod gemm;
 mod launch;
-mod module;
+pub(crate) mod module;
 mod params;
 pub(crate) mod plan;
-mod session;
+pub(crate) mod session;
 mod window;
 
 use std::sync::{Arc, Mutex};
@@ -502,9 +502,95 @@ impl CudaBackend {
         self.finish_checks(win)
     }
 
+    /// Runs one window of a memory whose inputs are written on the device: `fill`
+    /// gets the window's input addresses (q, k, v in `dtype`, β, g; layout
+    /// `[t_cap, H, ·]` of one sequence) and launches what writes them, the memory runs
+    /// on the resident `state`, and `read` gets the outputs' address (`o`,
+    /// `[t_cap, H, V]` f32) to launch what reads them. Everything goes to this
+    /// backend's stream in order; nothing is copied to or from the host.
+    pub(crate) fn forward_device(
+        &self,
+        config: &MemoryConfig,
+        dtype: DType,
+        tokens: usize,
+        state: &buffers::DeviceBuffer,
+        fill: &mut dyn FnMut(&WindowIo) -> Result<()>,
+        read: &mut dyn FnMut(&WindowIo) -> Result<()>,
+    ) -> Result<()> {
+        self.check_supported(config, 1)?;
+        if tokens == 0 {
+            return Ok(());
+        }
+        let shape = Shape {
+            t_cap: tokens.div_ceil(CHUNK) * CHUNK,
+            ..self.shape(config, 1, dtype, tokens)?
+        };
+        let shape = Shape {
+            g_cap: self.segments_for(&shape, shape.chunks()),
+            ..shape
+        };
+        if state.len() != plan::Buf::State.bytes(&shape) {
+            return Err(Error::StateMismatch(format!(
+                "the device state holds {} bytes, the memory needs {}",
+                state.len(),
+                plan::Buf::State.bytes(&shape)
+            )));
+        }
+        let mut slot = self.window.lock().unwrap_or_else(|p| p.into_inner());
+        let win = self.window_for(&mut slot, shape)?;
+        if self.checks {
+            win.poison_outputs(&self.stream)?;
+        }
+        let io = WindowIo {
+            t_cap: win.shape.t_cap,
+            q: win.q.ptr(&self.stream),
+            k: win.k.ptr(&self.stream),
+            v: win.v.ptr(&self.stream),
+            beta: win.beta.ptr(&self.stream),
+            g: win.g.ptr(&self.stream),
+            o: win.o.ptr(&self.stream),
+        };
+        fill(&io)?;
+        let segments = self.segments_for(&win.shape, tokens.div_ceil(CHUNK));
+        launch::run_window(
+            &self.kernels,
+            &self.stream,
+            win,
+            state,
+            tokens,
+            config.effective_scale(),
+            self.run_options(segments),
+        )?;
+        read(&io)?;
+        if self.checks {
+            self.finish_checks(win)?;
+        }
+        Ok(())
+    }
+
+    /// The stream every copy and launch of this backend goes to.
+    pub(crate) fn stream(&self) -> &Arc<CudaStream> {
+        &self.stream
+    }
+
+    /// The device context.
+    pub(crate) fn context(&self) -> &Arc<CudaContext> {
+        &self.ctx
+    }
+
+    /// Whether test mode (poisoned outputs, guard checks) is on.
+    pub(crate) fn checks(&self) -> bool {
+        self.checks
+    }
+
+    /// Waits for everything queued on the stream; errors of earlier launches show here.
+    pub(crate) fn synchronize(&self) -> Result<()> {
+        self.sync()
+    }
+
     /// Makes this backend's context current on the calling thread (sessions may move
     /// between threads).
-    fn bind(&self) -> Result<()> {
+    pub(crate) fn bind(&self) -> Result<()> {
         self.ctx
             .bind_to_thread()
             .map_err(cuda_err("binding the context"))
@@ -526,6 +612,19 @@ impl CudaBackend {
         }
         Ok(())
     }
+}
+
+/// Device addresses of one window's memory inputs and outputs (one sequence).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct WindowIo {
+    /// Tokens the window holds (rows of every buffer below).
+    pub t_cap: usize,
+    pub q: u64,
+    pub k: u64,
+    pub v: u64,
+    pub beta: u64,
+    pub g: u64,
+    pub o: u64,
 }
 
 /// Where a forward's state lives while the windows run.
@@ -566,6 +665,10 @@ fn device_dtype(inputs: &ForwardInputs<'_>) -> DType {
 }
 
 impl Backend for CudaBackend {
+    fn as_cuda(&self) -> Option<&CudaBackend> {
+        Some(self)
+    }
+
     fn open<'a>(
         &'a self,
         config: &MemoryConfig,

@@ -72,6 +72,40 @@ impl<'a> CudaSession<'a> {
         Ok(())
     }
 
+    /// One window whose inputs a model writes on the device (see
+    /// [`CudaBackend::forward_device`]); the state stays resident.
+    pub fn feed_device(
+        &mut self,
+        dtype: crate::tensor::DType,
+        tokens: usize,
+        fill: &mut dyn FnMut(&super::WindowIo) -> Result<()>,
+        read: &mut dyn FnMut(&super::WindowIo) -> Result<()>,
+    ) -> Result<()> {
+        if self.batch != 1 {
+            return Err(Error::Query(format!(
+                "a model's memory holds one sequence, this session {}",
+                self.batch
+            )));
+        }
+        let after = self.tokens_seen.saturating_add(tokens as u64);
+        if after > crate::state::MAX_TOKENS {
+            return Err(Error::StateMismatch(format!(
+                "the session has seen {} tokens; {tokens} more would pass the limit of {}",
+                self.tokens_seen,
+                crate::state::MAX_TOKENS
+            )));
+        }
+        self.backend
+            .forward_device(&self.config, dtype, tokens, &self.state, fill, read)?;
+        self.tokens_seen = after;
+        Ok(())
+    }
+
+    /// A copy of the state on the host (counted); the session goes on.
+    pub fn snapshot_state(&self) -> Result<State> {
+        self.download()
+    }
+
     fn download(&self) -> Result<State> {
         self.backend.bind()?;
         let mut state = State::try_zeros(&self.config, self.batch, "a session snapshot")?;
