@@ -18,6 +18,19 @@ use super::state::ModelState;
 use super::tokenizer::ModelTokenizer;
 use super::weights::{expected_tensors, LayerWeights, WeightFiles, Weights};
 
+/// The backend a model runs on: [`backend_for`], except that `auto` means the CPU
+/// where the GPU has no cuBLAS (the model's products need it; the memories alone do not).
+fn model_backend(device: Device) -> Result<Box<dyn Backend>> {
+    let backend = backend_for(device)?;
+    if matches!(device, Device::Auto)
+        && backend.as_cuda().is_some()
+        && !crate::backend::cuda::gemm::cublas_present()
+    {
+        return backend_for(Device::Cpu);
+    }
+    Ok(backend)
+}
+
 /// A causal language model of Gated DeltaNet layers, ready to run sequences.
 pub struct LanguageModel {
     config: GdnConfig,
@@ -47,7 +60,7 @@ impl LanguageModel {
         let config = GdnConfig::load(&dir.join("config.json"))?;
         let files = WeightFiles::open(dir)?;
         let (weights, weight_digest) = files.load(&config)?;
-        let backend = backend_for(device)?;
+        let backend = model_backend(device)?;
         // The device keeps the checkpoint's own dtype: take the bytes before the files go.
         let matrices = match backend.as_cuda() {
             Some(_) => Some(Matrices::from_files(&files, &config)?),
@@ -125,7 +138,7 @@ impl LanguageModel {
             "random gated-deltanet (D={}, L={}, H={}, HV={}, K={}, V={})",
             c.hidden_size, c.layers, c.heads, c.value_heads, c.head_dim, c.value_dim
         );
-        let backend = backend_for(device)?;
+        let backend = model_backend(device)?;
         let matrices = backend
             .as_cuda()
             .map(|_| Matrices::from_weights(&weights, &config, dtype));

@@ -84,6 +84,12 @@ pub struct Operands {
     pub y: u64,
 }
 
+/// Whether libcublas can be opened on this machine.
+pub fn cublas_present() -> bool {
+    // SAFETY: only tries to open the shared library; no cuBLAS call is made.
+    unsafe { cudarc::cublas::sys::is_culib_present() }
+}
+
 /// A cuBLAS handle bound to one stream.
 pub struct Blas {
     blas: CudaBlas,
@@ -92,8 +98,7 @@ pub struct Blas {
 impl Blas {
     /// A handle on `stream`; a clear error (not a panic) when libcublas is missing.
     pub fn new(stream: &Arc<CudaStream>) -> Result<Self> {
-        // SAFETY: only tries to open the shared library; no cuBLAS call is made.
-        if !unsafe { cudarc::cublas::sys::is_culib_present() } {
+        if !cublas_present() {
             return Err(Error::Device(
                 "cuBLAS (libcublas.so) was not found: the language models' matrix products \
                  on CUDA need it (install the CUDA toolkit's cuBLAS, or set LD_LIBRARY_PATH); \
