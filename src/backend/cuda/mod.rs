@@ -185,6 +185,14 @@ impl CudaBackend {
         &self.info
     }
 
+    /// Free and total device memory in bytes, as the driver reports them now.
+    pub fn memory_info(&self) -> Result<(usize, usize)> {
+        self.bind()?;
+        self.ctx
+            .mem_get_info()
+            .map_err(cuda_err("querying free memory"))
+    }
+
     /// How the kernels were loaded (PTX, or NVRTC for an older driver).
     pub fn kernels_loaded_from(&self) -> &str {
         &self.kernels.loaded_from
