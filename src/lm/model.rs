@@ -18,15 +18,20 @@ use super::state::ModelState;
 use super::tokenizer::ModelTokenizer;
 use super::weights::{expected_tensors, LayerWeights, WeightFiles, Weights};
 
-/// The backend a model runs on: [`backend_for`], except that `auto` means the CPU
-/// where the GPU has no cuBLAS (the model's products need it; the memories alone do not).
-fn model_backend(device: Device) -> Result<Box<dyn Backend>> {
+/// The backend a model of `config` runs on: [`backend_for`], except that `auto` means
+/// the CPU where the GPU cannot run this model (no cuBLAS, which the products need; a
+/// shape the kernels do not take, e.g. key heads wider than 128). `cuda` asked for
+/// explicitly fails there instead, saying why, when the model is put on the device.
+fn model_backend(device: Device, config: &GdnConfig) -> Result<Box<dyn Backend>> {
     let backend = backend_for(device)?;
-    if matches!(device, Device::Auto)
-        && backend.as_cuda().is_some()
-        && !crate::backend::cuda::gemm::cublas_present()
-    {
-        return backend_for(Device::Cpu);
+    if let (Device::Auto, Some(cuda)) = (device, backend.as_cuda()) {
+        let memory = MemoryConfig::new(config.value_heads, config.head_dim, config.value_dim);
+        let usable = crate::backend::cuda::gemm::cublas_present()
+            && cuda.check_supported(&memory, 1).is_ok()
+            && crate::lm::kernels::LmDims::of(config).check().is_ok();
+        if !usable {
+            return backend_for(Device::Cpu);
+        }
     }
     Ok(backend)
 }
@@ -60,7 +65,7 @@ impl LanguageModel {
         let config = GdnConfig::load(&dir.join("config.json"))?;
         let files = WeightFiles::open(dir)?;
         let (weights, weight_digest) = files.load(&config)?;
-        let backend = model_backend(device)?;
+        let backend = model_backend(device, &config)?;
         // The device keeps the checkpoint's own dtype: take the bytes before the files go.
         let matrices = match backend.as_cuda() {
             Some(_) => Some(Matrices::from_files(&files, &config)?),
@@ -138,7 +143,7 @@ impl LanguageModel {
             "random gated-deltanet (D={}, L={}, H={}, HV={}, K={}, V={})",
             c.hidden_size, c.layers, c.heads, c.value_heads, c.head_dim, c.value_dim
         );
-        let backend = model_backend(device)?;
+        let backend = model_backend(device, &config)?;
         let matrices = backend
             .as_cuda()
             .map(|_| Matrices::from_weights(&weights, &config, dtype));

@@ -198,7 +198,9 @@ impl CudaBackend {
         &self.kernels.loaded_from
     }
 
-    fn check_supported(&self, config: &MemoryConfig, batch: usize) -> Result<()> {
+    /// Fails, saying why, unless the kernels can run a memory of `config` for `batch`
+    /// sequences.
+    pub fn check_supported(&self, config: &MemoryConfig, batch: usize) -> Result<()> {
         let kmax = self.kernels.layout.kmax;
         if config.key_dim > kmax {
             return Err(Error::Config(format!(
