@@ -197,6 +197,26 @@ fn f32_checks(name: &str) {
     eprintln!("{name} on the GPU: logits error {e:.2e} (one call)");
     assert!(e < 1e-4, "{name}: logits error {e:.2e}");
 
+    // Perplexity scored on the device (only the scores come back): the prompt's mean
+    // NLL as fla's generation.json gives it, in windows of 100 (boundaries scored from
+    // the state).
+    let mut scored = model.session().unwrap();
+    scored.set_window(100);
+    let mut nll = Vec::new();
+    scored.feed_scored(&ids, &mut nll).unwrap();
+    assert_eq!(nll.len(), ids.len() - 1);
+    let mean = nll.iter().sum::<f64>() / nll.len() as f64;
+    let gen: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fixture(name).join("generation.json")).unwrap(),
+    )
+    .unwrap();
+    let want_nll = gen["prompt_mean_ce_nats"].as_f64().unwrap();
+    eprintln!("{name} on the GPU: mean NLL {mean} vs fla {want_nll}");
+    assert!(
+        ((mean - want_nll) / want_nll).abs() < 1e-4,
+        "{name}: mean NLL {mean} vs {want_nll}"
+    );
+
     let mut split = model.session().unwrap();
     let a = split.feed(&ids[..139], Logits::All).unwrap();
     let b = split.feed(&ids[139..], Logits::All).unwrap();

@@ -11,7 +11,10 @@ use crate::inputs::ForwardInputs;
 use super::config::GateActivation;
 use super::linear::matmul_t;
 use super::model::LanguageModel;
-use super::ops::{l2_normalize, rms_norm, rms_norm_rows, short_conv, sigmoid, silu, softplus};
+use super::ops::{
+    l2_normalize, log_sum_exp, next_token_nll, rms_norm, rms_norm_rows, short_conv, sigmoid, silu,
+    softplus,
+};
 use super::state::{LayerState, ModelState};
 
 /// Which logits a call computes.
@@ -188,6 +191,45 @@ impl<'m> ModelSession<'m> {
             if logits != Logits::None {
                 on_logits(&self.ws.logits[..n]);
             }
+        }
+        Ok(())
+    }
+
+    /// Feeds `tokens` (in windows) and appends to `nll` the negative log-likelihood
+    /// (nats) of each token that has a prediction: the first from the state before the
+    /// call (when a token came before), every other from the row before it. On a device
+    /// the scores are computed there and only they come back (not `[T, vocab]` logits).
+    pub fn feed_scored(&mut self, tokens: &[u32], nll: &mut Vec<f64>) -> Result<()> {
+        let vocab = self.model.config().vocab_size;
+        if let Some((i, &id)) = tokens
+            .iter()
+            .enumerate()
+            .find(|(_, &id)| id as usize >= vocab)
+        {
+            return Err(Error::Query(format!(
+                "token {i} of the input is id {id}, outside the vocabulary of {vocab}"
+            )));
+        }
+        let mut rows = Vec::new();
+        for window in tokens.chunks(self.window) {
+            if let Some(d) = &mut self.device {
+                d.forward_scored(window, nll)?;
+                continue;
+            }
+            // The first token's score comes from the state alone (the last hidden
+            // vector), so a resumed run computes it exactly as an uninterrupted one.
+            if let Some(last) = self.host_next_logits() {
+                nll.push(log_sum_exp(last) - last[window[0] as usize] as f64);
+            }
+            let n = self.forward(window, Logits::All, false)?;
+            let logits = &self.ws.logits[..n];
+            next_token_nll(
+                &logits[..(window.len() - 1) * vocab],
+                vocab,
+                &window[1..],
+                &mut rows,
+            );
+            nll.extend_from_slice(&rows);
         }
         Ok(())
     }

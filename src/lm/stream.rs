@@ -20,7 +20,6 @@ use crate::error::{Error, Result};
 use crate::stream::scheduler::peak_resident_bytes;
 use crate::stream::{ContextFile, Observer, Progress};
 
-use super::ops::{log_sum_exp, next_token_nll};
 use super::session::{Logits, ModelSession};
 use super::state_file::{save_model_state, SourcePosition};
 
@@ -184,7 +183,6 @@ pub fn stream_text(
     let window_bytes = options.window_bytes.max(1);
     let prefill = session.window();
     let checkpoint_every = options.checkpoint_every.map(|n| n.max(1));
-    let vocab = model.config().vocab_size;
     let mut skip = if options.resume {
         position.tokens_past
     } else {
@@ -199,7 +197,7 @@ pub fn stream_text(
     let mut since_checkpoint = 0u64;
     let mut segments = Vec::new();
     let mut seg = (0.0f64, 0u64, position.nll_tokens);
-    let (mut nll, mut rows_nll) = (Vec::new(), Vec::new());
+    let mut nll = Vec::new();
     let (tx, rx) = mpsc::sync_channel::<Result<Piece>>(2);
 
     std::thread::scope(|scope| -> Result<()> {
@@ -258,13 +256,8 @@ pub fn stream_text(
                     nll.clear();
                     // The first token's score comes from the state alone (the last
                     // hidden vector), so a resumed run computes it exactly as an
-                    // uninterrupted one does.
-                    if let Some(last) = session.next_logits() {
-                        nll.push(log_sum_exp(last) - last[ids[0] as usize] as f64);
-                    }
-                    let logits = session.feed(ids, Logits::All)?;
-                    next_token_nll(&logits[..(n - 1) * vocab], vocab, &ids[1..], &mut rows_nll);
-                    nll.extend_from_slice(&rows_nll);
+                    // uninterrupted one does (`feed_scored`; on a GPU there).
+                    session.feed_scored(ids, &mut nll)?;
                     for &x in &nll {
                         position.nll_sum += x;
                         position.nll_tokens += 1;

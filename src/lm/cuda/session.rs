@@ -35,6 +35,8 @@ struct Workspace {
     mlp: DeviceBuffer,
     /// `[logit_rows, vocab]` f32, grown when more rows of logits are asked for.
     logits: Option<DeviceBuffer>,
+    /// `[rows + 1]` f64: next-token NLL of a scored window.
+    nll: DeviceBuffer,
 }
 
 /// Token ids to the device: two pinned host buffers and two device buffers used in
@@ -154,6 +156,7 @@ impl<'m> CudaModelSession<'m> {
             proj: DeviceBuffer::new(s, "in_proj out", bytes(&[rows, dims.in_proj_width(), 4])?)?,
             mlp: DeviceBuffer::new(s, "mlp", bytes(&[rows, 2 * c.intermediate_size, 4])?)?,
             logits: None,
+            nll: DeviceBuffer::new(s, "nll", bytes(&[rows + 1, 8])?)?,
         };
         let ctx = self.backend.context();
         let pinned = |_| -> Result<PinnedHostSlice<u8>> {
@@ -217,6 +220,65 @@ impl<'m> CudaModelSession<'m> {
         self.backend.bind()?;
         self.workspace(t)?;
         let slot = self.upload_ids(ids)?;
+        self.layers(t, slot)?;
+        let d = self.model.config().hidden_size;
+        let x = self
+            .ws
+            .as_ref()
+            .expect("sized")
+            .x
+            .ptr(self.backend.stream());
+        match want {
+            Logits::None => {}
+            Logits::Last => self.head(x + ((t - 1) * d * 4) as u64, 1)?,
+            Logits::All => self.head(x, t)?,
+        }
+        Ok(&self.logits)
+    }
+
+    /// Feeds `ids` and appends the negative log-likelihood (nats) of each of them that
+    /// has a prediction: `ids[0]` from the state before the window (when a token came
+    /// before), then `ids[i]` from the window's row `i − 1`. Computed on the device; only
+    /// the scores come back.
+    pub fn forward_scored(&mut self, ids: &[u32], out: &mut Vec<f64>) -> Result<()> {
+        let t = ids.len();
+        if t == 0 {
+            return Ok(());
+        }
+        self.backend.bind()?;
+        self.workspace(t)?;
+        let slot = self.upload_ids(ids)?;
+        let (dev, backend) = (self.dev, self.backend);
+        let s = backend.stream();
+        let targets = self.ids.as_ref().expect("sized").device[slot].ptr(s);
+        let nll = self.ws.as_ref().expect("sized").nll.ptr(s);
+        let mut rows = 0usize;
+        if self.has_hidden {
+            let logits = self.head_device(self.last_hidden.ptr(s), 1)?;
+            dev.launch(backend, &k::nll(&dev.dims, 1, logits, targets, nll)?)?;
+            rows = 1;
+        }
+        self.layers(t, slot)?;
+        if t > 1 {
+            let x = self.ws.as_ref().expect("sized").x.ptr(s);
+            let logits = self.head_device(x, t - 1)?;
+            let l = k::nll(&dev.dims, t - 1, logits, targets + 4, nll + 8 * rows as u64)?;
+            dev.launch(backend, &l)?;
+            rows += t - 1;
+        }
+        let mut host = vec![0.0f64; rows];
+        self.ws
+            .as_ref()
+            .expect("sized")
+            .nll
+            .download(s, 0, bytemuck::cast_slice_mut(&mut host))?;
+        out.extend_from_slice(&host);
+        Ok(())
+    }
+
+    /// Every layer over the `t` ids in id buffer `slot`: the residual stream ends in
+    /// `ws.x`, the last row is kept as the last hidden vector.
+    fn layers(&mut self, t: usize, slot: usize) -> Result<()> {
         let (dev, backend) = (self.dev, self.backend);
         let s = backend.stream();
         let dims = dev.dims;
@@ -312,17 +374,26 @@ impl<'m> CudaModelSession<'m> {
             .copy_from(s, 0, ws_x, (t - 1) * d * 4, d * 4)?;
         self.has_hidden = true;
         self.tokens += t as u64;
-        match want {
-            Logits::None => {}
-            Logits::Last => self.head(x + ((t - 1) * d * 4) as u64, 1)?,
-            Logits::All => self.head(x, t)?,
-        }
-        Ok(&self.logits)
+        Ok(())
     }
 
     /// The final norm and the output head over `rows` rows of the residual stream at
     /// `x_rows`, logits downloaded into `self.logits`.
     fn head(&mut self, x_rows: u64, rows: usize) -> Result<()> {
+        self.head_device(x_rows, rows)?;
+        let vocab = self.model.config().vocab_size;
+        self.logits.resize(rows * vocab, 0.0);
+        let ws = self.ws.as_ref().expect("sized");
+        ws.logits.as_ref().expect("sized by head_device").download(
+            self.backend.stream(),
+            0,
+            bytemuck::cast_slice_mut(&mut self.logits),
+        )
+    }
+
+    /// The final norm and the output head over `rows` rows at `x_rows`, on the device;
+    /// returns the logits' address (`[rows, vocab]` f32).
+    fn head_device(&mut self, x_rows: u64, rows: usize) -> Result<u64> {
         let (dev, backend) = (self.dev, self.backend);
         let s = backend.stream();
         let c = self.model.config();
@@ -357,8 +428,7 @@ impl<'m> CudaModelSession<'m> {
             },
             false,
         )?;
-        self.logits.resize(rows * vocab, 0.0);
-        logits.download(s, 0, bytemuck::cast_slice_mut(&mut self.logits))
+        Ok(logits.ptr(s))
     }
 
     /// The logits for the token after the last one fed; `None` before any token.
