@@ -159,10 +159,10 @@ __device__ void sample_row(const LmSampleParams& P) {
             s_remaining = remaining - above;
         }
         __syncthreads();
+        // s_prefix is next written after the next pass's two barriers: no third here.
         prefix = s_prefix;
         remaining = s_remaining;
         mask |= 255ull << shift;
-        __syncthreads();  // s_prefix is rewritten by the next pass
     }
     // prefix is now the k-th largest key itself (keys are distinct: they hold the index).
     for (int i = tid; i < N; i += blockDim.x) s_keys[i] = 0ull;

@@ -114,6 +114,7 @@ struct WarpBuf {
     uint32_t a[32][4];
     uint32_t b[32][2];
     double d[32];
+    uint64_t raw[32];  // __shfl_xor_sync of any 4- or 8-byte value
 };
 
 // The order in which the threads of a block get their turn at every pass.
@@ -389,6 +390,40 @@ inline void mma_bf16_16816(float (&c)[4], const uint32_t (&a)[4], const uint32_t
     }
 }
 
+// __shfl_xor_sync: every lane of the warp posts its value, then reads its partner's.
+template <typename T>
+inline T shfl_xor(T x, int mask) {
+    static_assert(sizeof(T) <= 8, "shuffles move 4 or 8 bytes");
+    WarpBuf& wb = st().warp_bufs[warp()];
+    uint64_t raw = 0;
+    std::memcpy(&raw, &x, sizeof(T));
+    wb.raw[lane()] = raw;
+    sync_warp();
+    const uint64_t r = wb.raw[lane() ^ (mask & 31)];
+    sync_warp();
+    T y;
+    std::memcpy(&y, &r, sizeof(T));
+    return y;
+}
+
+// cvt.rn.f16.f32: round to nearest even, with subnormals, overflow to inf, NaN kept.
+inline uint16_t f32_to_f16(float f) {
+    const uint32_t u = f32_to_bits(f);
+    const uint16_t sign = (uint16_t)((u >> 16) & 0x8000u);
+    const uint32_t a = u & 0x7fffffffu;
+    if (a > 0x7f800000u) return (uint16_t)(sign | 0x7e00u);
+    if (a >= 0x477ff000u) return (uint16_t)(sign | 0x7c00u);  // rounds to ≥ 65520: inf
+    if (a < 0x38800000u) {                                     // below 2^-14: subnormal f16
+        const float m = std::fabs(f) * 16777216.0f;            // units of 2^-24, exact
+        return (uint16_t)(sign | (uint16_t)std::nearbyint(m)); // ties to even (default mode)
+    }
+    const uint32_t exp = (a >> 23) - 112, man = a & 0x7fffffu;
+    uint32_t h = (exp << 10) | (man >> 13);
+    const uint32_t rest = man & 0x1fffu;
+    if (rest > 0x1000u || (rest == 0x1000u && (h & 1))) ++h;
+    return (uint16_t)(sign | h);
+}
+
 inline double shfl_up(double x, int off) {
     State& s = st();
     WarpBuf& wb = s.warp_bufs[warp()];
@@ -513,3 +548,12 @@ inline void launch(Dim3 grid, Dim3 block, size_t smem_bytes, std::function<void(
 inline void __syncthreads() { ltm_emu::sync_block(); }
 inline double __shfl_up_sync(unsigned, double x, int off) { return ltm_emu::shfl_up(x, off); }
 inline float __uint_as_float(unsigned u) { return ltm_emu::bits_to_f32(u); }
+inline unsigned __float_as_uint(float f) { return ltm_emu::f32_to_bits(f); }
+inline double __longlong_as_double(long long x) { double d; std::memcpy(&d, &x, 8); return d; }
+template <typename T> inline T __shfl_xor_sync(unsigned, T x, int mask) { return ltm_emu::shfl_xor(x, mask); }
+// Threads run one at a time between switches, so a plain read-modify-write is atomic.
+inline int atomicAdd(int* p, int v) { const int old = *p; *p = old + v; return old; }
+inline unsigned atomicAdd(unsigned* p, unsigned v) { const unsigned old = *p; *p = old + v; return old; }
+// Single roundings that the compiler must not fuse into an FMA.
+inline float __fmul_rn(float a, float b) { volatile float r = a * b; return r; }
+inline float __fsub_rn(float a, float b) { volatile float r = a - b; return r; }

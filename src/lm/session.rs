@@ -17,6 +17,53 @@ use super::ops::{
 };
 use super::state::{LayerState, ModelState};
 
+/// A point in the forward where a trace hook ([`ModelSession::set_trace`]) sees the
+/// values; each is `[rows, width]` row-major for the window's rows unless it says so.
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TraceStage {
+    /// The residual stream entering a layer (after the embedding for layer 0).
+    Residual,
+    /// `attn_norm` output (in_proj's input).
+    AttnNorm,
+    /// in_proj output `[rows, in_proj_width]`.
+    Proj,
+    /// The layer's conv cache before the window, `[channels, W]`.
+    ConvCacheBefore,
+    /// The conv cache after the window.
+    ConvCacheAfter,
+    /// The memory's q input `[rows, HV·K]` (l2-normalised, repeated per value head).
+    MemQ,
+    /// The memory's k input.
+    MemK,
+    /// The memory's v input `[rows, HV·V]`.
+    MemV,
+    /// β `[rows, HV]`.
+    Beta,
+    /// g `[rows, HV]`.
+    Gate,
+    /// The memory's output `[rows, HV·V]`.
+    MemOut,
+    /// The gated RMSNorm's output (o_proj's input).
+    GatedNorm,
+    /// The residual stream after o_proj's add.
+    ResidualMid,
+    /// `mlp_norm` output.
+    MlpNorm,
+    /// gate_up output `[rows, 2·I]`.
+    Mlp,
+    /// SwiGLU output `[rows, I]`.
+    Act,
+    /// The residual stream after the last layer (layer index = number of layers).
+    ResidualOut,
+    /// The final norm's output (rows of the logits asked for; layer = layers).
+    FinalNorm,
+}
+
+/// A hook that sees each traced stage: (stage, layer, values).
+#[doc(hidden)]
+pub type TraceHook<'m> = Box<dyn FnMut(TraceStage, usize, &[f32]) + 'm>;
+
 /// Which logits a call computes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Logits {
@@ -38,8 +85,9 @@ pub struct ModelSession<'m> {
     tokens: u64,
     window: usize,
     ws: Workspace,
+    trace: Option<TraceHook<'m>>,
     /// The whole forward on a CUDA device (the model's weights there): every call goes
-    /// to it, and the host fields above stay empty.
+    /// to it, and the host fields above stay empty (the trace hook sees nothing there).
     device: Option<super::cuda::session::CudaModelSession<'m>>,
 }
 
@@ -86,6 +134,7 @@ impl<'m> ModelSession<'m> {
                 tokens,
                 window: Self::DEFAULT_WINDOW,
                 ws: Workspace::default(),
+                trace: None,
                 device: Some(super::cuda::session::CudaModelSession::new(
                     model, dev, cuda, state,
                 )?),
@@ -105,6 +154,7 @@ impl<'m> ModelSession<'m> {
             tokens: state.tokens,
             window: Self::DEFAULT_WINDOW,
             ws: Workspace::default(),
+            trace: None,
             device: None,
         })
     }
@@ -125,6 +175,15 @@ impl<'m> ModelSession<'m> {
     /// Sets the tokens per prefill window (at least 1).
     pub fn set_window(&mut self, tokens: usize) {
         self.window = tokens.max(1);
+    }
+
+    /// Sets (or clears) a hook that sees every stage's values of the forwards that
+    /// follow (for checking other implementations of the forward, such as the CUDA
+    /// kernels in the emulator, stage by stage). Unset, the forward only tests an
+    /// `Option` per stage.
+    #[doc(hidden)]
+    pub fn set_trace(&mut self, hook: Option<TraceHook<'m>>) {
+        self.trace = hook;
     }
 
     /// Tokens per prefill window.
@@ -363,16 +422,25 @@ impl<'m> ModelSession<'m> {
         let group = c.group();
         let eps = c.norm_eps;
         let ws = &mut self.ws;
+        let mut trace = |stage: TraceStage, layer: usize, values: &[f32]| {
+            if let Some(hook) = self.trace.as_mut() {
+                hook(stage, layer, values);
+            }
+        };
 
         let x = sized(&mut ws.x, t * d);
         for (row, &id) in x.chunks_mut(d).zip(ids) {
             row.copy_from_slice(&w.embeddings[id as usize * d..][..d]);
         }
         for (l, lw) in w.layers.iter().enumerate() {
+            trace(TraceStage::Residual, l, &ws.x[..t * d]);
             let h = sized(&mut ws.h, t * d);
             rms_norm_rows(&ws.x[..t * d], &lw.attn_norm, eps, h);
+            trace(TraceStage::AttnNorm, l, h);
             let proj = sized(&mut ws.proj, t * n_in);
             matmul_t(h, t, d, &lw.in_proj, n_in, proj, false);
+            trace(TraceStage::Proj, l, proj);
+            trace(TraceStage::ConvCacheBefore, l, &self.conv[l]);
             let conv_out = sized(&mut ws.conv_out, t * channels);
             short_conv(
                 proj,
@@ -384,6 +452,7 @@ impl<'m> ModelSession<'m> {
                 &mut ws.conv_ext,
                 conv_out,
             );
+            trace(TraceStage::ConvCacheAfter, l, &self.conv[l]);
 
             // Heads for the memory: q, k l2-normalised per query/key head and repeated
             // for each value head that reads them; β and g from their projections.
@@ -423,6 +492,11 @@ impl<'m> ModelSession<'m> {
                         g[i] = lw.decay_rate[i] * softplus(prow[off_a + i] + lw.dt_bias[i]);
                     }
                 });
+            trace(TraceStage::MemQ, l, q);
+            trace(TraceStage::MemK, l, k);
+            trace(TraceStage::MemV, l, v);
+            trace(TraceStage::Beta, l, beta);
+            trace(TraceStage::Gate, l, g);
             let inputs = ForwardInputs {
                 batch: 1,
                 tokens: t,
@@ -438,6 +512,7 @@ impl<'m> ModelSession<'m> {
             } else {
                 self.memories[l].feed(&inputs, o)?;
             }
+            trace(TraceStage::MemOut, l, o);
 
             // Gated RMSNorm per value head, then the output projection into the residual.
             let gate_kind = c.gate_activation;
@@ -462,14 +537,18 @@ impl<'m> ModelSession<'m> {
                         }
                     }
                 });
+            trace(TraceStage::GatedNorm, l, o);
             matmul_t(o, t, dv, &lw.o_proj, d, &mut ws.x[..t * d], true);
+            trace(TraceStage::ResidualMid, l, &ws.x[..t * d]);
 
             // SwiGLU MLP.
             let h = sized(&mut ws.h, t * d);
             rms_norm_rows(&ws.x[..t * d], &lw.mlp_norm, eps, h);
+            trace(TraceStage::MlpNorm, l, h);
             let inter = c.intermediate_size;
             let mlp = sized(&mut ws.mlp, t * 2 * inter);
             matmul_t(h, t, d, &lw.gate_up, 2 * inter, mlp, false);
+            trace(TraceStage::Mlp, l, mlp);
             let act = sized(&mut ws.act, t * inter);
             let mlp_ro: &[f32] = mlp;
             act.par_chunks_mut(inter)
@@ -481,8 +560,11 @@ impl<'m> ModelSession<'m> {
                         *a = silu(*g) * u;
                     }
                 });
+            trace(TraceStage::Act, l, act);
             matmul_t(act, t, inter, &lw.down, d, &mut ws.x[..t * d], true);
         }
+        let layers = w.layers.len();
+        trace(TraceStage::ResidualOut, layers, &ws.x[..t * d]);
 
         let last = ws.x[(t - 1) * d..t * d].to_vec();
         self.last_hidden = Some(last);
@@ -493,6 +575,7 @@ impl<'m> ModelSession<'m> {
             Logits::Last => {
                 let h = sized(&mut ws.h, d);
                 rms_norm(&ws.x[(t - 1) * d..t * d], &w.norm, eps, h);
+                trace(TraceStage::FinalNorm, layers, h);
                 let logits = sized(&mut ws.logits, vocab);
                 matmul_t(h, 1, d, w.head(), vocab, logits, false);
                 Ok(vocab)
@@ -500,6 +583,7 @@ impl<'m> ModelSession<'m> {
             Logits::All => {
                 let h = sized(&mut ws.h, t * d);
                 rms_norm_rows(&ws.x[..t * d], &w.norm, eps, h);
+                trace(TraceStage::FinalNorm, layers, h);
                 let logits = sized(&mut ws.logits, t * vocab);
                 matmul_t(h, t, d, w.head(), vocab, logits, false);
                 Ok(t * vocab)

@@ -42,6 +42,15 @@ impl<P> LmLaunch<P> {
     pub fn module(&self) -> &'static str {
         module_of(self.entry)
     }
+
+    /// Grid, block and shared memory as cudarc takes them.
+    pub fn launch_config(&self) -> cudarc::driver::LaunchConfig {
+        cudarc::driver::LaunchConfig {
+            grid_dim: self.grid,
+            block_dim: self.block,
+            shared_mem_bytes: self.shared_mem_bytes,
+        }
+    }
 }
 
 /// The `.cu` file stem of an `ltm_lm_*` entry point.
@@ -144,7 +153,7 @@ impl LmDims {
         if self.conv_size == 0 || self.conv_size > CONV_MAX {
             return unsupported(format!("conv_size {} (1..={CONV_MAX})", self.conv_size));
         }
-        if self.heads == 0 || self.value_heads % self.heads != 0 {
+        if self.heads == 0 || !self.value_heads.is_multiple_of(self.heads) {
             return unsupported(format!(
                 "{} value heads over {} query/key heads",
                 self.value_heads, self.heads
@@ -546,6 +555,11 @@ mod tests {
         assert_eq!(l.module(), "lm_conv");
         assert_eq!((l.grid, l.block), ((37, 1, 1), (256, 1, 1)));
         assert_eq!(l.shared_mem_bytes as usize, 4 * (384 + 4));
+        let lc = l.launch_config();
+        assert_eq!(
+            (lc.grid_dim, lc.block_dim, lc.shared_mem_bytes),
+            (l.grid, l.block, l.shared_mem_bytes)
+        );
         let p = l.params;
         assert_eq!((p.proj, p.q, p.g), (1, 6, 10));
         assert_eq!(
