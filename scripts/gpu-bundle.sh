@@ -4,7 +4,10 @@
 #   ltm-engine     the CLI (with kernels: the build fails without them)
 #   gpu_forward    the GPU-only test executable (tests/gpu_forward.rs)
 #   backend_suite  the shared suite (tests/backend_suite.rs); its CUDA cases are the ignored ones
+#   session_copies the device-resident session copies the state only at open/snapshot/hand-back
+#   lm_gpu         language models on CUDA (cuBLAS products, the model forward)
 #   gpu_bench      examples/gpu_bench.rs
+#   lm_gpu_bench   examples/lm_gpu_bench.rs (cuBLAS rate, 1.3B-class prefill, stream, decode)
 #   gpu-check.sh   what to run there:  bash gpu-bundle/gpu-check.sh
 #   gpu_anchor.py  the side-by-side run against flash-linear-attention's Triton kernel
 #   wheels/        fla-core (pure Python; that machine has torch and Triton but no fla
@@ -20,9 +23,9 @@ bundle=gpu-bundle
 rm -rf "$bundle"
 mkdir -p "$bundle"
 
-cargo build --release --bin ltm-engine --example gpu_bench
-cp target/release/ltm-engine target/release/examples/gpu_bench "$bundle/"
-for test in gpu_forward backend_suite; do
+cargo build --release --bin ltm-engine --example gpu_bench --example lm_gpu_bench
+cp target/release/ltm-engine target/release/examples/gpu_bench target/release/examples/lm_gpu_bench "$bundle/"
+for test in gpu_forward backend_suite session_copies lm_gpu; do
     test_exe=$(cargo test --release --test "$test" --no-run --message-format=json 2>/dev/null |
         python3 -c '
 import json, sys
@@ -43,7 +46,7 @@ python3 -m pip download -q --no-deps --only-binary=:all: -d "$bundle/wheels" "$f
     echo "nvcc: $("$NVCC" -V | tail -n1)"
     echo "rustc: $(rustc -V)"
 } > "$bundle/BUILD"
-strip "$bundle/ltm-engine" "$bundle/gpu_bench" "$bundle/gpu_forward" "$bundle/backend_suite" 2>/dev/null || true
+strip "$bundle/ltm-engine" "$bundle/gpu_bench" "$bundle/lm_gpu_bench" "$bundle/gpu_forward" "$bundle/backend_suite" "$bundle/session_copies" "$bundle/lm_gpu" 2>/dev/null || true
 "$bundle/ltm-engine" info
 du -sh "$bundle"
 echo "gpu-bundle: ready; on the GPU machine: bash gpu-bundle/gpu-check.sh"

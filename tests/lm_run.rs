@@ -367,3 +367,48 @@ fn cli_generation_is_the_librarys_and_bad_inputs_are_named() {
         assert!(!ok && err.contains(option), "{option} {value}: {err}");
     }
 }
+
+/// `--device cuda` for a model: without a usable GPU a clear error naming what is
+/// missing and the way out (`--device cpu`), never a panic; `auto` runs on the CPU.
+#[test]
+fn a_model_on_cuda_fails_clearly_without_a_gpu() {
+    use ltm_engine::backend::device::cuda_missing;
+    let dir = fixture("gdn-tiny");
+    let text = fixture("SEMANTICS.md");
+    let args = |device| {
+        vec![
+            "--model".to_string(),
+            p(&dir).to_string(),
+            "--context-file".to_string(),
+            p(&text).to_string(),
+            "--max-tokens".to_string(),
+            "40".to_string(),
+            "--device".to_string(),
+            device,
+            "--json".to_string(),
+        ]
+    };
+    let call = |device: &str| {
+        let a = args(device.to_string());
+        run(&a.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let (ok, _, err) = call("cuda");
+    if cuda_missing(0).is_none() {
+        assert!(ok, "a usable GPU, yet --device cuda failed: {err}");
+        return;
+    }
+    assert!(!ok, "--device cuda ran without a GPU");
+    assert!(
+        err.contains("cuda:0") && err.contains("--device cpu"),
+        "the error does not say what is missing and what to do: {err}"
+    );
+    let (ok, json, err) = call("auto");
+    assert!(ok, "--device auto failed without a GPU: {err}");
+    assert_eq!(json["tokens"].as_u64(), Some(40), "{json}");
+    assert!(
+        json["backend"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("cpu")),
+        "{json}"
+    );
+}

@@ -58,14 +58,20 @@ pub trait Backend: Send + Sync {
 
     /// Opens a session on `state`: the memory stays with the backend between calls
     /// (on the host for the CPU) until [`MemorySession::snapshot`] or
-    /// [`MemorySession::into_state`] hands it back.
-    /// The CUDA backend keeps the host copy too until its device-resident session is
-    /// written (see docs/design.md).
+    /// [`MemorySession::into_state`] hands it back. On CUDA the state lives in device
+    /// memory from here on: windows move only their inputs and outputs.
     fn open<'a>(
         &'a self,
         config: &MemoryConfig,
         state: State,
     ) -> Result<Box<dyn MemorySession + 'a>>;
+
+    /// The CUDA backend behind this trait object, if it is one (a language model on
+    /// CUDA runs its whole forward on that device, not only the memories).
+    #[doc(hidden)]
+    fn as_cuda(&self) -> Option<&cuda::CudaBackend> {
+        None
+    }
 
     /// [`Backend::forward_into`] into a new buffer.
     fn forward(

@@ -18,8 +18,10 @@
 //! ```
 
 pub mod config;
+pub mod cuda;
 pub mod kernels;
 pub mod linear;
+pub mod matrices;
 pub mod model;
 pub mod ops;
 pub mod sample;

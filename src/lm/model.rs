@@ -8,12 +8,33 @@ use crate::config::MemoryConfig;
 use crate::error::{Error, Result};
 use crate::hash::Fnv1a;
 use crate::hash::SplitMix64;
+use crate::tensor::DType;
 
 use super::config::GdnConfig;
+use super::cuda::DeviceModel;
+use super::matrices::Matrices;
 use super::session::ModelSession;
 use super::state::ModelState;
 use super::tokenizer::ModelTokenizer;
 use super::weights::{expected_tensors, LayerWeights, WeightFiles, Weights};
+
+/// The backend a model of `config` runs on: [`backend_for`], except that `auto` means
+/// the CPU where the GPU cannot run this model (no cuBLAS, which the products need; a
+/// shape the kernels do not take, e.g. key heads wider than 128). `cuda` asked for
+/// explicitly fails there instead, saying why, when the model is put on the device.
+fn model_backend(device: Device, config: &GdnConfig) -> Result<Box<dyn Backend>> {
+    let backend = backend_for(device)?;
+    if let (Device::Auto, Some(cuda)) = (device, backend.as_cuda()) {
+        let memory = MemoryConfig::new(config.value_heads, config.head_dim, config.value_dim);
+        let usable = crate::backend::cuda::gemm::cublas_present()
+            && cuda.check_supported(&memory, 1).is_ok()
+            && crate::lm::kernels::LmDims::of(config).check().is_ok();
+        if !usable {
+            return backend_for(Device::Cpu);
+        }
+    }
+    Ok(backend)
+}
 
 /// A causal language model of Gated DeltaNet layers, ready to run sequences.
 pub struct LanguageModel {
@@ -21,6 +42,8 @@ pub struct LanguageModel {
     weights: Weights,
     memory: MemoryConfig,
     backend: Box<dyn Backend>,
+    /// On CUDA: the weights on the device, where sessions run the whole forward.
+    device: Option<DeviceModel>,
     tokenizer: Option<ModelTokenizer>,
     fingerprint: u64,
     name: String,
@@ -42,6 +65,12 @@ impl LanguageModel {
         let config = GdnConfig::load(&dir.join("config.json"))?;
         let files = WeightFiles::open(dir)?;
         let (weights, weight_digest) = files.load(&config)?;
+        let backend = model_backend(device, &config)?;
+        // The device keeps the checkpoint's own dtype: take the bytes before the files go.
+        let matrices = match backend.as_cuda() {
+            Some(_) => Some(Matrices::from_files(&files, &config)?),
+            None => None,
+        };
         drop(files);
         let tokenizer_path = dir.join("tokenizer.json");
         let tokenizer = if tokenizer_path.exists() {
@@ -53,13 +82,27 @@ impl LanguageModel {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| dir.display().to_string());
-        Self::assemble(config, weights, weight_digest, tokenizer, device, name)
+        Self::assemble(
+            config,
+            weights,
+            weight_digest,
+            tokenizer,
+            backend,
+            matrices,
+            name,
+        )
     }
 
     /// A model of the given shape with random weights (for benchmarks and tests at
     /// shapes no checkpoint here has): normal-ish weights scaled by `1/sqrt(fan_in)`,
     /// norms at one, decays and gates in the ranges trained models have.
     pub fn random(config: GdnConfig, seed: u64, device: Device) -> Result<Self> {
+        Self::random_in(config, seed, device, DType::F32)
+    }
+
+    /// [`LanguageModel::random`] whose matrices a device keeps in `dtype` (bf16 for a
+    /// benchmark at a trained model's precision); the CPU runs the f32 values.
+    pub fn random_in(config: GdnConfig, seed: u64, device: Device, dtype: DType) -> Result<Self> {
         let mut rng = SplitMix64::new(seed);
         let mut fill = |n: usize, scale: f32| -> Vec<f32> {
             (0..n)
@@ -100,7 +143,11 @@ impl LanguageModel {
             "random gated-deltanet (D={}, L={}, H={}, HV={}, K={}, V={})",
             c.hidden_size, c.layers, c.heads, c.value_heads, c.head_dim, c.value_dim
         );
-        Self::assemble(config, weights, seed, None, device, name)
+        let backend = model_backend(device, &config)?;
+        let matrices = backend
+            .as_cuda()
+            .map(|_| Matrices::from_weights(&weights, &config, dtype));
+        Self::assemble(config, weights, seed, None, backend, matrices, name)
     }
 
     fn assemble(
@@ -108,10 +155,14 @@ impl LanguageModel {
         weights: Weights,
         weight_digest: u64,
         tokenizer: Option<ModelTokenizer>,
-        device: Device,
+        backend: Box<dyn Backend>,
+        matrices: Option<Matrices>,
         name: String,
     ) -> Result<Self> {
-        let backend = backend_for(device)?;
+        let device = match (backend.as_cuda(), matrices) {
+            (Some(cuda), Some(m)) => Some(DeviceModel::new(cuda, &config, &weights, &m)?),
+            _ => None,
+        };
         let mut h = Fnv1a::new();
         h.write(b"ltm-engine/gated-deltanet-lm/v1");
         h.write(format!("{config:?}").as_bytes());
@@ -125,6 +176,7 @@ impl LanguageModel {
             weights,
             memory,
             backend,
+            device,
             tokenizer,
             fingerprint,
             name,
@@ -149,6 +201,11 @@ impl LanguageModel {
     /// The backend the layers' memories run on.
     pub fn backend(&self) -> &dyn Backend {
         self.backend.as_ref()
+    }
+
+    /// The weights on the device, where the model runs on CUDA.
+    pub fn device_model(&self) -> Option<&DeviceModel> {
+        self.device.as_ref()
     }
 
     /// The tokenizer of the model directory, if it had one.

@@ -11,7 +11,10 @@ use crate::inputs::ForwardInputs;
 use super::config::GateActivation;
 use super::linear::matmul_t;
 use super::model::LanguageModel;
-use super::ops::{l2_normalize, rms_norm, rms_norm_rows, short_conv, sigmoid, silu, softplus};
+use super::ops::{
+    l2_normalize, log_sum_exp, next_token_nll, rms_norm, rms_norm_rows, short_conv, sigmoid, silu,
+    softplus,
+};
 use super::state::{LayerState, ModelState};
 
 /// A point in the forward where a trace hook ([`ModelSession::set_trace`]) sees the
@@ -83,6 +86,9 @@ pub struct ModelSession<'m> {
     window: usize,
     ws: Workspace,
     trace: Option<TraceHook<'m>>,
+    /// The whole forward on a CUDA device (the model's weights there): every call goes
+    /// to it, and the host fields above stay empty (the trace hook sees nothing there).
+    device: Option<super::cuda::session::CudaModelSession<'m>>,
 }
 
 /// Buffers of one window, allocated for the largest window seen and then reused.
@@ -118,6 +124,22 @@ impl<'m> ModelSession<'m> {
 
     pub(crate) fn new(model: &'m LanguageModel, state: ModelState) -> Result<Self> {
         state.check_matches(model)?;
+        if let (Some(dev), Some(cuda)) = (model.device_model(), model.backend().as_cuda()) {
+            let tokens = state.tokens;
+            return Ok(ModelSession {
+                model,
+                memories: Vec::new(),
+                conv: Vec::new(),
+                last_hidden: None,
+                tokens,
+                window: Self::DEFAULT_WINDOW,
+                ws: Workspace::default(),
+                trace: None,
+                device: Some(super::cuda::session::CudaModelSession::new(
+                    model, dev, cuda, state,
+                )?),
+            });
+        }
         let mut memories = Vec::with_capacity(state.layers.len());
         let mut conv = Vec::with_capacity(state.layers.len());
         for layer in state.layers {
@@ -133,6 +155,7 @@ impl<'m> ModelSession<'m> {
             window: Self::DEFAULT_WINDOW,
             ws: Workspace::default(),
             trace: None,
+            device: None,
         })
     }
 
@@ -143,7 +166,10 @@ impl<'m> ModelSession<'m> {
 
     /// Tokens fed so far.
     pub fn tokens(&self) -> u64 {
-        self.tokens
+        match &self.device {
+            Some(d) => d.tokens(),
+            None => self.tokens,
+        }
     }
 
     /// Sets the tokens per prefill window (at least 1).
@@ -213,10 +239,56 @@ impl<'m> ModelSession<'m> {
             )));
         }
         for window in tokens.chunks(self.window) {
+            if let Some(d) = &mut self.device {
+                let rows = d.forward(window, logits)?;
+                if logits != Logits::None {
+                    on_logits(rows);
+                }
+                continue;
+            }
             let n = self.forward(window, logits, false)?;
             if logits != Logits::None {
                 on_logits(&self.ws.logits[..n]);
             }
+        }
+        Ok(())
+    }
+
+    /// Feeds `tokens` (in windows) and appends to `nll` the negative log-likelihood
+    /// (nats) of each token that has a prediction: the first from the state before the
+    /// call (when a token came before), every other from the row before it. On a device
+    /// the scores are computed there and only they come back (not `[T, vocab]` logits).
+    pub fn feed_scored(&mut self, tokens: &[u32], nll: &mut Vec<f64>) -> Result<()> {
+        let vocab = self.model.config().vocab_size;
+        if let Some((i, &id)) = tokens
+            .iter()
+            .enumerate()
+            .find(|(_, &id)| id as usize >= vocab)
+        {
+            return Err(Error::Query(format!(
+                "token {i} of the input is id {id}, outside the vocabulary of {vocab}"
+            )));
+        }
+        let mut rows = Vec::new();
+        for window in tokens.chunks(self.window) {
+            if let Some(d) = &mut self.device {
+                d.forward_scored(window, nll)?;
+                continue;
+            }
+            // The first token's score comes from the state alone (the last hidden
+            // vector), so a resumed run computes it exactly as an uninterrupted one.
+            if let Some(last) = self.host_next_logits() {
+                nll.push(log_sum_exp(last) - last[window[0] as usize] as f64);
+            }
+            let n = self.forward(window, Logits::All, false)?;
+            let logits = &self.ws.logits[..n];
+            next_token_nll(
+                &logits[..(window.len() - 1) * vocab],
+                vocab,
+                &window[1..],
+                &mut rows,
+            );
+            nll.extend_from_slice(&rows);
         }
         Ok(())
     }
@@ -230,12 +302,34 @@ impl<'m> ModelSession<'m> {
                 "token id {token} is outside the vocabulary of {vocab}"
             )));
         }
+        // Tested, then borrowed: a borrow taken by `if let` and returned would be held
+        // over the host path below too (the borrow checker's conditional-return case).
+        #[allow(clippy::unnecessary_unwrap)]
+        if self.device.is_some() {
+            let d = self.device.as_mut().expect("tested just above");
+            return d.forward(&[token], Logits::Last);
+        }
         let n = self.forward(&[token], Logits::Last, true)?;
         Ok(&self.ws.logits[..n])
     }
 
-    /// The logits for the token after the last one fed; `None` before any token.
+    /// The logits for the token after the last one fed; `None` before any token (and,
+    /// on a device, when it failed: [`ModelSession::try_next_logits`] says why).
     pub fn next_logits(&mut self) -> Option<&[f32]> {
+        self.try_next_logits().ok().flatten()
+    }
+
+    /// [`ModelSession::next_logits`], with a device's failure as an error.
+    pub fn try_next_logits(&mut self) -> Result<Option<&[f32]>> {
+        #[allow(clippy::unnecessary_unwrap)] // as in `step`
+        if self.device.is_some() {
+            let d = self.device.as_mut().expect("tested just above");
+            return d.next_logits();
+        }
+        Ok(self.host_next_logits())
+    }
+
+    fn host_next_logits(&mut self) -> Option<&[f32]> {
         let c = self.model.config();
         let hidden = self.last_hidden.as_ref()?;
         let d = c.hidden_size;
@@ -256,6 +350,9 @@ impl<'m> ModelSession<'m> {
 
     /// A copy of the sequence's whole state (for a checkpoint); the session goes on.
     pub fn snapshot(&self) -> Result<ModelState> {
+        if let Some(d) = &self.device {
+            return d.snapshot();
+        }
         let layers = self
             .memories
             .iter()
@@ -277,6 +374,9 @@ impl<'m> ModelSession<'m> {
 
     /// Ends the session and returns its state.
     pub fn into_state(self) -> Result<ModelState> {
+        if let Some(d) = &self.device {
+            return d.snapshot();
+        }
         let model = self.model.fingerprint();
         let layers = self
             .memories
@@ -517,7 +617,7 @@ impl ModelSession<'_> {
         if !prompt.is_empty() {
             self.feed_with(prompt, Logits::None, &mut |_| {})?;
         }
-        let mut next = match self.next_logits() {
+        let mut next = match self.try_next_logits()? {
             Some(logits) => sampler.pick(logits),
             None => {
                 return Err(Error::Query(

@@ -26,7 +26,6 @@ use crate::streamable::{
 };
 use crate::tokenize::hf::ModelTokenizer;
 
-use super::ops::{log_sum_exp, next_token_nll};
 use super::session::{Logits, ModelSession};
 use super::state_file::{save_model_state, SourcePosition};
 
@@ -138,7 +137,6 @@ pub struct LmStream<'s, 'm> {
     /// The open segment: NLL sum, tokens, index of its first prediction.
     seg: (f64, u64, u64),
     nll: Vec<f64>,
-    rows_nll: Vec<f64>,
 }
 
 impl<'s, 'm> LmStream<'s, 'm> {
@@ -157,7 +155,6 @@ impl<'s, 'm> LmStream<'s, 'm> {
             segments: Vec::new(),
             seg: (0.0, 0, 0),
             nll: Vec::new(),
-            rows_nll: Vec::new(),
         }
     }
 
@@ -280,22 +277,11 @@ impl<'m> StreamModel for LmStream<'_, 'm> {
         let ids = &piece.ids[at..at + n];
         let position = &mut *self.position;
         if self.options.perplexity {
-            let vocab = self.session.model().config().vocab_size;
             self.nll.clear();
             // The first token's score comes from the state alone (the last hidden
-            // vector), so a resumed run computes it exactly as an uninterrupted one does.
-            if let Some(last) = self.session.next_logits() {
-                self.nll
-                    .push(log_sum_exp(last) - last[ids[0] as usize] as f64);
-            }
-            let logits = self.session.feed(ids, Logits::All)?;
-            next_token_nll(
-                &logits[..(n - 1) * vocab],
-                vocab,
-                &ids[1..],
-                &mut self.rows_nll,
-            );
-            self.nll.extend_from_slice(&self.rows_nll);
+            // vector), so a resumed run computes it exactly as an uninterrupted one does;
+            // on a GPU the head and the log-softmax run there and only the scores come back.
+            self.session.feed_scored(ids, &mut self.nll)?;
             let seg = &mut self.seg;
             for &x in &self.nll {
                 position.nll_sum += x;

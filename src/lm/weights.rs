@@ -15,7 +15,7 @@ use safetensors::{Dtype, SafeTensors};
 
 use super::config::GdnConfig;
 use crate::error::{Error, Result};
-use crate::tensor::shape_string;
+use crate::tensor::{shape_string, DType};
 
 /// One layer's weights, several of the checkpoint's matrices stacked row-wise so that
 /// one product computes them all.
@@ -357,6 +357,24 @@ impl WeightFiles {
             lm_head,
         };
         Ok((weights, digest.finish()))
+    }
+
+    /// One tensor as stored: its element type, shape and little-endian bytes (no
+    /// conversion; for a device that keeps the checkpoint's dtype).
+    pub fn raw(&self, name: &str) -> Result<(DType, Vec<usize>, &[u8])> {
+        let view = self.view(name)?;
+        let dtype = match view.dtype() {
+            Dtype::F32 => DType::F32,
+            Dtype::F16 => DType::F16,
+            Dtype::BF16 => DType::BF16,
+            other => {
+                return Err(Error::DType {
+                    tensor: name.to_string(),
+                    found: format!("{other:?}"),
+                })
+            }
+        };
+        Ok((dtype, view.shape().to_vec(), view.data()))
     }
 
     fn view(&self, name: &str) -> Result<safetensors::tensor::TensorView<'_>> {

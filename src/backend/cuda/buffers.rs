@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use cudarc::driver::{result, CudaSlice, CudaStream, DevicePtr};
+use cudarc::driver::{result, CudaSlice, CudaStream, DevicePtr, PinnedHostSlice};
 
 use super::cuda_err;
 use crate::error::{Error, Result};
@@ -35,6 +35,11 @@ impl DeviceBuffer {
         Ok(DeviceBuffer { name, raw, bytes })
     }
 
+    /// Data bytes (without the guards).
+    pub fn len(&self) -> usize {
+        self.bytes
+    }
+
     /// Device address of the first data byte, for kernel parameter blocks.
     pub fn ptr(&self, stream: &Arc<CudaStream>) -> u64 {
         let (base, _sync) = self.raw.device_ptr(stream);
@@ -48,6 +53,44 @@ impl DeviceBuffer {
         stream
             .memcpy_htod(src, &mut self.raw.slice_mut(start..start + src.len()))
             .map_err(cuda_err(&format!("copy to {}", self.name)))
+    }
+
+    /// Copies all of a pinned host buffer to data bytes `0..src.len()`, asynchronously
+    /// on `stream` (the host may go on; cudarc makes the next host access to `src`
+    /// wait for the copy).
+    pub fn upload_pinned(
+        &mut self,
+        stream: &Arc<CudaStream>,
+        src: &PinnedHostSlice<u8>,
+    ) -> Result<()> {
+        self.check_range(0, src.len())?;
+        stream
+            .memcpy_htod(src, &mut self.raw.slice_mut(GUARD..GUARD + src.len()))
+            .map_err(cuda_err(&format!("copy to {}", self.name)))
+    }
+
+    /// Copies `len` data bytes of `src` from `src_offset` to `offset` of this buffer,
+    /// on the device, in stream order.
+    pub fn copy_from(
+        &mut self,
+        stream: &Arc<CudaStream>,
+        offset: usize,
+        src: &DeviceBuffer,
+        src_offset: usize,
+        len: usize,
+    ) -> Result<()> {
+        self.check_range(offset, len)?;
+        src.check_range(src_offset, len)?;
+        let from = src.raw.slice(GUARD + src_offset..GUARD + src_offset + len);
+        stream
+            .memcpy_dtod(
+                &from,
+                &mut self.raw.slice_mut(GUARD + offset..GUARD + offset + len),
+            )
+            .map_err(cuda_err(&format!(
+                "copy from {} to {}",
+                src.name, self.name
+            )))
     }
 
     /// Copies data bytes `offset..offset + dst.len()` into `dst`.

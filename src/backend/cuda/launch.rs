@@ -5,8 +5,9 @@ use std::sync::Arc;
 
 use cudarc::driver::{CudaFunction, CudaStream, LaunchConfig, PushKernelArg};
 
+use super::buffers::DeviceBuffer;
 use super::module::Kernels;
-use super::plan::{self, Launch, Params, PlanOptions, Ptr};
+use super::plan::{self, Buf, Launch, Params, PlanOptions, Ptr};
 use super::window::Window;
 use crate::error::{Error, Result};
 
@@ -19,18 +20,20 @@ pub(crate) struct RunOptions {
     pub sync_each: bool,
 }
 
-/// One window of `tokens` tokens per sequence: the state in `win.state` is read at the
-/// start and replaced by the state after the window; outputs land in `win.o`.
+/// One window of `tokens` tokens per sequence: the state in `state` (the window's own,
+/// or a session's resident one) is read at the start and replaced by the state after
+/// the window; outputs land in `win.o`.
 pub(crate) fn run_window(
     kernels: &Kernels,
     stream: &Arc<CudaStream>,
     win: &Window,
+    state: &DeviceBuffer,
     tokens: usize,
     scale: f32,
     opts: RunOptions,
 ) -> Result<()> {
     let plan = plan::window_plan(&win.shape, tokens, scale, opts.plan, &kernels.layout);
-    execute(kernels, stream, win, &plan, opts)
+    execute(kernels, stream, win, state, &plan, opts)
 }
 
 /// Stage 1; with `opts.plan.bf16_fast` (bf16 inputs only) W, U, P are stored as bf16
@@ -44,7 +47,7 @@ pub(crate) fn prep(
     opts: RunOptions,
 ) -> Result<()> {
     let plan = plan::prep_plan(&win.shape, tokens, scale, opts.plan);
-    execute(kernels, stream, win, &plan, opts)
+    execute(kernels, stream, win, &win.state, &plan, opts)
 }
 
 /// The scan from stage-1 outputs already in the window.
@@ -57,17 +60,24 @@ pub(crate) fn scan(
     opts: RunOptions,
 ) -> Result<()> {
     let plan = plan::scan_plan(&win.shape, tokens, scale, opts.plan, &kernels.layout);
-    execute(kernels, stream, win, &plan, opts)
+    execute(kernels, stream, win, &win.state, &plan, opts)
 }
 
 fn execute(
     kernels: &Kernels,
     stream: &Arc<CudaStream>,
     win: &Window,
+    state: &DeviceBuffer,
     plan: &[Launch],
     opts: RunOptions,
 ) -> Result<()> {
-    let addr = |p: Ptr| p.map_or(0, |b| win.buffer(b).ptr(stream));
+    // `state` has the bytes `Buf::State` names for this shape (the session checks it
+    // at open), so the plan's bounds hold for it as for the window's own.
+    let addr = |p: Ptr| match p {
+        None => 0,
+        Some(Buf::State) => state.ptr(stream),
+        Some(b) => win.buffer(b).ptr(stream),
+    };
     for l in plan {
         let f = kernels.function(&l.kernel);
         let cfg = LaunchConfig {

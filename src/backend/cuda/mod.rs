@@ -7,11 +7,13 @@
 //! device from the first window to the last. Chunks are always 64 tokens on the GPU:
 //! `MemoryConfig::chunk_size` only changes rounding, and only on the CPU.
 
-mod buffers;
+pub(crate) mod buffers;
+pub(crate) mod gemm;
 mod launch;
-mod module;
+pub(crate) mod module;
 mod params;
 pub(crate) mod plan;
+pub(crate) mod session;
 mod window;
 
 use std::sync::{Arc, Mutex};
@@ -27,6 +29,7 @@ use crate::inputs::{check_forward_call, ForwardInputs, InputRows, MaterializedRo
 use crate::state::State;
 use crate::tensor::DType;
 
+pub use gemm::GemmShape;
 use module::Kernels;
 pub use module::{driver_version, PTX_DRIVER};
 #[doc(hidden)]
@@ -182,12 +185,22 @@ impl CudaBackend {
         &self.info
     }
 
+    /// Free and total device memory in bytes, as the driver reports them now.
+    pub fn memory_info(&self) -> Result<(usize, usize)> {
+        self.bind()?;
+        self.ctx
+            .mem_get_info()
+            .map_err(cuda_err("querying free memory"))
+    }
+
     /// How the kernels were loaded (PTX, or NVRTC for an older driver).
     pub fn kernels_loaded_from(&self) -> &str {
         &self.kernels.loaded_from
     }
 
-    fn check_supported(&self, config: &MemoryConfig, batch: usize) -> Result<()> {
+    /// Fails, saying why, unless the kernels can run a memory of `config` for `batch`
+    /// sequences.
+    pub fn check_supported(&self, config: &MemoryConfig, batch: usize) -> Result<()> {
         let kmax = self.kernels.layout.kmax;
         if config.key_dim > kmax {
             return Err(Error::Config(format!(
@@ -319,6 +332,7 @@ impl CudaBackend {
                         &self.kernels,
                         &self.stream,
                         win,
+                        &win.state,
                         inputs.tokens,
                         scale,
                         opts,
@@ -438,6 +452,169 @@ impl CudaBackend {
         Ok(win)
     }
 
+    /// Streams `inputs` window by window through a state on the device: the window's
+    /// own (uploaded from the host first and downloaded after: a plain forward) or a
+    /// session's resident one, which stays where it is. Only inputs and outputs cross
+    /// the bus for a session.
+    fn forward_on(
+        &self,
+        config: &MemoryConfig,
+        inputs: &ForwardInputs<'_>,
+        mut state: Resident<'_>,
+        out: &mut [f32],
+    ) -> Result<()> {
+        self.check_supported(config, inputs.batch)?;
+        let tokens = inputs.tokens;
+        // No sequences: nothing to launch (a grid dimension of 0 is a launch error).
+        if tokens == 0 || inputs.batch == 0 {
+            return Ok(());
+        }
+        self.bind()?;
+        let shape = self.shape(config, inputs.batch, device_dtype(inputs), tokens)?;
+        let mut slot = self.window.lock().unwrap_or_else(|p| p.into_inner());
+        let win = self.window_for(&mut slot, shape)?;
+        if let Resident::Host(host) = &state {
+            win.state
+                .upload(&self.stream, 0, bytemuck::cast_slice(host.values()))?;
+        }
+        for (t0, len) in plan::window_spans(tokens, shape.t_cap) {
+            win.upload_inputs(&self.stream, inputs, t0, len)?;
+            if self.checks {
+                win.poison_outputs(&self.stream)?;
+            }
+            let segments = self.segments_for(&shape, len.div_ceil(CHUNK));
+            let state_buf = match &state {
+                Resident::Host(_) => &win.state,
+                Resident::Device(buf) => *buf,
+            };
+            if state_buf.len() != plan::Buf::State.bytes(&shape) {
+                return Err(Error::StateMismatch(format!(
+                    "the device state holds {} bytes, the window's shape needs {}",
+                    state_buf.len(),
+                    plan::Buf::State.bytes(&shape)
+                )));
+            }
+            launch::run_window(
+                &self.kernels,
+                &self.stream,
+                win,
+                state_buf,
+                len,
+                config.effective_scale(),
+                self.run_options(segments),
+            )?;
+            win.download_outputs(&self.stream, out, tokens, t0, len)?;
+        }
+        if let Resident::Host(host) = &mut state {
+            win.state
+                .download(&self.stream, 0, bytemuck::cast_slice_mut(host.values_mut()))?;
+        }
+        self.finish_checks(win)
+    }
+
+    /// Runs one window of a memory whose inputs are written on the device: `fill`
+    /// gets the window's input addresses (q, k, v in `dtype`, β, g; layout
+    /// `[t_cap, H, ·]` of one sequence) and launches what writes them, the memory runs
+    /// on the resident `state`, and `read` gets the outputs' address (`o`,
+    /// `[t_cap, H, V]` f32) to launch what reads them. Everything goes to this
+    /// backend's stream in order; nothing is copied to or from the host.
+    pub(crate) fn forward_device(
+        &self,
+        config: &MemoryConfig,
+        dtype: DType,
+        tokens: usize,
+        state: &buffers::DeviceBuffer,
+        fill: &mut dyn FnMut(&WindowIo) -> Result<()>,
+        read: &mut dyn FnMut(&WindowIo) -> Result<()>,
+    ) -> Result<()> {
+        self.check_supported(config, 1)?;
+        if tokens == 0 {
+            return Ok(());
+        }
+        let shape = Shape {
+            t_cap: tokens.div_ceil(CHUNK) * CHUNK,
+            ..self.shape(config, 1, dtype, tokens)?
+        };
+        let shape = Shape {
+            g_cap: self.segments_for(&shape, shape.chunks()),
+            ..shape
+        };
+        if state.len() != plan::Buf::State.bytes(&shape) {
+            return Err(Error::StateMismatch(format!(
+                "the device state holds {} bytes, the memory needs {}",
+                state.len(),
+                plan::Buf::State.bytes(&shape)
+            )));
+        }
+        let mut slot = self.window.lock().unwrap_or_else(|p| p.into_inner());
+        let win = self.window_for(&mut slot, shape)?;
+        if self.checks {
+            win.poison_outputs(&self.stream)?;
+        }
+        let io = WindowIo {
+            t_cap: win.shape.t_cap,
+            q: win.q.ptr(&self.stream),
+            k: win.k.ptr(&self.stream),
+            v: win.v.ptr(&self.stream),
+            beta: win.beta.ptr(&self.stream),
+            g: win.g.ptr(&self.stream),
+            o: win.o.ptr(&self.stream),
+        };
+        fill(&io)?;
+        let segments = self.segments_for(&win.shape, tokens.div_ceil(CHUNK));
+        launch::run_window(
+            &self.kernels,
+            &self.stream,
+            win,
+            state,
+            tokens,
+            config.effective_scale(),
+            self.run_options(segments),
+        )?;
+        read(&io)?;
+        if self.checks {
+            self.finish_checks(win)?;
+        }
+        Ok(())
+    }
+
+    /// The stream every copy and launch of this backend goes to.
+    pub(crate) fn stream(&self) -> &Arc<CudaStream> {
+        &self.stream
+    }
+
+    /// The device context.
+    pub(crate) fn context(&self) -> &Arc<CudaContext> {
+        &self.ctx
+    }
+
+    /// Whether test mode (poisoned outputs, guard checks) is on.
+    pub(crate) fn checks(&self) -> bool {
+        self.checks
+    }
+
+    /// Waits for everything queued on the stream; errors of earlier launches show here.
+    pub(crate) fn synchronize(&self) -> Result<()> {
+        self.sync()
+    }
+
+    /// Makes this backend's context current on the calling thread (sessions may move
+    /// between threads).
+    pub(crate) fn bind(&self) -> Result<()> {
+        self.ctx
+            .bind_to_thread()
+            .map_err(cuda_err("binding the context"))
+    }
+
+    /// Guard checks (in test mode) of buffers outside a window.
+    fn finish_checks_on(&self, bufs: &[&buffers::DeviceBuffer]) -> Result<()> {
+        self.sync()?;
+        if self.checks {
+            bufs.iter().try_for_each(|b| b.check_guards(&self.stream))?;
+        }
+        Ok(())
+    }
+
     fn finish_checks(&self, win: &Window) -> Result<()> {
         self.sync()?;
         if self.checks {
@@ -445,6 +622,27 @@ impl CudaBackend {
         }
         Ok(())
     }
+}
+
+/// Device addresses of one window's memory inputs and outputs (one sequence).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct WindowIo {
+    /// Tokens the window holds (rows of every buffer below).
+    pub t_cap: usize,
+    pub q: u64,
+    pub k: u64,
+    pub v: u64,
+    pub beta: u64,
+    pub g: u64,
+    pub o: u64,
+}
+
+/// Where a forward's state lives while the windows run.
+enum Resident<'s> {
+    /// On the host: copied into the window before and back after (a plain forward).
+    Host(&'s mut State),
+    /// On the device, a session's: left there.
+    Device(&'s buffers::DeviceBuffer),
 }
 
 /// The segment count with the lowest modelled cost (see `CudaBackend::segments_for`).
@@ -477,14 +675,16 @@ fn device_dtype(inputs: &ForwardInputs<'_>) -> DType {
 }
 
 impl Backend for CudaBackend {
+    fn as_cuda(&self) -> Option<&CudaBackend> {
+        Some(self)
+    }
+
     fn open<'a>(
         &'a self,
         config: &MemoryConfig,
         state: State,
     ) -> Result<Box<dyn crate::backend::MemorySession + 'a>> {
-        Ok(Box::new(crate::backend::HostSession::new(
-            self, config, state,
-        )?))
+        Ok(Box::new(session::CudaSession::open(self, config, state)?))
     }
 
     /// Rows (a model's features) are written out on the host, then uploaded like
@@ -517,42 +717,8 @@ impl Backend for CudaBackend {
         out: &mut [f32],
     ) -> Result<()> {
         check_forward_call(config, inputs, state, out)?;
-        self.check_supported(config, inputs.batch)?;
-        let tokens = inputs.tokens;
-        // No sequences: nothing to launch (a grid dimension of 0 is a launch error).
-        if tokens > 0 && inputs.batch > 0 {
-            self.ctx
-                .bind_to_thread()
-                .map_err(cuda_err("binding the context"))?;
-            let shape = self.shape(config, inputs.batch, device_dtype(inputs), tokens)?;
-            let mut slot = self.window.lock().unwrap_or_else(|p| p.into_inner());
-            let win = self.window_for(&mut slot, shape)?;
-            win.state
-                .upload(&self.stream, 0, bytemuck::cast_slice(state.values()))?;
-            for (t0, len) in plan::window_spans(tokens, shape.t_cap) {
-                win.upload_inputs(&self.stream, inputs, t0, len)?;
-                if self.checks {
-                    win.poison_outputs(&self.stream)?;
-                }
-                let segments = self.segments_for(&shape, len.div_ceil(CHUNK));
-                launch::run_window(
-                    &self.kernels,
-                    &self.stream,
-                    win,
-                    len,
-                    config.effective_scale(),
-                    self.run_options(segments),
-                )?;
-                win.download_outputs(&self.stream, out, tokens, t0, len)?;
-            }
-            win.state.download(
-                &self.stream,
-                0,
-                bytemuck::cast_slice_mut(state.values_mut()),
-            )?;
-            self.finish_checks(win)?;
-        }
-        state.set_tokens_seen(state.tokens_after(tokens as u64)?);
+        self.forward_on(config, inputs, Resident::Host(state), out)?;
+        state.set_tokens_seen(state.tokens_after(inputs.tokens as u64)?);
         Ok(())
     }
 }

@@ -123,6 +123,13 @@ impl Kernels {
     }
 }
 
+/// Loads the embedded module `name` (a `.cu` file stem, e.g. `lm_norm`) into `ctx`, the
+/// same way as the memory's kernels (PTX, NVRTC for an older driver).
+pub(crate) fn load_embedded(ctx: &Arc<CudaContext>, name: &str) -> Result<Arc<CudaModule>> {
+    let mut via = Vec::new();
+    load_module(ctx, embedded(name)?, &mut via)
+}
+
 /// PTX as embedded; if the driver rejects its ISA version, the embedded source through
 /// NVRTC for this device's architecture.
 fn load_module(

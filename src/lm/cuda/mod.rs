@@ -1,0 +1,252 @@
+//! A language model on a CUDA device: its weights uploaded once (the large matrices in
+//! the checkpoint's dtype, [`super::matrices`]; the small per-layer vectors in f32, as
+//! the kernels of [`super::kernels`] read them), the kernels loaded, a cuBLAS handle.
+//! Sequences run in [`session::CudaModelSession`]s.
+
+pub(crate) mod session;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use cudarc::driver::{CudaFunction, CudaModule, DeviceRepr, LaunchConfig, PushKernelArg};
+
+use crate::backend::cuda::buffers::DeviceBuffer;
+use crate::backend::cuda::gemm::{Blas, GemmShape, Operands};
+use crate::backend::cuda::module::load_embedded;
+use crate::backend::cuda::CudaBackend;
+use crate::error::{Error, Result};
+use crate::tensor::DType;
+
+use super::config::GdnConfig;
+use super::kernels::{module_of, LmDims, LmLaunch};
+use super::matrices::{Matrices, Matrix};
+use super::weights::Weights;
+
+/// One layer's weights on the device.
+pub(crate) struct DeviceLayer {
+    pub attn_norm: DeviceBuffer,
+    pub in_proj: DeviceBuffer,
+    pub conv_taps: DeviceBuffer,
+    pub decay_rate: DeviceBuffer,
+    pub dt_bias: DeviceBuffer,
+    pub o_norm: DeviceBuffer,
+    pub o_proj: DeviceBuffer,
+    pub mlp_norm: DeviceBuffer,
+    pub gate_up: DeviceBuffer,
+    pub down: DeviceBuffer,
+}
+
+/// A model's weights, kernels and cuBLAS handle on one device.
+pub struct DeviceModel {
+    pub(crate) dtype: DType,
+    pub(crate) dims: LmDims,
+    pub(crate) blas: Blas,
+    modules: HashMap<&'static str, Arc<CudaModule>>,
+    functions: Mutex<HashMap<&'static str, CudaFunction>>,
+    pub(crate) embeddings: DeviceBuffer,
+    pub(crate) lm_head: Option<DeviceBuffer>,
+    pub(crate) norm: DeviceBuffer,
+    pub(crate) layers: Vec<DeviceLayer>,
+    bytes: usize,
+}
+
+fn upload(backend: &CudaBackend, name: &'static str, bytes: &[u8]) -> Result<DeviceBuffer> {
+    let mut buf = DeviceBuffer::new(backend.stream(), name, bytes.len())?;
+    buf.upload(backend.stream(), 0, bytes)?;
+    Ok(buf)
+}
+
+fn upload_f32(backend: &CudaBackend, name: &'static str, v: &[f32]) -> Result<DeviceBuffer> {
+    upload(backend, name, bytemuck::cast_slice(v))
+}
+
+fn upload_matrix(backend: &CudaBackend, name: &'static str, m: &Matrix) -> Result<DeviceBuffer> {
+    upload(backend, name, &m.bytes)
+}
+
+impl DeviceModel {
+    /// Uploads `matrices` (in their dtype) and the small vectors of `weights` (f32),
+    /// and loads the model kernels. Fails, naming what, where the device lacks memory,
+    /// cuBLAS or the kernels, or the kernels cannot run this shape.
+    pub fn new(
+        backend: &CudaBackend,
+        config: &GdnConfig,
+        weights: &Weights,
+        matrices: &Matrices,
+    ) -> Result<Self> {
+        let dims = LmDims::of(config);
+        dims.check()?;
+        backend.bind()?;
+        let (free, _) = backend
+            .context()
+            .mem_get_info()
+            .map_err(crate::backend::cuda::cuda_err("querying free memory"))?;
+        let small: usize = 4
+            * (weights.norm.len()
+                + weights
+                    .layers
+                    .iter()
+                    .map(|l| {
+                        l.attn_norm.len()
+                            + l.conv.len()
+                            + l.decay_rate.len()
+                            + l.dt_bias.len()
+                            + l.o_norm.len()
+                            + l.mlp_norm.len()
+                    })
+                    .sum::<usize>());
+        let bytes = matrices.bytes() + small;
+        if bytes > free {
+            return Err(Error::TooLarge {
+                what: "the model's weights on the device".into(),
+                bytes: Some(bytes as u64),
+                problem: format!("the device has {free} bytes free"),
+            });
+        }
+        let blas = Blas::new(backend.stream())?;
+        let mut modules = HashMap::new();
+        for name in ["lm_norm", "lm_conv", "lm_head"] {
+            modules.insert(name, load_embedded(backend.context(), name)?);
+        }
+        let layers = weights
+            .layers
+            .iter()
+            .zip(&matrices.layers)
+            .map(|(w, m)| {
+                Ok(DeviceLayer {
+                    attn_norm: upload_f32(backend, "attn_norm", &w.attn_norm)?,
+                    in_proj: upload_matrix(backend, "in_proj", &m.in_proj)?,
+                    conv_taps: upload_f32(backend, "conv taps", &w.conv)?,
+                    decay_rate: upload_f32(backend, "decay rate", &w.decay_rate)?,
+                    dt_bias: upload_f32(backend, "dt_bias", &w.dt_bias)?,
+                    o_norm: upload_f32(backend, "o_norm", &w.o_norm)?,
+                    o_proj: upload_matrix(backend, "o_proj", &m.o_proj)?,
+                    mlp_norm: upload_f32(backend, "mlp_norm", &w.mlp_norm)?,
+                    gate_up: upload_matrix(backend, "gate_up", &m.gate_up)?,
+                    down: upload_matrix(backend, "down", &m.down)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let model = DeviceModel {
+            dtype: matrices.dtype,
+            dims,
+            blas,
+            modules,
+            functions: Mutex::new(HashMap::new()),
+            embeddings: upload_matrix(backend, "embeddings", &matrices.embeddings)?,
+            lm_head: matrices
+                .lm_head
+                .as_ref()
+                .map(|h| upload_matrix(backend, "lm_head", h))
+                .transpose()?,
+            norm: upload_f32(backend, "norm", &weights.norm)?,
+            layers,
+            bytes,
+        };
+        backend.synchronize()?;
+        Ok(model)
+    }
+
+    /// The element type of the matrices (and of every GEMM operand).
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// Device bytes the weights take.
+    pub fn weight_bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// The output head: its own matrix, or the embeddings when tied.
+    pub(crate) fn head(&self) -> &DeviceBuffer {
+        self.lm_head.as_ref().unwrap_or(&self.embeddings)
+    }
+
+    fn function(&self, entry: &'static str) -> Result<CudaFunction> {
+        let mut cache = self.functions.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(f) = cache.get(entry) {
+            return Ok(f.clone());
+        }
+        let module = self
+            .modules
+            .get(module_of(entry))
+            .ok_or_else(|| Error::Device(format!("no module loaded for kernel {entry}")))?;
+        let f = module
+            .load_function(entry)
+            .map_err(crate::backend::cuda::cuda_err(&format!(
+                "loading kernel {entry}"
+            )))?;
+        cache.insert(entry, f.clone());
+        Ok(f)
+    }
+
+    /// Queues one launch on `backend`'s stream (and waits for it in test mode, so a
+    /// fault is reported under the kernel's name).
+    pub(crate) fn launch<P: DeviceRepr + Copy>(
+        &self,
+        backend: &CudaBackend,
+        l: &LmLaunch<P>,
+    ) -> Result<()> {
+        let f = self.function(l.entry)?;
+        let cfg = LaunchConfig {
+            grid_dim: l.grid,
+            block_dim: l.block,
+            shared_mem_bytes: l.shared_mem_bytes,
+        };
+        let stream = backend.stream();
+        let mut b = stream.launch_builder(&f);
+        b.arg(&l.params);
+        // SAFETY: the parameter block is the kernel's own struct (checked field by field
+        // against the source in lm::kernels::params); its addresses come from buffers
+        // the caller sized for the launch's rows and dims, and the kernels bound every
+        // access by the sizes in the block.
+        unsafe { b.launch(cfg) }.map_err(|e| Error::Cuda {
+            op: format!("launching {} (grid {:?})", l.entry, l.grid),
+            detail: e.to_string(),
+        })?;
+        if backend.checks() {
+            backend.synchronize().map_err(|e| Error::Cuda {
+                op: format!("running {}", l.entry),
+                detail: e.to_string(),
+            })?;
+        }
+        Ok(())
+    }
+
+    /// `y[T, out] (+)= x[T, in] · w[out, in]ᵀ`, x in the model's dtype, y f32.
+    pub(crate) fn linear(
+        &self,
+        backend: &CudaBackend,
+        x: u64,
+        w: &DeviceBuffer,
+        y: u64,
+        shape: GemmShape,
+        accumulate: bool,
+    ) -> Result<()> {
+        let es = match self.dtype {
+            DType::F32 => 4,
+            _ => 2,
+        };
+        if w.len() != shape.out_dim * shape.in_dim * es {
+            return Err(Error::Config(format!(
+                "a weight of {} bytes for a product {shape:?}",
+                w.len()
+            )));
+        }
+        // SAFETY: `w` holds the weight of this shape (checked just above); the session
+        // sized `x` and `y` for its window's rows, which bound `shape.tokens`.
+        unsafe {
+            self.blas.linear(
+                Operands {
+                    x,
+                    w: w.ptr(backend.stream()),
+                    y,
+                },
+                self.dtype,
+                DType::F32,
+                shape,
+                accumulate,
+            )
+        }
+    }
+}

@@ -1,0 +1,478 @@
+//! One sequence through a model on the device: the forward of `lm::session` with every
+//! activation in device memory. Per window only the token ids go up (from pinned host
+//! buffers, on a copy stream of their own, so the next window's ids travel while this
+//! one computes) and only the logits asked for come down. The layers' memories are
+//! device-resident sessions and their conv caches device buffers, for the whole stream;
+//! a snapshot copies them to the host.
+
+use std::sync::Arc;
+
+use cudarc::driver::{CudaEvent, CudaStream, PinnedHostSlice};
+
+use crate::backend::cuda::buffers::DeviceBuffer;
+use crate::backend::cuda::gemm::GemmShape;
+use crate::backend::cuda::session::CudaSession;
+use crate::backend::cuda::{cuda_err, CudaBackend};
+use crate::error::{Error, Result};
+use crate::tensor::DType;
+
+use super::super::kernels::{self as k, AddNormBufs, ConvBufs};
+use super::super::model::LanguageModel;
+use super::super::session::Logits;
+use super::super::state::{LayerState, ModelState};
+use super::DeviceModel;
+
+/// Buffers of one window's activations, sized once for `rows` tokens.
+struct Workspace {
+    rows: usize,
+    /// `[rows, D]` f32: the residual stream.
+    x: DeviceBuffer,
+    /// `[rows, max(D, Dv, I)]` in the model's dtype: each GEMM's input.
+    h: DeviceBuffer,
+    /// `[rows, in_proj_width]` f32.
+    proj: DeviceBuffer,
+    /// `[rows, 2·I]` f32.
+    mlp: DeviceBuffer,
+    /// `[logit_rows, vocab]` f32, grown when more rows of logits are asked for.
+    logits: Option<DeviceBuffer>,
+    /// `[rows + 1]` f64: next-token NLL of a scored window.
+    nll: DeviceBuffer,
+}
+
+/// Token ids to the device: two pinned host buffers and two device buffers used in
+/// turn, copied on a stream of their own. Events order the copy of window `i + 2` after
+/// the embedding of window `i` read its ids; cudarc orders host writes to a pinned
+/// buffer after the copy out of it.
+struct IdUploads {
+    copy: Arc<CudaStream>,
+    pinned: [PinnedHostSlice<u8>; 2],
+    device: [DeviceBuffer; 2],
+    /// Recorded on the compute stream after the embedding read `device[i]`.
+    consumed: [Option<CudaEvent>; 2],
+    next: usize,
+}
+
+/// A sequence's state and workspace on the device.
+pub(crate) struct CudaModelSession<'m> {
+    model: &'m LanguageModel,
+    dev: &'m DeviceModel,
+    backend: &'m CudaBackend,
+    memories: Vec<CudaSession<'m>>,
+    conv: Vec<DeviceBuffer>,
+    last_hidden: DeviceBuffer,
+    has_hidden: bool,
+    tokens: u64,
+    ws: Option<Workspace>,
+    ids: Option<IdUploads>,
+    /// The logits of the last call, on the host.
+    logits: Vec<f32>,
+}
+
+fn elem(d: DType) -> usize {
+    match d {
+        DType::F32 => 4,
+        DType::F16 | DType::BF16 => 2,
+    }
+}
+
+fn bytes(parts: &[usize]) -> Result<usize> {
+    parts
+        .iter()
+        .try_fold(1usize, |a, &b| a.checked_mul(b))
+        .ok_or_else(|| Error::TooLarge {
+            what: "a window's activations on the device".into(),
+            bytes: None,
+            problem: format!("{parts:?} overflows"),
+        })
+}
+
+impl<'m> CudaModelSession<'m> {
+    /// Uploads `state` (checked against the model by the caller).
+    pub fn new(
+        model: &'m LanguageModel,
+        dev: &'m DeviceModel,
+        backend: &'m CudaBackend,
+        state: ModelState,
+    ) -> Result<Self> {
+        let mut memories = Vec::with_capacity(state.layers.len());
+        let mut conv = Vec::with_capacity(state.layers.len());
+        for layer in state.layers {
+            memories.push(CudaSession::open(
+                backend,
+                model.memory_config(),
+                layer.memory,
+            )?);
+            let mut c = DeviceBuffer::new(backend.stream(), "conv cache", 4 * layer.conv.len())?;
+            c.upload(backend.stream(), 0, bytemuck::cast_slice(&layer.conv))?;
+            conv.push(c);
+        }
+        let d = model.config().hidden_size;
+        let mut last_hidden = DeviceBuffer::new(backend.stream(), "last hidden", 4 * d)?;
+        if let Some(h) = &state.last_hidden {
+            last_hidden.upload(backend.stream(), 0, bytemuck::cast_slice(h))?;
+        }
+        Ok(CudaModelSession {
+            model,
+            dev,
+            backend,
+            memories,
+            conv,
+            last_hidden,
+            has_hidden: state.last_hidden.is_some(),
+            tokens: state.tokens,
+            ws: None,
+            ids: None,
+            logits: Vec::new(),
+        })
+    }
+
+    /// Tokens fed so far.
+    pub fn tokens(&self) -> u64 {
+        self.tokens
+    }
+
+    /// The workspace for windows of up to `rows` tokens (allocated once per size).
+    fn workspace(&mut self, rows: usize) -> Result<()> {
+        if self.ws.as_ref().is_some_and(|w| w.rows >= rows) {
+            return Ok(());
+        }
+        self.ws = None;
+        self.ids = None;
+        let c = self.model.config();
+        let dims = &self.dev.dims;
+        let s = self.backend.stream();
+        let widest = c
+            .hidden_size
+            .max(dims.value_width())
+            .max(c.intermediate_size);
+        let ws = Workspace {
+            rows,
+            x: DeviceBuffer::new(s, "residual", bytes(&[rows, c.hidden_size, 4])?)?,
+            h: DeviceBuffer::new(
+                s,
+                "gemm input",
+                bytes(&[rows, widest, elem(self.dev.dtype)])?,
+            )?,
+            proj: DeviceBuffer::new(s, "in_proj out", bytes(&[rows, dims.in_proj_width(), 4])?)?,
+            mlp: DeviceBuffer::new(s, "mlp", bytes(&[rows, 2 * c.intermediate_size, 4])?)?,
+            logits: None,
+            nll: DeviceBuffer::new(s, "nll", bytes(&[rows + 1, 8])?)?,
+        };
+        let ctx = self.backend.context();
+        let pinned = |_| -> Result<PinnedHostSlice<u8>> {
+            // SAFETY: a fresh allocation of plain bytes; every byte is written before a
+            // copy reads it (only the window's ids are copied, see `upload_ids`).
+            unsafe { ctx.alloc_pinned::<u8>(4 * rows) }
+                .map_err(cuda_err("allocating pinned memory"))
+        };
+        let copy = ctx
+            .new_stream()
+            .map_err(cuda_err("creating the copy stream"))?;
+        self.ids = Some(IdUploads {
+            copy,
+            pinned: [pinned(0)?, pinned(1)?],
+            device: [
+                DeviceBuffer::new(s, "ids", 4 * rows)?,
+                DeviceBuffer::new(s, "ids", 4 * rows)?,
+            ],
+            consumed: [None, None],
+            next: 0,
+        });
+        self.ws = Some(ws);
+        Ok(())
+    }
+
+    /// Puts `ids` on their way to the device; returns the slot whose device buffer
+    /// holds them once the compute stream has waited for the copy (done here).
+    fn upload_ids(&mut self, ids: &[u32]) -> Result<usize> {
+        let compute = self.backend.stream().clone();
+        let up = self.ids.as_mut().expect("workspace first");
+        let slot = up.next;
+        up.next ^= 1;
+        // The host write waits (inside cudarc) for the last copy out of this buffer.
+        let host = up.pinned[slot]
+            .as_mut_slice()
+            .map_err(cuda_err("writing pinned memory"))?;
+        let n = 4 * ids.len();
+        host[..n].copy_from_slice(bytemuck::cast_slice(ids));
+        // Ids past this window's stay from an earlier one: the kernels read `rows` only.
+        if let Some(e) = &up.consumed[slot] {
+            up.copy.wait(e).map_err(cuda_err("ordering the id copy"))?;
+        }
+        up.device[slot].upload_pinned(&up.copy, &up.pinned[slot])?;
+        let copied = up
+            .copy
+            .record_event(None)
+            .map_err(cuda_err("recording the id copy"))?;
+        compute
+            .wait(&copied)
+            .map_err(cuda_err("waiting for the id copy"))?;
+        Ok(slot)
+    }
+
+    /// Every layer over `ids`; leaves the logits asked for in `self.logits`.
+    pub fn forward(&mut self, ids: &[u32], want: Logits) -> Result<&[f32]> {
+        let t = ids.len();
+        self.logits.clear();
+        if t == 0 {
+            return Ok(&self.logits);
+        }
+        self.backend.bind()?;
+        self.workspace(t)?;
+        let slot = self.upload_ids(ids)?;
+        self.layers(t, slot)?;
+        let d = self.model.config().hidden_size;
+        let x = self
+            .ws
+            .as_ref()
+            .expect("sized")
+            .x
+            .ptr(self.backend.stream());
+        match want {
+            Logits::None => {}
+            Logits::Last => self.head(x + ((t - 1) * d * 4) as u64, 1)?,
+            Logits::All => self.head(x, t)?,
+        }
+        Ok(&self.logits)
+    }
+
+    /// Feeds `ids` and appends the negative log-likelihood (nats) of each of them that
+    /// has a prediction: `ids[0]` from the state before the window (when a token came
+    /// before), then `ids[i]` from the window's row `i − 1`. Computed on the device; only
+    /// the scores come back.
+    pub fn forward_scored(&mut self, ids: &[u32], out: &mut Vec<f64>) -> Result<()> {
+        let t = ids.len();
+        if t == 0 {
+            return Ok(());
+        }
+        self.backend.bind()?;
+        self.workspace(t)?;
+        let slot = self.upload_ids(ids)?;
+        let (dev, backend) = (self.dev, self.backend);
+        let s = backend.stream();
+        let targets = self.ids.as_ref().expect("sized").device[slot].ptr(s);
+        let nll = self.ws.as_ref().expect("sized").nll.ptr(s);
+        let mut rows = 0usize;
+        if self.has_hidden {
+            let logits = self.head_device(self.last_hidden.ptr(s), 1)?;
+            dev.launch(backend, &k::nll(&dev.dims, 1, logits, targets, nll)?)?;
+            rows = 1;
+        }
+        self.layers(t, slot)?;
+        if t > 1 {
+            let x = self.ws.as_ref().expect("sized").x.ptr(s);
+            let logits = self.head_device(x, t - 1)?;
+            let l = k::nll(&dev.dims, t - 1, logits, targets + 4, nll + 8 * rows as u64)?;
+            dev.launch(backend, &l)?;
+            rows += t - 1;
+        }
+        let mut host = vec![0.0f64; rows];
+        self.ws
+            .as_ref()
+            .expect("sized")
+            .nll
+            .download(s, 0, bytemuck::cast_slice_mut(&mut host))?;
+        out.extend_from_slice(&host);
+        Ok(())
+    }
+
+    /// Every layer over the `t` ids in id buffer `slot`: the residual stream ends in
+    /// `ws.x`, the last row is kept as the last hidden vector.
+    fn layers(&mut self, t: usize, slot: usize) -> Result<()> {
+        let (dev, backend) = (self.dev, self.backend);
+        let s = backend.stream();
+        let dims = dev.dims;
+        let c = self.model.config();
+        let dt = dev.dtype;
+        let (d, inter, n_in, dv) = (
+            c.hidden_size,
+            c.intermediate_size,
+            dims.in_proj_width(),
+            dims.value_width(),
+        );
+        let ws = self.ws.as_ref().expect("just sized");
+        let (x, h, proj, mlp) = (ws.x.ptr(s), ws.h.ptr(s), ws.proj.ptr(s), ws.mlp.ptr(s));
+        let up = self.ids.as_mut().expect("just sized");
+        dev.launch(
+            backend,
+            &k::embed(
+                &dims,
+                dt,
+                t,
+                up.device[slot].ptr(s),
+                dev.embeddings.ptr(s),
+                x,
+            )?,
+        )?;
+        up.consumed[slot] = Some(
+            s.record_event(None)
+                .map_err(cuda_err("recording the embedding"))?,
+        );
+        let gemm = |x_in: u64, w: &DeviceBuffer, y: u64, in_dim, out_dim, acc| {
+            dev.linear(
+                backend,
+                x_in,
+                w,
+                y,
+                GemmShape {
+                    tokens: t,
+                    in_dim,
+                    out_dim,
+                },
+                acc,
+            )
+        };
+        let norm = |weight: &DeviceBuffer, rows: usize, x_row: u64| {
+            let b = AddNormBufs {
+                x: x_row,
+                delta: 0,
+                weight: weight.ptr(s),
+                out: h,
+            };
+            dev.launch(backend, &k::add_rms_norm(&dims, dt, rows, b)?)
+        };
+        for (l, lw) in dev.layers.iter().enumerate() {
+            norm(&lw.attn_norm, t, x)?;
+            gemm(h, &lw.in_proj, proj, d, n_in, false)?;
+            let cache = self.conv[l].ptr(s);
+            let mut fill = |io: &crate::backend::cuda::WindowIo| {
+                if io.t_cap < t {
+                    return Err(Error::Device(format!(
+                        "the memory window holds {} tokens, the model's window {t}",
+                        io.t_cap
+                    )));
+                }
+                let b = ConvBufs {
+                    proj,
+                    taps: lw.conv_taps.ptr(s),
+                    cache,
+                    decay_rate: lw.decay_rate.ptr(s),
+                    dt_bias: lw.dt_bias.ptr(s),
+                    q: io.q,
+                    k: io.k,
+                    v: io.v,
+                    beta: io.beta,
+                    g: io.g,
+                };
+                dev.launch(backend, &k::conv(&dims, dt, t, b)?)?;
+                // After the conv, which read the cache as it was before the window.
+                dev.launch(backend, &k::conv_cache(&dims, t, proj, cache)?)
+            };
+            let mut read = |io: &crate::backend::cuda::WindowIo| {
+                let l = k::gated_norm(&dims, dt, t, io.o, proj, lw.o_norm.ptr(s), h)?;
+                dev.launch(backend, &l)
+            };
+            self.memories[l].feed_device(dt, t, &mut fill, &mut read)?;
+            gemm(h, &lw.o_proj, x, dv, d, true)?;
+            norm(&lw.mlp_norm, t, x)?;
+            gemm(h, &lw.gate_up, mlp, d, 2 * inter, false)?;
+            dev.launch(backend, &k::swiglu(&dims, dt, t, mlp, h)?)?;
+            gemm(h, &lw.down, x, inter, d, true)?;
+        }
+        let ws_x = &self.ws.as_ref().expect("sized").x;
+        self.last_hidden
+            .copy_from(s, 0, ws_x, (t - 1) * d * 4, d * 4)?;
+        self.has_hidden = true;
+        self.tokens += t as u64;
+        Ok(())
+    }
+
+    /// The final norm and the output head over `rows` rows of the residual stream at
+    /// `x_rows`, logits downloaded into `self.logits`.
+    fn head(&mut self, x_rows: u64, rows: usize) -> Result<()> {
+        self.head_device(x_rows, rows)?;
+        let vocab = self.model.config().vocab_size;
+        self.logits.resize(rows * vocab, 0.0);
+        let ws = self.ws.as_ref().expect("sized");
+        ws.logits.as_ref().expect("sized by head_device").download(
+            self.backend.stream(),
+            0,
+            bytemuck::cast_slice_mut(&mut self.logits),
+        )
+    }
+
+    /// The final norm and the output head over `rows` rows at `x_rows`, on the device;
+    /// returns the logits' address (`[rows, vocab]` f32).
+    fn head_device(&mut self, x_rows: u64, rows: usize) -> Result<u64> {
+        let (dev, backend) = (self.dev, self.backend);
+        let s = backend.stream();
+        let c = self.model.config();
+        let vocab = c.vocab_size;
+        self.workspace(rows)?;
+        let ws = self.ws.as_mut().expect("sized");
+        if ws
+            .logits
+            .as_ref()
+            .is_none_or(|b| b.len() < rows * vocab * 4)
+        {
+            ws.logits = None;
+            ws.logits = Some(DeviceBuffer::new(s, "logits", bytes(&[rows, vocab, 4])?)?);
+        }
+        let logits = ws.logits.as_ref().expect("just sized");
+        let b = AddNormBufs {
+            x: x_rows,
+            delta: 0,
+            weight: dev.norm.ptr(s),
+            out: ws.h.ptr(s),
+        };
+        dev.launch(backend, &k::add_rms_norm(&dev.dims, dev.dtype, rows, b)?)?;
+        dev.linear(
+            backend,
+            ws.h.ptr(s),
+            dev.head(),
+            logits.ptr(s),
+            GemmShape {
+                tokens: rows,
+                in_dim: c.hidden_size,
+                out_dim: vocab,
+            },
+            false,
+        )?;
+        Ok(logits.ptr(s))
+    }
+
+    /// The logits for the token after the last one fed; `None` before any token.
+    pub fn next_logits(&mut self) -> Result<Option<&[f32]>> {
+        if !self.has_hidden {
+            return Ok(None);
+        }
+        self.backend.bind()?;
+        let x = self.last_hidden.ptr(self.backend.stream());
+        self.head(x, 1)?;
+        Ok(Some(&self.logits))
+    }
+
+    /// The whole state on the host (each layer's memory and conv cache, the last
+    /// hidden vector); the session goes on.
+    pub fn snapshot(&self) -> Result<ModelState> {
+        self.backend.bind()?;
+        let s = self.backend.stream();
+        let layers = self
+            .memories
+            .iter()
+            .zip(&self.conv)
+            .map(|(m, conv)| {
+                let mut values = vec![0.0f32; conv.len() / 4];
+                conv.download(s, 0, bytemuck::cast_slice_mut(&mut values))?;
+                Ok(LayerState {
+                    memory: m.snapshot_state()?,
+                    conv: values,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let last_hidden = if self.has_hidden {
+            let mut h = vec![0.0f32; self.last_hidden.len() / 4];
+            self.last_hidden
+                .download(s, 0, bytemuck::cast_slice_mut(&mut h))?;
+            Some(h)
+        } else {
+            None
+        };
+        Ok(ModelState {
+            model: self.model.fingerprint(),
+            layers,
+            last_hidden,
+            tokens: self.tokens,
+        })
+    }
+}

@@ -1,0 +1,302 @@
+//! The large matrices of a model (embeddings, the stacked projections, the MLP, the
+//! output head) as bytes in one element type, the form a device holds them in: the
+//! checkpoint's own dtype when every matrix has the same one (bf16 weights stay bf16),
+//! else f32. The CPU forward uses the f32 [`super::weights::Weights`]; this is what the
+//! CUDA model uploads once.
+
+use half::{bf16, f16};
+
+use super::config::GdnConfig;
+use super::weights::{WeightFiles, Weights};
+use crate::error::{Error, Result};
+use crate::tensor::DType;
+
+/// A row-major `[rows, cols]` matrix as little-endian bytes of `dtype`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Matrix {
+    /// Element type.
+    pub dtype: DType,
+    /// Rows (a projection's outputs).
+    pub rows: usize,
+    /// Columns (a projection's inputs).
+    pub cols: usize,
+    /// `rows · cols` elements.
+    pub bytes: Vec<u8>,
+}
+
+/// One layer's projections, stacked as [`super::weights::LayerWeights`] stacks them.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LayerMatrices {
+    /// `q; k; v; g (if use_gate); a; b` `[2·Dk + Dv (+ Dv) + 2·HV, D]`.
+    pub in_proj: Matrix,
+    /// `[D, Dv]`.
+    pub o_proj: Matrix,
+    /// `gate; up` `[2·I, D]`.
+    pub gate_up: Matrix,
+    /// `[D, I]`.
+    pub down: Matrix,
+}
+
+/// Every large matrix of a model, in one element type.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Matrices {
+    /// The element type of all of them.
+    pub dtype: DType,
+    /// `[vocab, D]`.
+    pub embeddings: Matrix,
+    /// Per layer.
+    pub layers: Vec<LayerMatrices>,
+    /// `[vocab, D]`; `None` when tied to the embeddings.
+    pub lm_head: Option<Matrix>,
+}
+
+fn elem(d: DType) -> usize {
+    match d {
+        DType::F32 => 4,
+        DType::F16 | DType::BF16 => 2,
+    }
+}
+
+/// `values` as bytes of `dtype` (rounded to nearest).
+pub fn encode(values: &[f32], dtype: DType) -> Vec<u8> {
+    match dtype {
+        DType::F32 => bytemuck::cast_slice(values).to_vec(),
+        DType::F16 => values
+            .iter()
+            .flat_map(|&v| f16::from_f32(v).to_le_bytes())
+            .collect(),
+        DType::BF16 => values
+            .iter()
+            .flat_map(|&v| bf16::from_f32(v).to_le_bytes())
+            .collect(),
+    }
+}
+
+/// Bytes of `from` as f32 values.
+fn decode(bytes: &[u8], from: DType) -> Vec<f32> {
+    match from {
+        DType::F32 => bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+        DType::F16 => bytes
+            .chunks_exact(2)
+            .map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        DType::BF16 => bytes
+            .chunks_exact(2)
+            .map(|c| bf16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+    }
+}
+
+/// Tensors stacked row-wise into one matrix of `dtype`: their bytes as they are when
+/// they have that type, else converted.
+fn stack(parts: &[(DType, &[u8])], cols: usize, dtype: DType) -> Result<Matrix> {
+    let mut bytes = Vec::new();
+    let mut elems = 0usize;
+    for &(d, b) in parts {
+        let n = b.len() / elem(d);
+        elems += n;
+        if d == dtype {
+            bytes.extend_from_slice(b);
+        } else {
+            bytes.extend(encode(&decode(b, d), dtype));
+        }
+    }
+    if cols == 0 || !elems.is_multiple_of(cols) {
+        return Err(Error::Config(format!(
+            "a stacked matrix of {elems} values does not have rows of {cols}"
+        )));
+    }
+    Ok(Matrix {
+        dtype,
+        rows: elems / cols,
+        cols,
+        bytes,
+    })
+}
+
+/// Per layer, the tensor names of in_proj, o_proj, gate_up and down, in stacking order.
+type LayerNames = [Vec<String>; 4];
+
+/// The names of the embeddings, of each layer's stacked matrices, and of the head.
+fn layout(c: &GdnConfig) -> (String, Vec<LayerNames>, Option<String>) {
+    let layers = (0..c.layers)
+        .map(|l| {
+            let p = |s: &str| format!("model.layers.{l}.{s}");
+            let mut in_proj = vec![
+                p("attn.q_proj.weight"),
+                p("attn.k_proj.weight"),
+                p("attn.v_proj.weight"),
+            ];
+            if c.use_gate {
+                in_proj.push(p("attn.g_proj.weight"));
+            }
+            in_proj.push(p("attn.a_proj.weight"));
+            in_proj.push(p("attn.b_proj.weight"));
+            [
+                in_proj,
+                vec![p("attn.o_proj.weight")],
+                vec![p("mlp.gate_proj.weight"), p("mlp.up_proj.weight")],
+                vec![p("mlp.down_proj.weight")],
+            ]
+        })
+        .collect();
+    let head = (!c.tie_word_embeddings).then(|| "lm_head.weight".to_string());
+    ("model.embeddings.weight".into(), layers, head)
+}
+
+impl Matrices {
+    /// The matrices of checked checkpoint files (`WeightFiles::load` has checked names
+    /// and shapes), in the checkpoint's dtype when all of them share one, else f32.
+    pub fn from_files(files: &WeightFiles, c: &GdnConfig) -> Result<Self> {
+        let (emb, layers, head) = layout(c);
+        let mut names: Vec<&str> = vec![emb.as_str()];
+        for l in &layers {
+            names.extend(l.iter().flatten().map(String::as_str));
+        }
+        names.extend(head.as_deref());
+        let mut dtypes = Vec::with_capacity(names.len());
+        for n in &names {
+            dtypes.push(files.raw(n)?.0);
+        }
+        let dtype = common_dtype(&dtypes);
+        let take = |group: &[String], cols: usize| -> Result<Matrix> {
+            let mut parts = Vec::with_capacity(group.len());
+            for n in group {
+                let (d, _, b) = files.raw(n)?;
+                parts.push((d, b));
+            }
+            stack(&parts, cols, dtype)
+        };
+        let (d, i, dv) = (c.hidden_size, c.intermediate_size, c.value_width());
+        let embeddings = take(std::slice::from_ref(&emb), d)?;
+        let layers = layers
+            .iter()
+            .map(|[in_proj, o_proj, gate_up, down]| {
+                Ok(LayerMatrices {
+                    in_proj: take(in_proj, d)?,
+                    o_proj: take(o_proj, dv)?,
+                    gate_up: take(gate_up, d)?,
+                    down: take(down, i)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let lm_head = head.map(|h| take(&[h], d)).transpose()?;
+        Ok(Matrices {
+            dtype,
+            embeddings,
+            layers,
+            lm_head,
+        })
+    }
+
+    /// The matrices of f32 weights (a random model), rounded to `dtype`.
+    pub fn from_weights(w: &Weights, c: &GdnConfig, dtype: DType) -> Self {
+        let m = |v: &[f32], cols: usize| Matrix {
+            dtype,
+            rows: v.len() / cols,
+            cols,
+            bytes: encode(v, dtype),
+        };
+        let (d, i, dv) = (c.hidden_size, c.intermediate_size, c.value_width());
+        Matrices {
+            dtype,
+            embeddings: m(&w.embeddings, d),
+            layers: w
+                .layers
+                .iter()
+                .map(|l| LayerMatrices {
+                    in_proj: m(&l.in_proj, d),
+                    o_proj: m(&l.o_proj, dv),
+                    gate_up: m(&l.gate_up, d),
+                    down: m(&l.down, i),
+                })
+                .collect(),
+            lm_head: w.lm_head.as_ref().map(|h| m(h, d)),
+        }
+    }
+
+    /// Bytes of all the matrices.
+    pub fn bytes(&self) -> usize {
+        self.embeddings.bytes.len()
+            + self
+                .layers
+                .iter()
+                .map(|l| {
+                    l.in_proj.bytes.len()
+                        + l.o_proj.bytes.len()
+                        + l.gate_up.bytes.len()
+                        + l.down.bytes.len()
+                })
+                .sum::<usize>()
+            + self.lm_head.as_ref().map_or(0, |h| h.bytes.len())
+    }
+}
+
+/// The one dtype every matrix has, or f32 when they differ.
+fn common_dtype(dtypes: &[DType]) -> DType {
+    match dtypes.first() {
+        Some(&d) if dtypes.iter().all(|&x| x == d) => d,
+        _ => DType::F32,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stacking_keeps_bytes_of_the_common_type_and_converts_others() {
+        let a = encode(&[1.0, 2.0, 3.0], DType::BF16);
+        let b = encode(&[0.5, -4.0, 8.0], DType::BF16);
+        let m = stack(&[(DType::BF16, &a), (DType::BF16, &b)], 3, DType::BF16).unwrap();
+        assert_eq!((m.rows, m.cols), (2, 3));
+        assert_eq!(
+            m.bytes,
+            [a.clone(), b].concat(),
+            "bf16 bytes copied as they are"
+        );
+        let f = encode(&[0.25, 0.75, 1.5], DType::F32);
+        let mixed = stack(&[(DType::BF16, &a), (DType::F32, &f)], 3, DType::F32).unwrap();
+        assert_eq!(
+            decode(&mixed.bytes, DType::F32),
+            vec![1.0, 2.0, 3.0, 0.25, 0.75, 1.5]
+        );
+        assert!(stack(&[(DType::F32, &f)], 2, DType::F32).is_err());
+        assert_eq!(common_dtype(&[DType::F16, DType::F16]), DType::F16);
+        assert_eq!(common_dtype(&[DType::F16, DType::BF16]), DType::F32);
+    }
+
+    #[test]
+    fn a_checkpoint_keeps_its_dtype_and_its_values() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/gdn-tiny");
+        let c = GdnConfig::load(std::path::Path::new(&format!("{dir}/config.json"))).unwrap();
+        let files = WeightFiles::open(std::path::Path::new(dir)).unwrap();
+        let (w, _) = files.load(&c).unwrap();
+        let m = Matrices::from_files(&files, &c).unwrap();
+        let (dt, _, _) = files.raw("model.embeddings.weight").unwrap();
+        assert_eq!(m.dtype, dt);
+        assert_eq!(m.layers.len(), c.layers);
+        // The same values as the f32 weights the CPU runs, matrix by matrix.
+        let same = |x: &Matrix, want: &[f32]| {
+            assert_eq!(x.rows * x.cols, want.len());
+            assert_eq!(decode(&x.bytes, x.dtype), want);
+        };
+        same(&m.embeddings, &w.embeddings);
+        for (lm, lw) in m.layers.iter().zip(&w.layers) {
+            same(&lm.in_proj, &lw.in_proj);
+            same(&lm.o_proj, &lw.o_proj);
+            same(&lm.gate_up, &lw.gate_up);
+            same(&lm.down, &lw.down);
+        }
+        assert_eq!(m.lm_head.is_none(), w.lm_head.is_none());
+        let round = Matrices::from_weights(&w, &c, DType::BF16);
+        assert_eq!(round.dtype, DType::BF16);
+        assert_eq!(
+            round.bytes() * 2,
+            Matrices::from_weights(&w, &c, DType::F32).bytes()
+        );
+    }
+}
