@@ -8,6 +8,8 @@
 //! `MemoryConfig::chunk_size` only changes rounding, and only on the CPU.
 
 pub(crate) mod buffers;
+#[cfg(test)]
+pub(crate) mod c_layout;
 pub(crate) mod gemm;
 mod launch;
 pub(crate) mod module;

@@ -153,6 +153,7 @@ unsafe impl DeviceRepr for CombineParams<u64> {}
 
 #[cfg(test)]
 mod tests {
+    use super::super::c_layout::c_layout;
     use super::*;
     use std::mem::{offset_of, size_of};
 
@@ -163,44 +164,6 @@ mod tests {
             (vec![$((stringify!($f), offset_of!($t, $f), std::mem::size_of_val(&d.$f))),*],
              size_of::<$t>())
         }};
-    }
-
-    /// (name, offset, size) of each field of `struct NAME { ... };` in a kernel source,
-    /// laid out as the C++ compiler does on a 64-bit target (pointers 8 bytes, int and
-    /// float 4, each aligned to its size, the struct to its largest field).
-    fn c_layout(source: &str, name: &str) -> (Vec<(String, usize, usize)>, usize) {
-        let start = source
-            .find(&format!("struct {name} {{"))
-            .unwrap_or_else(|| panic!("struct {name} not found in the kernel source"));
-        let body = &source[start..];
-        let body = &body[body.find('{').unwrap() + 1..body.find("};").unwrap()];
-        let (mut fields, mut offset, mut align) = (Vec::new(), 0usize, 1usize);
-        for line in body.lines() {
-            let decl = line.split("//").next().unwrap().trim();
-            let Some(decl) = decl.strip_suffix(';') else {
-                assert!(decl.is_empty(), "{name}: cannot read `{line}`");
-                continue;
-            };
-            let size = if decl.contains('*') {
-                8
-            } else if decl.starts_with("int ") || decl.starts_with("float ") {
-                4
-            } else {
-                panic!("{name}: unexpected field type in `{decl}`")
-            };
-            let after_type = if let Some(star) = decl.rfind('*') {
-                &decl[star + 1..]
-            } else {
-                decl.split_once(' ').unwrap().1
-            };
-            for field in after_type.split(',') {
-                offset = offset.next_multiple_of(size);
-                fields.push((field.trim().trim_end_matches('_').to_string(), offset, size));
-                offset += size;
-                align = align.max(size);
-            }
-        }
-        (fields, offset.next_multiple_of(align))
     }
 
     fn check(
