@@ -59,6 +59,14 @@ const CASES: &[Row] = &[
     ("segments=4_no_decay_low_beta", 1, 1, 32, 32, 1024, F32, 4, true, 0.0, 0.02, 0.2, false, None),
     ("segments=16_no_decay_low_beta", 1, 1, 32, 32, 1024, F32, 16, true, 0.0, 0.02, 0.2, false, None),
     ("segments=4_bf16_batch_no_decay", 2, 1, 40, 20, 600, BF16, 4, true, 0.0, 0.02, 0.2, false, None),
+    // The wide kernels (key_dim > 128: two state stripes a warp, Q and W in two halves),
+    // fla-hub's 1.3B head shape among them.
+    ("f32_K=256_V=80", 1, 2, 256, 80, 130, F32, 1, true, G, 0.0, 1.0, false, None),
+    ("bf16_K=256_V=512", 1, 1, 256, 512, 70, BF16, 1, true, G, 0.0, 1.0, false, None),
+    ("f16_K=200_V=40", 2, 1, 200, 40, 100, F16, 1, true, G, 0.0, 1.0, false, None),
+    ("bf16_fast_K=256", 1, 1, 256, 64, 200, BF16, 1, true, 1.0 / 64.0, 0.0, 1.0, true, None),
+    ("segments=3_bf16_K=144_V=24", 1, 1, 144, 24, 400, BF16, 3, true, G, 0.0, 1.0, false, None),
+    ("segments=4_K=256_no_decay_low_beta", 1, 1, 256, 32, 512, F32, 4, true, 0.0, 0.02, 0.2, false, None),
     // Several windows a call: the state carried from window to window on the device,
     // the last window shorter, each cut into segments.
     ("windows_of_192_segments=2", 1, 2, 32, 48, 500, F32, 2, true, G, 0.0, 1.0, false, Some(192)),

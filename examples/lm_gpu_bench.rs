@@ -4,8 +4,9 @@
 //!   product (`--gemm-size`, default 8192³) repeated;
 //! - `prefill`: a 1.3B-class model with random bf16 weights (fla-hub's Gated DeltaNet
 //!   1.3B widths: hidden 2048, 24 layers, key width 1536, value width 3072, MLP 5632,
-//!   vocabulary 32,000; its 6 heads of K = 256 run as 12 heads of K = 128, the widest
-//!   key the memory kernels take, with the same parameters and FLOPs) over
+//!   vocabulary 32,000, 6 heads of K = 256 and V = 512 through the wide scan kernels;
+//!   `--head-dim 128` runs the same widths as 12 heads of K = 128, same parameters and
+//!   FLOPs, through the narrow ones) over
 //!   `--prefill-tokens` tokens in windows of `--window`, no logits; tokens/s and, with
 //!   the FLOPs per token of its matrix products, the share of the `gemm` rate;
 //! - `stream`: one sequence of `--stream-tokens` (default 10M) tokens through that
@@ -14,7 +15,7 @@
 //! - `decode`: token-by-token steps (logits to the host each) after 1K and after
 //!   `--decode-context` (default 1M) tokens of context.
 //!
-//! `lm_gpu_bench [gemm|prefill|stream|decode|all] [--layers N] [--window W] ...`
+//! `lm_gpu_bench [gemm|prefill|stream|decode|all] [--layers N] [--head-dim 256|128] [--window W] ...`
 
 use std::time::Instant;
 
@@ -28,14 +29,16 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-fn config(layers: usize) -> GdnConfig {
+/// fla-hub's 1.3B widths (key width 1536, value width 3072) as heads of `head_dim`.
+fn config(layers: usize, head_dim: usize) -> GdnConfig {
+    let heads = 1536 / head_dim;
     GdnConfig {
         hidden_size: 2048,
         layers,
-        heads: 12,
-        value_heads: 12,
-        head_dim: 128,
-        value_dim: 256,
+        heads,
+        value_heads: heads,
+        head_dim,
+        value_dim: 2 * head_dim,
         conv_size: 4,
         norm_eps: 1e-6,
         intermediate_size: 5632,
@@ -82,6 +85,11 @@ fn main() {
             .unwrap_or(default)
     };
     let layers = opt("--layers", 24.0) as usize;
+    let head_dim = opt("--head-dim", 256.0) as usize;
+    if head_dim == 0 || !1536usize.is_multiple_of(head_dim) {
+        eprintln!("--head-dim must divide the key width 1536, found {head_dim}");
+        std::process::exit(2);
+    }
     let window = opt("--window", 4096.0) as usize;
     let gemm_size = opt("--gemm-size", 8192.0) as usize;
     let prefill_tokens = opt("--prefill-tokens", 65_536.0) as usize;
@@ -114,7 +122,7 @@ fn main() {
     if !(all || ["prefill", "stream", "decode"].contains(&what.as_str())) {
         return;
     }
-    let c = config(layers);
+    let c = config(layers, head_dim);
     let t0 = Instant::now();
     let model = LanguageModel::random_in(c.clone(), 7, Device::Cuda(0), DType::BF16)
         .expect("the model on cuda:0");

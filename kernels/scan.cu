@@ -53,60 +53,74 @@ struct CombineParams {
 namespace scan {
 constexpr int C = LTM_CHUNK;
 constexpr int KMAX = LTM_KMAX;
+// The wide variants (`*_k256`) take key_dim up to 256: each warp holds two 16-row
+// stripes of the state, and Q and W pass through shared memory in two 128-column
+// halves, so the tiles still fit an H100/H200's 227 KB (not an A100's 163 KB).
+constexpr int KMAX_WIDE = 2 * KMAX;
 // Columns per block. 32 keeps the state slice (K × 32 f32) in registers: with 8 warps,
-// warp w holds rows 16w..16w+15 as four 16×8 accumulator tiles (16 floats a thread).
+// warp w holds rows 16w..16w+15 (and 128 + 16w.. in the wide kernels) as four 16×8
+// accumulator tiles a stripe (16 floats a thread a stripe).
 constexpr int DV = 32;
 constexpr int THREADS = 256;
 constexpr int COMBINE_THREADS = 256;
-// Leading dimensions (floats), chosen for conflict-free fragment loads (common.cuh):
-constexpr int LD_QW = KMAX + 8;  // Q, W: A operands read along rows (float2)
-constexpr int LD_K = KMAX + 4;   // K: read transposed as the A operand of Kᵀ V'
-constexpr int LD_P = C + 8;      // P: A operand read along rows
-constexpr int LD_S = DV + 4;     // S, V': B operands read down columns
-constexpr int OFF_Q = 0;
-constexpr int OFF_W = OFF_Q + C * LD_QW;
-constexpr int OFF_K = OFF_W + C * LD_QW;
-constexpr int OFF_P = OFF_K + C * LD_K;
-constexpr int OFF_S = OFF_P + C * LD_P;
-constexpr int OFF_VP = OFF_S + KMAX * LD_S;
-constexpr int OFF_VS = OFF_VP + C * LD_S;
-constexpr int OFF_EIN = OFF_VS + C * LD_S;
-constexpr int OFF_EOUT = OFF_EIN + C;
-constexpr int SMEM_FLOATS = OFF_EOUT + C;
-// 159,232 bytes: dynamic shared memory with the opt-in (A100: 163 KB, H100/H200: 227 KB).
-// Everything a chunk needs is resident at once, so a chunk costs three barriers.
-constexpr int SMEM_BYTES = SMEM_FLOATS * 4;
+
+// Shared-memory layout (floats) of a scan block with NS state stripes a warp. Leading
+// dimensions are chosen for conflict-free fragment loads (common.cuh).
+template <int NS> struct Smem {
+    static constexpr int LD_QW = KMAX + 8;       // Q, W: one 128-column half, A operands read along rows (float2)
+    static constexpr int LD_K = NS * KMAX + 4;   // K, all columns: read transposed as the A operand of Kᵀ V'
+    static constexpr int LD_P = C + 8;           // P: A operand read along rows
+    static constexpr int LD_S = DV + 4;          // S, V': B operands read down columns
+    static constexpr int OFF_Q = 0;
+    static constexpr int OFF_W = OFF_Q + C * LD_QW;
+    static constexpr int OFF_K = OFF_W + C * LD_QW;
+    static constexpr int OFF_P = OFF_K + C * LD_K;
+    static constexpr int OFF_S = OFF_P + C * LD_P;
+    static constexpr int OFF_VP = OFF_S + NS * KMAX * LD_S;
+    static constexpr int OFF_VS = OFF_VP + C * LD_S;
+    static constexpr int OFF_EIN = OFF_VS + C * LD_S;
+    static constexpr int OFF_EOUT = OFF_EIN + C;
+    static constexpr int FLOATS = OFF_EOUT + C;
+    static constexpr int BYTES = FLOATS * 4;
+};
+// 159,232 bytes (NS = 1) and 210,432 bytes (NS = 2): dynamic shared memory with the
+// opt-in (A100: 163 KB, H100/H200: 227 KB). Everything a chunk needs is resident at once,
+// so a chunk costs three barriers (four in the wide kernels: one more per Q/W half).
+constexpr int SMEM_BYTES = Smem<1>::BYTES;
+constexpr int SMEM_BYTES_WIDE = Smem<2>::BYTES;
 }  // namespace scan
 
 // Layout constants the host reads from the module itself, so they never drift apart:
 // chunk, largest key dim, columns per scan block, scan threads, scan dynamic shared
-// memory bytes, combine threads. The host launches ltm_scan_layout_query (an entry point
+// memory bytes, combine threads, then the wide kernels' largest key dim and dynamic
+// shared memory bytes. The host launches ltm_scan_layout_query (an entry point
 // is always visible in the module, unlike a module-scope variable); the array is the same
 // numbers in the PTX text, where scripts/ptxas-report.py reads the shared memory size.
 extern "C" {
-__constant__ int ltm_scan_layout[6] = {
-    scan::C, scan::KMAX, scan::DV, scan::THREADS, scan::SMEM_BYTES, scan::COMBINE_THREADS};
+__constant__ int ltm_scan_layout[8] = {
+    scan::C, scan::KMAX, scan::DV, scan::THREADS, scan::SMEM_BYTES, scan::COMBINE_THREADS,
+    scan::KMAX_WIDE, scan::SMEM_BYTES_WIDE};
 }
 
 extern "C" __global__ void ltm_scan_layout_query(int* out) {
-    if (threadIdx.x < 6) out[threadIdx.x] = ltm_scan_layout[threadIdx.x];
+    if (threadIdx.x < 8) out[threadIdx.x] = ltm_scan_layout[threadIdx.x];
 }
 
-// Copies rows of `width` contiguous stage-1 values (width a multiple of 4, rows aligned to
-// 4 elements) into f32 shared memory with row stride `ld`: 16-byte loads of f32, 8-byte
-// loads of bf16.
-__device__ __forceinline__ void copy_rows(float* dst, int ld, const float* src, int rows, int width) {
+// Copies `width` values of each of `rows` stage-1 rows, `src_ld` apart (width, src_ld
+// and the rows' start multiples of 4 elements), into f32 shared memory with row stride
+// `ld`: 16-byte loads of f32, 8-byte loads of bf16.
+__device__ __forceinline__ void copy_rows(float* dst, int ld, const float* src, int src_ld, int rows, int width) {
     const int quads = width / 4;
     for (int idx = threadIdx.x; idx < rows * quads; idx += blockDim.x) {
         const int r = idx / quads, c = (idx - r * quads) * 4;
-        *reinterpret_cast<float4*>(dst + r * ld + c) = *reinterpret_cast<const float4*>(src + r * width + c);
+        *reinterpret_cast<float4*>(dst + r * ld + c) = *reinterpret_cast<const float4*>(src + r * src_ld + c);
     }
 }
-__device__ __forceinline__ void copy_rows(float* dst, int ld, const bf16_t* src, int rows, int width) {
+__device__ __forceinline__ void copy_rows(float* dst, int ld, const bf16_t* src, int src_ld, int rows, int width) {
     const int quads = width / 4;
     for (int idx = threadIdx.x; idx < rows * quads; idx += blockDim.x) {
         const int r = idx / quads, c = (idx - r * quads) * 4;
-        const uint2 x = *reinterpret_cast<const uint2*>(src + r * width + c);
+        const uint2 x = *reinterpret_cast<const uint2*>(src + r * src_ld + c);
         *reinterpret_cast<float4*>(dst + r * ld + c) =
             make_float4(__uint_as_float(x.x << 16), __uint_as_float(x.x & 0xffff0000u),
                         __uint_as_float(x.y << 16), __uint_as_float(x.y & 0xffff0000u));
@@ -117,22 +131,24 @@ __device__ __forceinline__ void copy_rows(float* dst, int ld, const bf16_t* src,
 // W, S, P and V' go to the tensor cores as single bf16 values, so every product is one
 // MMA instead of two or three, at bf16 rounding of those operands (f32 accumulation and
 // an f32 state kept in registers as before).
-template <typename T, bool MAPS, bool FAST = false>
+// NS: 16-row state stripes a warp, 1 (key_dim ≤ 128) or 2 (≤ 256, the `_k256` entries).
+template <typename T, bool MAPS, bool FAST = false, int NS = 1>
 __device__ void scan_chunks(const ScanParams& P) {
     using namespace scan;
+    typedef Smem<NS> L;
     constexpr bool EXACT = ExactInBf16<T>::value;
     static_assert(!FAST || EXACT, "the FAST scan is for bf16 inputs");
     typedef typename Pick<FAST, bf16_t, float>::type S;  // stage-1 storage
     LTM_DYNAMIC_SMEM(smem);
-    float* s_q = smem + OFF_Q;
-    float* s_w = smem + OFF_W;
-    float* s_k = smem + OFF_K;
-    float* s_p = smem + OFF_P;
-    float* s_s = smem + OFF_S;
-    float* s_vp = smem + OFF_VP;
-    float* s_vs = smem + OFF_VS;
-    float* s_ein = smem + OFF_EIN;
-    float* s_eout = smem + OFF_EOUT;
+    float* s_q = smem + L::OFF_Q;
+    float* s_w = smem + L::OFF_W;
+    float* s_k = smem + L::OFF_K;
+    float* s_p = smem + L::OFF_P;
+    float* s_s = smem + L::OFF_S;
+    float* s_vp = smem + L::OFF_VP;
+    float* s_vs = smem + L::OFF_VS;
+    float* s_ein = smem + L::OFF_EIN;
+    float* s_eout = smem + L::OFF_EOUT;
 
     const int slice = blockIdx.x % P.slices, seg = blockIdx.x / P.slices;
     const int h = blockIdx.y, b = blockIdx.z;
@@ -145,23 +161,25 @@ __device__ void scan_chunks(const ScanParams& P) {
     const int c_begin = seg * P.chunks_per_segment;
     const int c_end = min(P.num_chunks, c_begin + P.chunks_per_segment);
 
-    // This warp's rows of the state slice, as MMA accumulators (see DV above).
+    // This warp's rows of the state slice, as MMA accumulators (see DV above): stripe i
+    // is rows KMAX·i + 16w .. + 15.
     const int sm0 = warp * 16;
-    const bool owns_rows = sm0 < P.kp;
-    float s[4][4];
+    float s[NS][4][4];
 #pragma unroll
-    for (int n = 0; n < 4; ++n)
+    for (int i = 0; i < NS; ++i)
 #pragma unroll
-        for (int e = 0; e < 4; ++e) {
-            const int row = acc_row(sm0, e), col = v0 + acc_col(n * 8, e);
-            float x = 0.0f;
-            if (MAPS) {
-                x = (row < K && col == row) ? 1.0f : 0.0f;  // [I | 0]
-            } else if (row < K && col < width) {
-                x = P.starts[(((long long)seg * P.batch + b) * P.heads + h) * K * V + (long long)row * V + col];
+        for (int n = 0; n < 4; ++n)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                const int row = acc_row(i * KMAX + sm0, e), col = v0 + acc_col(n * 8, e);
+                float x = 0.0f;
+                if (MAPS) {
+                    x = (row < K && col == row) ? 1.0f : 0.0f;  // [I | 0]
+                } else if (row < K && col < width) {
+                    x = P.starts[(((long long)seg * P.batch + b) * P.heads + h) * K * V + (long long)row * V + col];
+                }
+                s[i][n][e] = x;
             }
-            s[n][e] = x;
-        }
 
     // Warp tiling of the C × DV products (V', O): rows 16·(w mod 4), columns 16·(w / 4).
     const int rm = 16 * (warp & 3), cn = 16 * (warp >> 2);
@@ -171,13 +189,18 @@ __device__ void scan_chunks(const ScanParams& P) {
         const int valid = min(C, P.tokens - t0);
         const long long gate0 = ((long long)b * P.t_stride + t0) * P.heads + h;
         const long long chunk = bh * P.num_chunks + c;
+        const T* q = reinterpret_cast<const T*>(P.q) + gate0 * K;
+        const S* w = reinterpret_cast<const S*>(P.w) + chunk * C * P.kp;
 
         // S₀ to shared memory, the B operand of W S₀ and Q S₀.
-        if (owns_rows) {
+#pragma unroll
+        for (int i = 0; i < NS; ++i) {
+            if (i * KMAX + sm0 >= P.kp) continue;
 #pragma unroll
             for (int n = 0; n < 4; ++n)
 #pragma unroll
-                for (int e = 0; e < 4; ++e) s_s[acc_row(sm0, e) * LD_S + acc_col(n * 8, e)] = s[n][e];
+                for (int e = 0; e < 4; ++e)
+                    s_s[acc_row(i * KMAX + sm0, e) * L::LD_S + acc_col(n * 8, e)] = s[i][n][e];
         }
         if (tid < C) {
             const float gm = P.gamma[chunk * C + tid];
@@ -185,29 +208,34 @@ __device__ void scan_chunks(const ScanParams& P) {
             s_ein[tid] = expf(gm);
             s_eout[tid] = expf(glast - gm);
         }
-        copy_rows(s_w, LD_QW, reinterpret_cast<const S*>(P.w) + chunk * C * P.kp, C, P.kp);
-        load_tile(s_k, LD_K, reinterpret_cast<const T*>(P.k) + gate0 * K, qk_stride, C, valid, 0, P.kp, K);
-        if (!MAPS) {
-            load_tile(s_q, LD_QW, reinterpret_cast<const T*>(P.q) + gate0 * K, qk_stride, C, valid, 0, P.kp, K);
-            copy_rows(s_p, LD_P, reinterpret_cast<const S*>(P.p) + chunk * C * C, C, C);
-        }
-        __syncthreads();
+        load_tile(s_k, L::LD_K, reinterpret_cast<const T*>(P.k) + gate0 * K, qk_stride, C, valid, 0, P.kp, K);
+        if (!MAPS) copy_rows(s_p, L::LD_P, reinterpret_cast<const S*>(P.p) + chunk * C * C, C, C, C);
 
-        // W S₀ and Q S₀ share the S₀ fragments.
+        // W S₀ and Q S₀ share the S₀ fragments; Q and W pass in KMAX-column halves.
         float vacc[2][4], oacc[2][4];
 #pragma unroll
         for (int n = 0; n < 2; ++n)
 #pragma unroll
             for (int e = 0; e < 4; ++e) vacc[n][e] = oacc[n][e] = 0.0f;
-        for (int kk = 0; kk < P.kp; kk += 16) {
-            const FragA<FAST> aw = load_a_rows<FAST>(s_w, LD_QW, rm, kk);
-            FragA<EXACT> aq;
-            if (!MAPS) aq = load_a_rows<EXACT>(s_q, LD_QW, rm, kk);
 #pragma unroll
-            for (int n = 0; n < 2; ++n) {
-                const FragB<FAST> bs = load_b_rows<FAST>(s_s, LD_S, kk, cn + n * 8);
-                mma_acc(vacc[n], aw, bs);
-                if (!MAPS) mma_acc(oacc[n], aq, bs);
+        for (int half = 0; half < NS; ++half) {
+            const int k0 = half * KMAX;
+            if (k0 >= P.kp) break;
+            const int kw = min(KMAX, P.kp - k0);
+            if (half > 0) __syncthreads();  // every read of the previous half done
+            copy_rows(s_w, L::LD_QW, w + k0, P.kp, C, kw);
+            if (!MAPS) load_tile(s_q, L::LD_QW, q, qk_stride, C, valid, k0, kw, K);
+            __syncthreads();
+            for (int kk = 0; kk < kw; kk += 16) {
+                const FragA<FAST> aw = load_a_rows<FAST>(s_w, L::LD_QW, rm, kk);
+                FragA<EXACT> aq;
+                if (!MAPS) aq = load_a_rows<EXACT>(s_q, L::LD_QW, rm, kk);
+#pragma unroll
+                for (int n = 0; n < 2; ++n) {
+                    const FragB<FAST> bs = load_b_rows<FAST>(s_s, L::LD_S, k0 + kk, cn + n * 8);
+                    mma_acc(vacc[n], aw, bs);
+                    if (!MAPS) mma_acc(oacc[n], aq, bs);
+                }
             }
         }
         // V' = U − W S₀ (padding rows: U and W rows are 0, so V' rows are 0: no write).
@@ -220,8 +248,8 @@ __device__ void scan_chunks(const ScanParams& P) {
                 const int ucol = MAPS ? col - K : col;  // maps: U is [0 | U]
                 const float uval = (ucol >= 0 && col < width) ? to_f32(u[row * V + ucol]) : 0.0f;
                 const float vp = uval - vacc[n][e];
-                s_vp[row * LD_S + lc] = vp;
-                s_vs[row * LD_S + lc] = vp * s_eout[row];
+                s_vp[row * L::LD_S + lc] = vp;
+                s_vs[row * L::LD_S + lc] = vp * s_eout[row];
                 if (!MAPS) oacc[n][e] *= P.scale * s_ein[row];
             }
         __syncthreads();  // V' complete; every read of S₀ in shared memory done
@@ -229,10 +257,10 @@ __device__ void scan_chunks(const ScanParams& P) {
         if (!MAPS) {
             // O += P V'; P is lower triangular, so k-blocks right of the diagonal are 0.
             for (int kk = 0; kk <= rm; kk += 16) {
-                const FragA<FAST> ap = load_a_rows<FAST>(s_p, LD_P, rm, kk);
+                const FragA<FAST> ap = load_a_rows<FAST>(s_p, L::LD_P, rm, kk);
 #pragma unroll
                 for (int n = 0; n < 2; ++n) {
-                    const FragB<FAST> bv = load_b_rows<FAST>(s_vp, LD_S, kk, cn + n * 8);
+                    const FragB<FAST> bv = load_b_rows<FAST>(s_vp, L::LD_S, kk, cn + n * 8);
                     mma_acc(oacc[n], ap, bv);
                 }
             }
@@ -248,63 +276,77 @@ __device__ void scan_chunks(const ScanParams& P) {
         }
 
         // S₁ = e^{γ_C} S₀ + Kᵀ (diag(e^{γ_C − γ}) V')
-        if (owns_rows) {
-            const float total = s_ein[C - 1];
+        const float total = s_ein[C - 1];
+#pragma unroll
+        for (int i = 0; i < NS; ++i) {
+            const int r0 = i * KMAX + sm0;
+            if (r0 >= P.kp) continue;
 #pragma unroll
             for (int n = 0; n < 4; ++n)
 #pragma unroll
-                for (int e = 0; e < 4; ++e) s[n][e] *= total;
+                for (int e = 0; e < 4; ++e) s[i][n][e] *= total;
 #pragma unroll
             for (int kk = 0; kk < C; kk += 16) {
-                const FragA<EXACT> ak = load_a_cols<EXACT>(s_k, LD_K, sm0, kk);
+                const FragA<EXACT> ak = load_a_cols<EXACT>(s_k, L::LD_K, r0, kk);
 #pragma unroll
                 for (int n = 0; n < 4; ++n) {
-                    const FragB<FAST> bv = load_b_rows<FAST>(s_vs, LD_S, kk, n * 8);
-                    mma_acc(s[n], ak, bv);
+                    const FragB<FAST> bv = load_b_rows<FAST>(s_vs, L::LD_S, kk, n * 8);
+                    mma_acc(s[i][n], ak, bv);
                 }
             }
         }
         __syncthreads();  // the next chunk overwrites every tile
     }
 
-    if (owns_rows) {
+#pragma unroll
+    for (int i = 0; i < NS; ++i) {
+        if (i * KMAX + sm0 >= P.kp) continue;
 #pragma unroll
         for (int n = 0; n < 4; ++n)
 #pragma unroll
             for (int e = 0; e < 4; ++e) {
-                const int row = acc_row(sm0, e), col = v0 + acc_col(n * 8, e);
+                const int row = acc_row(i * KMAX + sm0, e), col = v0 + acc_col(n * 8, e);
                 if (row >= K || col >= width) continue;
                 if (MAPS) {
                     const long long m = ((long long)seg * P.batch + b) * P.heads + h;
-                    P.state_out[m * K * (K + V) + (long long)row * (K + V) + col] = s[n][e];
+                    P.state_out[m * K * (K + V) + (long long)row * (K + V) + col] = s[i][n][e];
                 } else if (seg == P.num_segments - 1) {
-                    P.state_out[bh * K * V + (long long)row * V + col] = s[n][e];
+                    P.state_out[bh * K * V + (long long)row * V + col] = s[i][n][e];
                 }
             }
     }
 }
 
-#define LTM_SCAN_ENTRY(NAME, T, MAPS, FAST)                             \
+#define LTM_SCAN_ENTRY(NAME, T, MAPS, FAST, NS)                         \
     extern "C" __global__ void __launch_bounds__(scan::THREADS, 1)         \
-    NAME(const ScanParams params) { scan_chunks<T, MAPS, FAST>(params); }
+    NAME(const ScanParams params) { scan_chunks<T, MAPS, FAST, NS>(params); }
 
-LTM_SCAN_ENTRY(ltm_scan_f32, float, false, false)
-LTM_SCAN_ENTRY(ltm_scan_f16, f16_t, false, false)
-LTM_SCAN_ENTRY(ltm_scan_bf16, bf16_t, false, false)
-LTM_SCAN_ENTRY(ltm_scan_bf16_fast, bf16_t, false, true)
-LTM_SCAN_ENTRY(ltm_segment_maps_f32, float, true, false)
-LTM_SCAN_ENTRY(ltm_segment_maps_f16, f16_t, true, false)
-LTM_SCAN_ENTRY(ltm_segment_maps_bf16, bf16_t, true, false)
-LTM_SCAN_ENTRY(ltm_segment_maps_bf16_fast, bf16_t, true, true)
+LTM_SCAN_ENTRY(ltm_scan_f32, float, false, false, 1)
+LTM_SCAN_ENTRY(ltm_scan_f16, f16_t, false, false, 1)
+LTM_SCAN_ENTRY(ltm_scan_bf16, bf16_t, false, false, 1)
+LTM_SCAN_ENTRY(ltm_scan_bf16_fast, bf16_t, false, true, 1)
+LTM_SCAN_ENTRY(ltm_segment_maps_f32, float, true, false, 1)
+LTM_SCAN_ENTRY(ltm_segment_maps_f16, f16_t, true, false, 1)
+LTM_SCAN_ENTRY(ltm_segment_maps_bf16, bf16_t, true, false, 1)
+LTM_SCAN_ENTRY(ltm_segment_maps_bf16_fast, bf16_t, true, true, 1)
+LTM_SCAN_ENTRY(ltm_scan_f32_k256, float, false, false, 2)
+LTM_SCAN_ENTRY(ltm_scan_f16_k256, f16_t, false, false, 2)
+LTM_SCAN_ENTRY(ltm_scan_bf16_k256, bf16_t, false, false, 2)
+LTM_SCAN_ENTRY(ltm_scan_bf16_fast_k256, bf16_t, false, true, 2)
+LTM_SCAN_ENTRY(ltm_segment_maps_f32_k256, float, true, false, 2)
+LTM_SCAN_ENTRY(ltm_segment_maps_f16_k256, f16_t, true, false, 2)
+LTM_SCAN_ENTRY(ltm_segment_maps_bf16_k256, bf16_t, true, false, 2)
+LTM_SCAN_ENTRY(ltm_segment_maps_bf16_fast_k256, bf16_t, true, true, 2)
 
 // S_start(g + 1) = M_g S_start(g) + B_g for g = 0..G−2, and S_start(0) = the window's
 // state. One block per (32 value columns, head, sequence); f32 FMAs in a fixed order, as
 // the segments are few (a handful per window) and the maps must not lose precision.
-extern "C" __global__ void __launch_bounds__(scan::COMBINE_THREADS, 1)
-ltm_segment_combine(const CombineParams P) {
+// ROWS: the largest key_dim (KMAX, or KMAX_WIDE in ltm_segment_combine_k256).
+template <int ROWS>
+__device__ void combine_segments(const CombineParams& P) {
     using namespace scan;
-    constexpr int ROWS_PER_THREAD = KMAX / (COMBINE_THREADS / DV);
-    __shared__ float s_s[KMAX * (DV + 1)];
+    constexpr int ROWS_PER_THREAD = ROWS / (COMBINE_THREADS / DV);
+    __shared__ float s_s[ROWS * (DV + 1)];
     const int h = blockIdx.y, b = blockIdx.z;
     const int K = P.key_dim, V = P.value_dim;
     const int lc = threadIdx.x % DV, col = blockIdx.x * DV + lc;
@@ -344,3 +386,8 @@ ltm_segment_combine(const CombineParams P) {
         }
     }
 }
+
+extern "C" __global__ void __launch_bounds__(scan::COMBINE_THREADS, 1)
+ltm_segment_combine(const CombineParams params) { combine_segments<scan::KMAX>(params); }
+extern "C" __global__ void __launch_bounds__(scan::COMBINE_THREADS, 1)
+ltm_segment_combine_k256(const CombineParams params) { combine_segments<scan::KMAX_WIDE>(params); }

@@ -10,7 +10,7 @@ that says why. The working tree is never modified.
   python3 scripts/emu-mutations.py --lm target/emu-lm-cases.bin [--only SUBSTRING]
 
 Mutations: every `__syncthreads()` of column_write.cu, scan.cu (and common.cuh) removed
-one at a time, and the combine's M·S term dropped; with --lm, every barrier of the
+one at a time, the combine's M·S term dropped, and wrong indices of the wide scan; with --lm, every barrier of the
 language-model kernels (lm_*.cu, lm_common.cuh) and a few wrong indices, run by
 emu/lm_check.cpp on the fixture models' cases. Not part of CI (a build per mutation);
 run it after changing a kernel's barriers.
@@ -35,6 +35,17 @@ LM_EDITS = [
     ("lm_norm.cu", "gate[h * V + j]", "gate[j]", "gated norm reads every head's gate from head 0"),
     ("lm_head.cu", "(v == bv && i < bi)", "(v == bv && i > bi)", "argmax takes the last of equals"),
     ("lm_head.cu", "(n + 1ull)", "n", "the generator's draws counted from 0"),
+]
+# Wrong indices of the wide (`_k256`) scan kernels.
+EDITS = [
+    ("scan.cu", "load_b_rows<FAST>(s_s, L::LD_S, k0 + kk,", "load_b_rows<FAST>(s_s, L::LD_S, kk,",
+     "wide scan: Q/W's second half multiplies the state's first rows"),
+    ("scan.cu", "const int r0 = i * KMAX + sm0;", "const int r0 = i * 16 + sm0;",
+     "wide scan: the second stripe's column write reads K's wrong rows"),
+    ("scan.cu", "copy_rows(s_w, L::LD_QW, w + k0, P.kp, C, kw);", "copy_rows(s_w, L::LD_QW, w, P.kp, C, kw);",
+     "wide scan: W's second half copied from its first"),
+    ("scan.cu", "combine_segments<scan::KMAX_WIDE>(params)", "combine_segments<scan::KMAX>(params)",
+     "ltm_segment_combine_k256 sized for 128 rows"),
 ]
 
 
@@ -66,6 +77,10 @@ def mutations():
     assert text.count(term) == 1, "the combine's M·S loop moved: update this script"
     line = text.count("\n", 0, text.index(term)) + 1
     yield (f"{name}:{line} combine without M·S", name, text.replace(term, "/* mutation */"))
+    for name, old, new, what in EDITS:
+        text = open(os.path.join(ROOT, "kernels", name)).read()
+        assert text.count(old) == 1, f"{name}: `{old}` moved: update this script"
+        yield (f"{name}: {what}", name, text.replace(old, new, 1))
 
 
 def why(output):

@@ -12,17 +12,19 @@ import sys
 from pathlib import Path
 
 # Entry points on the forward path: none of them may spill.
-FORWARD = re.compile(r"^(ltm_(chunk_prep|scan|segment_maps)_(f32|f16|bf16)(_fast)?|ltm_segment_combine|ltm_lm_\w+)$")
+FORWARD = re.compile(r"^(ltm_(chunk_prep|scan|segment_maps)_(f32|f16|bf16)(_fast)?(_k256)?|ltm_segment_combine(_k256)?|ltm_lm_\w+)$")
+SCAN = re.compile(r"^ltm_(scan|segment_maps)_(f32|f16|bf16)(_fast)?(_k256)?$")
 
 
 def scan_dynamic_smem(ptx: str):
-    """Dynamic shared memory of the scan kernels, from `ltm_scan_layout` (5th int)."""
-    m = re.search(r"ltm_scan_layout\[24\] = \{([^}]*)\}", ptx)
+    """Dynamic shared memory of the scan kernels, from `ltm_scan_layout`: (narrow, wide),
+    its 5th and 8th ints."""
+    m = re.search(r"ltm_scan_layout\[32\] = \{([^}]*)\}", ptx)
     if not m:
         return None
     raw = bytes(int(x) for x in m.group(1).split(","))
-    raw = raw + bytes(24 - len(raw))
-    return int.from_bytes(raw[16:20], "little")
+    raw = raw + bytes(32 - len(raw))
+    return int.from_bytes(raw[16:20], "little"), int.from_bytes(raw[28:32], "little")
 
 
 def main():
@@ -60,14 +62,16 @@ def main():
                 s = re.search(r"(\d+) bytes smem", line)
                 info[name]["smem"] = int(s.group(1)) if s else 0
         for kernel, i in sorted(info.items()):
-            dynamic = dyn if dyn and re.match(r"^ltm_(scan|segment_maps)_(f32|f16|bf16)(_fast)?$", kernel) else 0
+            dynamic = 0
+            if dyn and SCAN.match(kernel):
+                dynamic = dyn[1] if kernel.endswith("_k256") else dyn[0]
             rows.append((f.stem, kernel, i, dynamic))
-    print(f"{'module':<13} {'kernel':<28} {'regs':>5} {'static smem':>12} {'dyn smem':>9} {'stack':>6} {'spill st/ld':>12}  forward path")
+    print(f"{'module':<13} {'kernel':<32} {'regs':>5} {'static smem':>12} {'dyn smem':>9} {'stack':>6} {'spill st/ld':>12}  forward path")
     for module, kernel, i, dynamic in rows:
         fwd = bool(FORWARD.match(kernel))
         spills = i["spill_st"] + i["spill_ld"]
         flag = "yes" + ("  SPILLS" if spills else "") if fwd else "no"
-        print(f"{module:<13} {kernel:<28} {i['regs']:>5} {i['smem']:>12} {dynamic:>9} {i['stack']:>6} "
+        print(f"{module:<13} {kernel:<32} {i['regs']:>5} {i['smem']:>12} {dynamic:>9} {i['stack']:>6} "
               f"{str(i['spill_st']) + '/' + str(i['spill_ld']):>12}  {flag}")
         if fwd and spills:
             failed = True

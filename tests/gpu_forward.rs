@@ -130,6 +130,7 @@ fn chunk_prep_matches_the_float64_definition() {
         (1, 128, 128, 200, Gates::StrongDecay),
         (3, 32, 48, 65, Gates::BetaNearOne),
         (2, 33, 16, 1, Gates::NoDecay),
+        (1, 256, 64, 130, Gates::Typical),
     ] {
         let config = MemoryConfig::new(h, k, v);
         let x = random_inputs(&mut rng, &config, 2, tokens, gates);
@@ -171,6 +172,8 @@ fn scan_from_reference_stage_one_matches_cpu_forward() {
         (1, 128, 128, 1000, 4),
         (3, 7, 5, 129, 2),
         (1, 64, 100, 2000, 7),
+        (2, 256, 80, 300, 1),
+        (1, 200, 512, 700, 3),
     ] {
         let config = MemoryConfig::new(h, k, v);
         let x = random_inputs(&mut rng, &config, 2, tokens, Gates::Typical);
@@ -338,12 +341,36 @@ fn a_million_tokens() {
 #[test]
 #[ignore = "needs a CUDA GPU"]
 fn unsupported_shapes_are_errors() {
-    let config = MemoryConfig::new(1, 256, 16);
+    let config = MemoryConfig::new(1, 272, 16);
     let mut rng = rng("kmax");
     let x = random_inputs(&mut rng, &config, 1, 10, Gates::Typical);
     let mut state = State::zeros(&config, 1);
     let err = gpu()
         .forward(&config, &x.inputs(), &mut state)
-        .expect_err("key_dim 256 is beyond the kernels");
+        .expect_err("key_dim 272 is beyond the kernels");
     assert!(err.to_string().contains("key_dim"), "{err}");
+}
+
+/// fla-hub's 1.3B head (K = 256, V = 512) through the wide kernels: one long sequence,
+/// plain and segmented, against the CPU.
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn wide_keys_match_the_cpu_plain_and_segmented() {
+    let config = MemoryConfig::new(2, 256, 512);
+    let mut rng = rng("wide");
+    let x = random_inputs(&mut rng, &config, 1, 3000, Gates::Typical);
+    let initial = random_state(&mut rng, &config, 1);
+    let _first = gpu(); // without a GPU, fail before the CPU reference
+    let reference = cpu_reference(&config, &x.inputs(), &initial);
+    for g in [1, 6] {
+        check_against(
+            &format!("K=256 V=512 segments={g}"),
+            &gpu().with_segments(g),
+            &config,
+            &x.inputs(),
+            &initial,
+            F32_TOL,
+            &reference,
+        );
+    }
 }

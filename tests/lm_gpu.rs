@@ -361,3 +361,50 @@ fn a_bf16_checkpoint_keeps_its_dtype_and_stays_within_1e_2_on_the_cpu() {
     eprintln!("{name} bf16 on the CPU: vs fla {e:.2e}");
     assert!(e < 1e-2 && e > 0.0, "{name} bf16 on the CPU: {e:.2e}");
 }
+
+/// fla-hub's 1.3B head shape (K = 256, V = 512: the wide scan kernels) in a small random
+/// model: logits on the GPU within 1e-4 of the largest |logit| of the CPU's, from the
+/// same seed, over a prompt of several chunks in windows of 100.
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn wide_heads_on_the_gpu_match_the_cpu() {
+    use ltm_engine::lm::{GateActivation, GdnConfig};
+    let config = GdnConfig {
+        hidden_size: 256,
+        layers: 2,
+        heads: 2,
+        value_heads: 2,
+        head_dim: 256,
+        value_dim: 512,
+        conv_size: 4,
+        norm_eps: 1e-6,
+        intermediate_size: 512,
+        vocab_size: 1000,
+        tie_word_embeddings: false,
+        use_gate: true,
+        gate_activation: GateActivation::Swish,
+        allow_neg_eigval: false,
+        bos_token_id: None,
+        eos_token_id: None,
+    };
+    let gpu = LanguageModel::random(config.clone(), 7, Device::Cuda(0))
+        .unwrap_or_else(|e| panic!("this GPU test needs a usable CUDA device: {e}"));
+    assert!(
+        gpu.device_model().is_some(),
+        "the K = 256 model does not run on the GPU"
+    );
+    let cpu = LanguageModel::random(config, 7, Device::Cpu).unwrap();
+    let ids: Vec<u32> = (0..300u32).map(|i| (i * 7919 + 13) % 1000).collect();
+    let mut g = gpu.session().unwrap();
+    g.set_window(100);
+    let got = g.feed(&ids, Logits::All).unwrap().to_vec();
+    let want = cpu
+        .session()
+        .unwrap()
+        .feed(&ids, Logits::All)
+        .unwrap()
+        .to_vec();
+    let e = rel_err(&got, &want);
+    eprintln!("K=256 V=512 random model on the GPU: logits error {e:.2e} vs the CPU");
+    assert!(e < 1e-4, "K = 256 logits error {e:.2e}");
+}

@@ -78,10 +78,11 @@ std::vector<CaseSpec> read_plans(const char* path) {
         if (key == "layout") {
             // What the backend reads from the module at load time: it must be what the
             // kernels compiled here say.
-            int v[6];
+            int v[8];
             for (int& x : v) ls >> x;
-            const int want[6] = {scan::C, scan::KMAX, scan::DV, scan::THREADS, scan::SMEM_BYTES, scan::COMBINE_THREADS};
-            if (!std::equal(v, v + 6, want)) die("the plan's layout differs from kernels/scan.cu (ScanLayout::OF_SOURCES)");
+            const int want[8] = {scan::C,       scan::KMAX,          scan::DV,        scan::THREADS, scan::SMEM_BYTES,
+                                 scan::COMBINE_THREADS, scan::KMAX_WIDE, scan::SMEM_BYTES_WIDE};
+            if (!ls || !std::equal(v, v + 8, want)) die("the plan's layout differs from kernels/scan.cu (ScanLayout::OF_SOURCES)");
             layout_seen = true;
         } else if (key == "case") {
             CaseSpec c;
@@ -244,6 +245,15 @@ const std::map<std::string, Entry>& entries() {
         {"ltm_segment_maps_bf16", entry(scan::THREADS, SCAN, ltm_segment_maps_bf16)},
         {"ltm_segment_maps_bf16_fast", entry(scan::THREADS, SCAN, ltm_segment_maps_bf16_fast)},
         {"ltm_segment_combine", entry(scan::COMBINE_THREADS, COMBINE, ltm_segment_combine)},
+        {"ltm_scan_f32_k256", entry(scan::THREADS, SCAN, ltm_scan_f32_k256)},
+        {"ltm_scan_f16_k256", entry(scan::THREADS, SCAN, ltm_scan_f16_k256)},
+        {"ltm_scan_bf16_k256", entry(scan::THREADS, SCAN, ltm_scan_bf16_k256)},
+        {"ltm_scan_bf16_fast_k256", entry(scan::THREADS, SCAN, ltm_scan_bf16_fast_k256)},
+        {"ltm_segment_maps_f32_k256", entry(scan::THREADS, SCAN, ltm_segment_maps_f32_k256)},
+        {"ltm_segment_maps_f16_k256", entry(scan::THREADS, SCAN, ltm_segment_maps_f16_k256)},
+        {"ltm_segment_maps_bf16_k256", entry(scan::THREADS, SCAN, ltm_segment_maps_bf16_k256)},
+        {"ltm_segment_maps_bf16_fast_k256", entry(scan::THREADS, SCAN, ltm_segment_maps_bf16_fast_k256)},
+        {"ltm_segment_combine_k256", entry(scan::COMBINE_THREADS, COMBINE, ltm_segment_combine_k256)},
     };
     return e;
 }

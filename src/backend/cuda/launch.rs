@@ -79,7 +79,7 @@ fn execute(
         Some(b) => win.buffer(b).ptr(stream),
     };
     for l in plan {
-        let f = kernels.function(&l.kernel);
+        let f = kernels.function(&l.kernel)?;
         let cfg = LaunchConfig {
             grid_dim: l.grid,
             block_dim: l.block,

@@ -1,6 +1,7 @@
 //! Loading the embedded kernels into a context: PTX first, NVRTC from the embedded
 //! source when the driver is too old for the PTX, and the layout the kernels report.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use cudarc::driver::sys::{CUdevice_attribute, CUfunction_attribute, CUresult};
@@ -11,36 +12,17 @@ use super::cuda_err;
 use super::plan::{Kernel, ScanLayout, Stage};
 use crate::backend::{EmbeddedKernel, EMBEDDED_KERNELS};
 use crate::error::{Error, Result};
-use crate::tensor::DType;
 
 /// The CUDA driver version the embedded PTX (ISA 9.0, nvcc 13.0) needs: 13.0, driver 580.
 pub const PTX_DRIVER: &str = "CUDA 13.0 (driver 580 or newer)";
 
-/// Entry points per input type (index: [`dtype_index`]).
+/// The memory's entry points, by name ([`Kernel::entry`]).
 pub(crate) struct Kernels {
-    pub prep: [CudaFunction; 3],
-    pub scan: [CudaFunction; 3],
-    pub maps: [CudaFunction; 3],
-    /// The FAST variants for bf16 inputs (stage-1 outputs and every MMA operand in
-    /// bf16, see scan.cu).
-    pub prep_bf16_fast: CudaFunction,
-    pub scan_bf16_fast: CudaFunction,
-    pub maps_bf16_fast: CudaFunction,
-    pub combine: CudaFunction,
+    functions: BTreeMap<String, CudaFunction>,
     pub layout: ScanLayout,
     /// How the modules were loaded: "ptx" or "nvrtc (…)".
     pub loaded_from: String,
 }
-
-pub(crate) fn dtype_index(d: DType) -> usize {
-    match d {
-        DType::F32 => 0,
-        DType::F16 => 1,
-        DType::BF16 => 2,
-    }
-}
-
-const SUFFIX: [&str; 3] = ["f32", "f16", "bf16"];
 
 fn embedded(name: &str) -> Result<&'static EmbeddedKernel> {
     EMBEDDED_KERNELS
@@ -51,42 +33,28 @@ fn embedded(name: &str) -> Result<&'static EmbeddedKernel> {
 
 impl Kernels {
     /// The loaded entry point `k` names.
-    pub fn function(&self, k: &Kernel) -> &CudaFunction {
-        let d = dtype_index(k.dtype);
-        match (k.stage, k.fast) {
-            (Stage::Prep, false) => &self.prep[d],
-            (Stage::Prep, true) => &self.prep_bf16_fast,
-            (Stage::Scan, false) => &self.scan[d],
-            (Stage::Scan, true) => &self.scan_bf16_fast,
-            (Stage::Maps, false) => &self.maps[d],
-            (Stage::Maps, true) => &self.maps_bf16_fast,
-            (Stage::Combine, _) => &self.combine,
-        }
+    pub fn function(&self, k: &Kernel) -> Result<&CudaFunction> {
+        let name = k.entry();
+        self.functions
+            .get(&name)
+            .ok_or_else(|| Error::Device(format!("kernel {name} is not loaded")))
     }
 
     pub fn load(ctx: &Arc<CudaContext>, stream: &Arc<CudaStream>) -> Result<Self> {
         let mut via = Vec::new();
         let cw = load_module(ctx, embedded("column_write")?, &mut via)?;
         let sc = load_module(ctx, embedded("scan")?, &mut via)?;
-        let func = |m: &Arc<CudaModule>, name: String| {
-            m.load_function(&name)
-                .map_err(cuda_err(&format!("loading kernel {name}")))
-        };
-        let three = |m: &Arc<CudaModule>, stem: &str| -> Result<[CudaFunction; 3]> {
-            Ok([
-                func(m, format!("{stem}_{}", SUFFIX[0]))?,
-                func(m, format!("{stem}_{}", SUFFIX[1]))?,
-                func(m, format!("{stem}_{}", SUFFIX[2]))?,
-            ])
-        };
+        let mut functions = BTreeMap::new();
+        for k in Kernel::all() {
+            let module = if k.stage == Stage::Prep { &cw } else { &sc };
+            let name = k.entry();
+            let f = module
+                .load_function(&name)
+                .map_err(cuda_err(&format!("loading kernel {name}")))?;
+            functions.insert(name, f);
+        }
         let kernels = Kernels {
-            prep: three(&cw, "ltm_chunk_prep")?,
-            scan: three(&sc, "ltm_scan")?,
-            maps: three(&sc, "ltm_segment_maps")?,
-            prep_bf16_fast: func(&cw, "ltm_chunk_prep_bf16_fast".into())?,
-            scan_bf16_fast: func(&sc, "ltm_scan_bf16_fast".into())?,
-            maps_bf16_fast: func(&sc, "ltm_segment_maps_bf16_fast".into())?,
-            combine: func(&sc, "ltm_segment_combine".into())?,
+            functions,
             layout: read_layout(&sc, stream)?,
             loaded_from: via.join(", "),
         };
@@ -95,31 +63,54 @@ impl Kernels {
     }
 
     /// The scan kernels keep a whole chunk's tiles in shared memory, beyond the 48 KB a
-    /// block gets without opting in.
+    /// block gets without opting in. A GPU that has room for the narrow kernels but not
+    /// the wide ones (an A100) loads; a memory with key_dim > 128 is then refused by
+    /// [`Kernels::check_key_dim`].
     fn allow_shared_memory(&self, ctx: &Arc<CudaContext>) -> Result<()> {
+        let optin = self.optin_smem(ctx)?;
         let need = self.layout.smem_bytes;
-        let optin = ctx
-            .attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)
-            .map_err(cuda_err("querying shared memory per block"))?;
-        if (optin as i64) < need as i64 {
+        if optin < need {
             return Err(Error::Device(format!(
                 "this GPU allows {optin} bytes of shared memory per block; the scan kernel needs \
                  {need} (an A100, H100 or H200 class GPU, compute capability 8.0 or 9.0)"
             )));
         }
-        let fast = [&self.scan_bf16_fast, &self.maps_bf16_fast];
-        for f in self.scan.iter().chain(&self.maps).chain(fast) {
+        for k in Kernel::all() {
+            if !matches!(k.stage, Stage::Scan | Stage::Maps) {
+                continue;
+            }
+            let bytes = if k.wide {
+                self.layout.smem_bytes_wide
+            } else {
+                need
+            };
+            if bytes > optin {
+                continue;
+            }
+            let f = self.function(&k)?;
             // SAFETY: `f` is a loaded function of this context.
             unsafe {
                 result::function::set_function_attribute(
                     f.cu_function(),
                     CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-                    need as i32,
+                    bytes as i32,
                 )
             }
             .map_err(cuda_err("allowing the scan kernel its shared memory"))?;
         }
         Ok(())
+    }
+
+    fn optin_smem(&self, ctx: &Arc<CudaContext>) -> Result<u32> {
+        let optin = ctx
+            .attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)
+            .map_err(cuda_err("querying shared memory per block"))?;
+        Ok(optin.max(0) as u32)
+    }
+
+    /// Fails, saying why, unless the scan kernels take keys of `key_dim` on this GPU.
+    pub fn check_key_dim(&self, ctx: &Arc<CudaContext>, key_dim: usize) -> Result<()> {
+        self.layout.check_key_dim(key_dim, self.optin_smem(ctx)?)
     }
 }
 
@@ -207,7 +198,7 @@ fn read_layout(module: &Arc<CudaModule>, stream: &Arc<CudaStream>) -> Result<Sca
         .load_function("ltm_scan_layout_query")
         .map_err(cuda_err("loading ltm_scan_layout_query"))?;
     let mut out = stream
-        .alloc_zeros::<i32>(6)
+        .alloc_zeros::<i32>(8)
         .map_err(cuda_err("allocating the layout query"))?;
     let cfg = cudarc::driver::LaunchConfig {
         grid_dim: (1, 1, 1),
@@ -216,7 +207,7 @@ fn read_layout(module: &Arc<CudaModule>, stream: &Arc<CudaStream>) -> Result<Sca
     };
     let mut builder = stream.launch_builder(&query);
     builder.arg(&mut out);
-    // SAFETY: the kernel writes 6 ints into `out`, which holds 6.
+    // SAFETY: the kernel writes 8 ints into `out`, which holds 8.
     unsafe { builder.launch(cfg) }.map_err(cuda_err("launching ltm_scan_layout_query"))?;
     let v = stream
         .clone_dtoh(&out)
@@ -231,8 +222,14 @@ fn read_layout(module: &Arc<CudaModule>, stream: &Arc<CudaStream>) -> Result<Sca
         threads: v[3] as u32,
         smem_bytes: v[4] as u32,
         combine_threads: v[5] as u32,
+        kmax_wide: v[6] as usize,
+        smem_bytes_wide: v[7] as u32,
     };
-    if layout.chunk != 64 || layout.slice == 0 || !layout.kmax.is_multiple_of(16) {
+    if layout.chunk != 64
+        || layout.slice == 0
+        || !layout.kmax.is_multiple_of(16)
+        || layout.kmax_wide < layout.kmax
+    {
         return Err(Error::Device(format!(
             "unexpected kernel layout {layout:?}: kernels and host code disagree"
         )));

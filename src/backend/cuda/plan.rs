@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 
 use super::params::{CombineParams, PrepParams, ScanParams};
 use super::window::{elem_bytes, Shape, CHUNK};
+use crate::error::{Error, Result};
 use crate::tensor::DType;
 
 /// Layout constants the kernels report (`ltm_scan_layout` of `kernels/scan.cu`).
@@ -18,6 +19,9 @@ pub(crate) struct ScanLayout {
     pub threads: u32,
     pub smem_bytes: u32,
     pub combine_threads: u32,
+    /// The wide kernels (`*_k256`): largest key dim and dynamic shared memory bytes.
+    pub kmax_wide: usize,
+    pub smem_bytes_wide: u32,
 }
 
 impl ScanLayout {
@@ -31,7 +35,42 @@ impl ScanLayout {
         threads: 256,
         smem_bytes: 159_232,
         combine_threads: 256,
+        kmax_wide: 256,
+        smem_bytes_wide: 210_432,
     };
+
+    /// Whether a memory whose keys pad to `kp` columns needs the wide kernels.
+    pub fn wide(&self, kp: usize) -> bool {
+        kp > self.kmax
+    }
+
+    /// Fails, saying why, unless the scan kernels take keys of `key_dim` on a GPU that
+    /// allows `optin_smem` bytes of shared memory per block.
+    pub fn check_key_dim(&self, key_dim: usize, optin_smem: u32) -> Result<()> {
+        if key_dim > self.kmax_wide {
+            return Err(Error::Config(format!(
+                "the CUDA kernels take key_dim up to {}, found {key_dim}; use --device cpu",
+                self.kmax_wide
+            )));
+        }
+        if self.wide(key_dim.div_ceil(16) * 16) && optin_smem < self.smem_bytes_wide {
+            return Err(Error::Config(format!(
+                "key_dim {key_dim} needs the wide scan kernels and {} bytes of shared memory per \
+                 block; this GPU allows {optin_smem} (key_dim up to {} runs here); use --device cpu",
+                self.smem_bytes_wide, self.kmax
+            )));
+        }
+        Ok(())
+    }
+
+    /// Dynamic shared memory of a scan block for keys of `kp` columns.
+    pub fn scan_smem(&self, kp: usize) -> u32 {
+        if self.wide(kp) {
+            self.smem_bytes_wide
+        } else {
+            self.smem_bytes
+        }
+    }
 }
 
 /// Threads of `ltm_chunk_prep_*` (`prep::THREADS` in column_write.cu, which
@@ -133,6 +172,8 @@ pub(crate) struct Kernel {
     pub dtype: DType,
     /// The FAST bf16 variant (only with bf16 inputs).
     pub fast: bool,
+    /// The `_k256` variant of the scan, the maps and the combine (key_dim > 128).
+    pub wide: bool,
 }
 
 impl Kernel {
@@ -142,14 +183,59 @@ impl Kernel {
             Stage::Prep => "ltm_chunk_prep",
             Stage::Maps => "ltm_segment_maps",
             Stage::Scan => "ltm_scan",
-            Stage::Combine => return "ltm_segment_combine".into(),
+            Stage::Combine => return format!("ltm_segment_combine{}", self.wide_suffix()),
         };
         let ty = match self.dtype {
             DType::F32 => "f32",
             DType::F16 => "f16",
             DType::BF16 => "bf16",
         };
-        format!("{stem}_{ty}{}", if self.fast { "_fast" } else { "" })
+        format!("{stem}_{ty}{}{}", self.fast_suffix(), self.wide_suffix())
+    }
+
+    fn fast_suffix(&self) -> &'static str {
+        if self.fast {
+            "_fast"
+        } else {
+            ""
+        }
+    }
+
+    fn wide_suffix(&self) -> &'static str {
+        if self.wide {
+            "_k256"
+        } else {
+            ""
+        }
+    }
+
+    /// Every entry point the memory's kernels export, as the backend loads them.
+    pub fn all() -> Vec<Kernel> {
+        let mut all = Vec::new();
+        for stage in [Stage::Prep, Stage::Maps, Stage::Scan, Stage::Combine] {
+            for wide in [false, true] {
+                if wide && stage == Stage::Prep {
+                    continue; // stage 1 loops over key tiles: one kernel serves every K
+                }
+                for dtype in [DType::F32, DType::F16, DType::BF16] {
+                    for fast in [false, true] {
+                        if fast && (dtype != DType::BF16 || stage == Stage::Combine) {
+                            continue;
+                        }
+                        if stage == Stage::Combine && dtype != DType::F32 {
+                            continue; // the combine reads f32 maps whatever the inputs
+                        }
+                        all.push(Kernel {
+                            stage,
+                            dtype,
+                            fast,
+                            wide,
+                        });
+                    }
+                }
+            }
+        }
+        all
     }
 }
 
@@ -242,6 +328,7 @@ pub(crate) fn prep_plan(
             stage: Stage::Prep,
             dtype: s.dtype,
             fast: fast(s, opts),
+            wide: false,
         },
         grid: (nc as u32, s.heads as u32, s.batch as u32),
         block: (PREP_THREADS, 1, 1),
@@ -293,12 +380,13 @@ pub(crate) fn scan_plan(
         stage,
         dtype: s.dtype,
         fast: stage != Stage::Combine && fast(s, opts),
+        wide: lay.wide(s.kp),
     };
     let scan = |x_blocks: usize, stage, params| Launch {
         kernel: kernel(stage),
         grid: (x_blocks as u32, s.heads as u32, s.batch as u32),
         block: (lay.threads, 1, 1),
-        shared_mem_bytes: lay.smem_bytes,
+        shared_mem_bytes: lay.scan_smem(s.kp),
         params: Params::Scan(params),
     };
     if g == 1 {
@@ -505,8 +593,15 @@ pub fn emu_plan_text(cases: &[EmuCase]) -> String {
     let _ = writeln!(
         out,
         "# launch plans of ltm-engine's CUDA backend (src/backend/cuda/plan.rs)\n\
-         layout {} {} {} {} {} {}",
-        lay.chunk, lay.kmax, lay.slice, lay.threads, lay.smem_bytes, lay.combine_threads
+         layout {} {} {} {} {} {} {} {}",
+        lay.chunk,
+        lay.kmax,
+        lay.slice,
+        lay.threads,
+        lay.smem_bytes,
+        lay.combine_threads,
+        lay.kmax_wide,
+        lay.smem_bytes_wide
     );
     for case in cases {
         let s = emu_shape(case);
@@ -588,6 +683,68 @@ mod tests {
         PlanOptions {
             segments,
             bf16_fast: false,
+        }
+    }
+
+    #[test]
+    fn keys_past_128_take_the_wide_kernels_with_their_shared_memory() {
+        for (k, wide) in [
+            (7, false),
+            (128, false),
+            (129, true),
+            (200, true),
+            (256, true),
+        ] {
+            let s = shape(k, 40, 4 * CHUNK, 4);
+            let plan = window_plan(&s, 4 * CHUNK, 0.1, opts(2), &LAY);
+            let names: Vec<_> = plan.iter().map(|l| l.kernel.entry()).collect();
+            let suffix = if wide { "_k256" } else { "" };
+            assert_eq!(
+                names,
+                vec![
+                    "ltm_chunk_prep_f32".to_string(),
+                    format!("ltm_segment_maps_f32{suffix}"),
+                    format!("ltm_segment_combine{suffix}"),
+                    format!("ltm_scan_f32{suffix}"),
+                ],
+                "K = {k}"
+            );
+            let want = if wide { 210_432 } else { 159_232 };
+            for l in &plan {
+                if matches!(l.kernel.stage, Stage::Scan | Stage::Maps) {
+                    assert_eq!(l.shared_mem_bytes, want, "K = {k}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn key_dims_past_the_kernels_or_the_gpus_shared_memory_are_refused_by_name() {
+        let h200 = 232_448;
+        let a100 = 166_912;
+        assert!(LAY.check_key_dim(256, h200).is_ok());
+        assert!(LAY.check_key_dim(128, a100).is_ok());
+        let e = LAY.check_key_dim(257, h200).unwrap_err().to_string();
+        assert!(e.contains("key_dim up to 256, found 257"), "{e}");
+        let e = LAY.check_key_dim(256, a100).unwrap_err().to_string();
+        assert!(e.contains("210432") && e.contains("166912"), "{e}");
+    }
+
+    #[test]
+    fn every_entry_the_backend_loads_is_exported_by_the_sources() {
+        let sources = [
+            include_str!("../../../kernels/column_write.cu"),
+            include_str!("../../../kernels/scan.cu"),
+        ]
+        .concat();
+        let all = Kernel::all();
+        // 4 prep, 2 × (4 scan + 4 maps), 2 combine
+        assert_eq!(all.len(), 22);
+        for k in all {
+            let name = k.entry();
+            let exported = sources.contains(&format!("({name}, "))
+                || sources.contains(&format!("\n{name}(const"));
+            assert!(exported, "{name} is not an entry point of the kernels");
         }
     }
 
