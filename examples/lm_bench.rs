@@ -22,7 +22,7 @@ use std::time::Instant;
 use ltm_engine::baseline::{AttentionBackend, AttentionConfig, CpuAttention, KvCache};
 use ltm_engine::bench::workload::Workload;
 use ltm_engine::hash::SplitMix64;
-use ltm_engine::lm::{GateActivation, GdnConfig, LanguageModel, Logits};
+use ltm_engine::lm::{GdnConfig, LanguageModel, Logits};
 use ltm_engine::Device;
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -52,24 +52,7 @@ fn time_prefill(model: &LanguageModel, ids: &[u32], window: usize, runs: usize) 
 }
 
 fn large_config() -> GdnConfig {
-    GdnConfig {
-        hidden_size: 1024,
-        layers: 8,
-        heads: 8,
-        value_heads: 8,
-        head_dim: 128,
-        value_dim: 256,
-        conv_size: 4,
-        norm_eps: 1e-6,
-        intermediate_size: 2816,
-        vocab_size: 32_000,
-        tie_word_embeddings: false,
-        use_gate: true,
-        gate_activation: GateActivation::Swish,
-        allow_neg_eigval: false,
-        bos_token_id: None,
-        eos_token_id: None,
-    }
+    GdnConfig::fla_defaults(1024, 8, 8, 128, 32_000).expect("a valid config")
 }
 
 fn main() {

@@ -21,7 +21,7 @@ use std::time::Instant;
 
 use ltm_engine::backend::cuda::GemmShape;
 use ltm_engine::hash::SplitMix64;
-use ltm_engine::lm::{GateActivation, GdnConfig, LanguageModel, Logits};
+use ltm_engine::lm::{GdnConfig, LanguageModel, Logits};
 use ltm_engine::{DType, Device};
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -31,25 +31,8 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 /// fla-hub's 1.3B widths (key width 1536, value width 3072) as heads of `head_dim`.
 fn config(layers: usize, head_dim: usize) -> GdnConfig {
-    let heads = 1536 / head_dim;
-    GdnConfig {
-        hidden_size: 2048,
-        layers,
-        heads,
-        value_heads: heads,
-        head_dim,
-        value_dim: 2 * head_dim,
-        conv_size: 4,
-        norm_eps: 1e-6,
-        intermediate_size: 5632,
-        vocab_size: 32_000,
-        tie_word_embeddings: false,
-        use_gate: true,
-        gate_activation: GateActivation::Swish,
-        allow_neg_eigval: false,
-        bos_token_id: None,
-        eos_token_id: None,
-    }
+    GdnConfig::fla_defaults(2048, layers, 1536 / head_dim, head_dim, 32_000)
+        .expect("fla-hub's 1.3B widths are a valid config")
 }
 
 /// FLOPs per token of the layers' matrix products (no output head).

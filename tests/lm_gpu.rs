@@ -368,25 +368,7 @@ fn a_bf16_checkpoint_keeps_its_dtype_and_stays_within_1e_2_on_the_cpu() {
 #[test]
 #[ignore = "needs a CUDA GPU"]
 fn wide_heads_on_the_gpu_match_the_cpu() {
-    use ltm_engine::lm::{GateActivation, GdnConfig};
-    let config = GdnConfig {
-        hidden_size: 256,
-        layers: 2,
-        heads: 2,
-        value_heads: 2,
-        head_dim: 256,
-        value_dim: 512,
-        conv_size: 4,
-        norm_eps: 1e-6,
-        intermediate_size: 512,
-        vocab_size: 1000,
-        tie_word_embeddings: false,
-        use_gate: true,
-        gate_activation: GateActivation::Swish,
-        allow_neg_eigval: false,
-        bos_token_id: None,
-        eos_token_id: None,
-    };
+    let config = ltm_engine::lm::GdnConfig::fla_defaults(256, 2, 2, 256, 1000).unwrap();
     let gpu = LanguageModel::random(config.clone(), 7, Device::Cuda(0))
         .unwrap_or_else(|e| panic!("this GPU test needs a usable CUDA device: {e}"));
     assert!(

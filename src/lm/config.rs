@@ -93,6 +93,28 @@ impl GdnConfig {
         })
     }
 
+    /// The config flash-linear-attention's `GatedDeltaNetConfig` gives for these widths
+    /// and its defaults for everything else (V = 2K, conv 4, SwiGLU width
+    /// `⌈D·4·2/3⌉₂₅₆`, swish gate, untied head): the same rules [`GdnConfig::parse`]
+    /// applies to a `config.json` that names only these fields, because it is one.
+    pub fn fla_defaults(
+        hidden_size: usize,
+        layers: usize,
+        heads: usize,
+        head_dim: usize,
+        vocab_size: usize,
+    ) -> std::result::Result<Self, String> {
+        let fields = serde_json::json!({
+            "model_type": "gated_deltanet",
+            "hidden_size": hidden_size,
+            "num_hidden_layers": layers,
+            "num_heads": heads,
+            "head_dim": head_dim,
+            "vocab_size": vocab_size,
+        });
+        Self::parse(&fields.to_string())
+    }
+
     /// Parses the text of a `config.json`; the error says which field is wrong and why.
     pub fn parse(text: &str) -> std::result::Result<Self, String> {
         let value: Value =
@@ -360,5 +382,26 @@ impl Fields<'_> {
                 )),
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fla_defaults_give_fla_hubs_1_3b_widths() {
+        // fla-hub's gated_deltanet-1.3B: hidden 2048, 24 layers, 6 heads of 256, vocab
+        // 32000, the rest fla's defaults: V = 512, MLP 5632 (int(2048·4·2/3) = 5461
+        // rounded up to 256).
+        let c = GdnConfig::fla_defaults(2048, 24, 6, 256, 32_000).unwrap();
+        assert_eq!((c.value_heads, c.value_dim), (6, 512));
+        assert_eq!((c.key_width(), c.value_width()), (1536, 3072));
+        assert_eq!((c.intermediate_size, c.conv_size), (5632, 4));
+        assert!(c.use_gate && !c.tie_word_embeddings && !c.allow_neg_eigval);
+        assert_eq!(c.gate_activation, GateActivation::Swish);
+        assert!(GdnConfig::fla_defaults(0, 24, 6, 256, 32_000)
+            .unwrap_err()
+            .contains("hidden_size"));
     }
 }
