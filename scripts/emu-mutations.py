@@ -9,7 +9,7 @@ that says why. The working tree is never modified.
   cargo run --release --example emu_lm_cases -- target/emu-lm-cases.bin
   python3 scripts/emu-mutations.py --lm target/emu-lm-cases.bin [--only SUBSTRING]
 
-Mutations: every `__syncthreads()` of column_write.cu, scan.cu (and common.cuh) removed
+Mutations: every `__syncthreads()` of column_write.cu, scan.cu, step.cu (and common.cuh) removed
 one at a time, and the combine's M·S term dropped; with --lm, every barrier of the
 language-model kernels (lm_*.cu, lm_common.cuh) and a few wrong indices, run by
 emu/lm_check.cpp on the fixture models' cases. Not part of CI (a build per mutation);
@@ -23,7 +23,7 @@ import sys
 import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FILES = ["column_write.cu", "scan.cu", "common.cuh"]
+FILES = ["column_write.cu", "scan.cu", "step.cu", "common.cuh"]
 LM_FILES = ["lm_common.cuh", "lm_conv.cu", "lm_head.cu", "lm_norm.cu"]
 # (file, text, replacement, what): wrong indices and constants of the LM kernels.
 LM_EDITS = [

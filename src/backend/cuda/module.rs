@@ -27,6 +27,8 @@ pub(crate) struct Kernels {
     pub scan_bf16_fast: CudaFunction,
     pub maps_bf16_fast: CudaFunction,
     pub combine: CudaFunction,
+    /// Token by token, for short windows (kernels/step.cu).
+    pub step: [CudaFunction; 3],
     pub layout: ScanLayout,
     /// How the modules were loaded: "ptx" or "nvrtc (…)".
     pub loaded_from: String,
@@ -61,6 +63,7 @@ impl Kernels {
             (Stage::Maps, false) => &self.maps[d],
             (Stage::Maps, true) => &self.maps_bf16_fast,
             (Stage::Combine, _) => &self.combine,
+            (Stage::Step, _) => &self.step[d],
         }
     }
 
@@ -68,6 +71,7 @@ impl Kernels {
         let mut via = Vec::new();
         let cw = load_module(ctx, embedded("column_write")?, &mut via)?;
         let sc = load_module(ctx, embedded("scan")?, &mut via)?;
+        let st = load_module(ctx, embedded("step")?, &mut via)?;
         let func = |m: &Arc<CudaModule>, name: String| {
             m.load_function(&name)
                 .map_err(cuda_err(&format!("loading kernel {name}")))
@@ -87,6 +91,7 @@ impl Kernels {
             scan_bf16_fast: func(&sc, "ltm_scan_bf16_fast".into())?,
             maps_bf16_fast: func(&sc, "ltm_segment_maps_bf16_fast".into())?,
             combine: func(&sc, "ltm_segment_combine".into())?,
+            step: three(&st, "ltm_step")?,
             layout: read_layout(&sc, stream)?,
             loaded_from: via.join(", "),
         };
