@@ -321,7 +321,15 @@ fn short_windows_match_the_cpu_token_by_token() {
             let tol = if tokens <= 16 { 1e-5 } else { F32_TOL };
             let reference = cpu_reference(&config, &x.inputs(), &initial);
             let name = format!("step f32 T={tokens}");
-            check_against(&name, &backend, &config, &x.inputs(), &initial, tol, &reference);
+            check_against(
+                &name,
+                &backend,
+                &config,
+                &x.inputs(),
+                &initial,
+                tol,
+                &reference,
+            );
             let (q, kk, vv) = (to_bf16(&x.q), to_bf16(&x.k), to_bf16(&x.v));
             let bf = ForwardInputs {
                 q: Data::BF16(&q),
