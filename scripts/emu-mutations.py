@@ -10,7 +10,8 @@ that says why. The working tree is never modified.
   python3 scripts/emu-mutations.py --lm target/emu-lm-cases.bin [--only SUBSTRING]
 
 Mutations: every `__syncthreads()` of column_write.cu, scan.cu, step.cu (and common.cuh) removed
-one at a time, and the combine's M·S term dropped; with --lm, every barrier of the
+one at a time, the combine's M·S term dropped, and the step kernel's partials
+single-buffered and its k·q term dropped; with --lm, every barrier of the
 language-model kernels (lm_*.cu, lm_common.cuh) and a few wrong indices, run by
 emu/lm_check.cpp on the fixture models' cases. Not part of CI (a build per mutation);
 run it after changing a kernel's barriers.
@@ -35,6 +36,14 @@ LM_EDITS = [
     ("lm_norm.cu", "gate[h * V + j]", "gate[j]", "gated norm reads every head's gate from head 0"),
     ("lm_head.cu", "(v == bv && i < bi)", "(v == bv && i > bi)", "argmax takes the last of equals"),
     ("lm_head.cu", "(n + 1ull)", "n", "the generator's draws counted from 0"),
+]
+
+
+# (file, text, replacement, what): the step kernel's one-barrier-a-token scheme and a term.
+STEP_EDITS = [
+    ("step.cu", "const int par = (t0 + t) & 1;", "const int par = 0;",
+     "warp partials single-buffered (one barrier a token no longer enough)"),
+    ("step.cu", "kq += kt[row] * qt[row];", "/* mutation */", "the k·q term of the output dropped"),
 ]
 
 
@@ -66,6 +75,10 @@ def mutations():
     assert text.count(term) == 1, "the combine's M·S loop moved: update this script"
     line = text.count("\n", 0, text.index(term)) + 1
     yield (f"{name}:{line} combine without M·S", name, text.replace(term, "/* mutation */"))
+    for name, old, new, what in STEP_EDITS:
+        text = open(os.path.join(ROOT, "kernels", name)).read()
+        assert text.count(old) == 1, f"{name}: `{old}` moved: update this script"
+        yield (f"{name}: {what}", name, text.replace(old, new, 1))
 
 
 def why(output):
