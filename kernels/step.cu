@@ -26,7 +26,7 @@ struct StepParams {
     const float* g;      // [B, t_stride, H] log decay
     float* state;        // [B, H, K, V] read at the start, written at the end (in place)
     float* out;          // o [B, t_stride, H, V]
-    int batch, heads, key_dim, value_dim;
+    int batch, heads, key_dim, value_dim;  // key_dim ≤ step::KMAX (the plan checks it)
     int t_stride;        // tokens per sequence in the window buffers
     int tokens;          // valid tokens per sequence in this window
     int slices;          // DV-column slices per (sequence, head) == gridDim.x
