@@ -70,6 +70,24 @@ const CASES: &[Row] = &[
     // Several windows a call: the state carried from window to window on the device,
     // the last window shorter, each cut into segments.
     ("windows_of_192_segments=2", 1, 2, 32, 48, 500, F32, 2, true, G, 0.0, 1.0, false, Some(192)),
+    // Short windows token by token (step.cu, ≤ 16 tokens): K from 7 to 256, V not a
+    // multiple of the 32-column slice, every input type, two sequences; 9 to 16 tokens
+    // stage their inputs in two batches of 8.
+    ("step_f32_K=7_V=5_1tok", 2, 3, 7, 5, 1, F32, 1, true, G, 0.0, 1.0, false, None),
+    ("step_f32_K=64_V=40_3tok", 2, 2, 64, 40, 3, F32, 1, true, G, 0.0, 1.0, false, None),
+    ("step_bf16_K=128_V=100_16tok", 2, 2, 128, 100, 16, BF16, 1, true, G, 0.0, 1.0, false, None),
+    ("step_f16_K=256_V=70_5tok", 2, 1, 256, 70, 5, F16, 1, true, G, 0.0, 1.0, false, None),
+    ("step_f32_K=256_V=33_16tok", 2, 2, 256, 33, 16, F32, 1, true, G, 0.0, 1.0, false, None),
+    ("step_bf16_fast_ignored_K=32_12tok", 2, 1, 32, 64, 12, BF16, 1, true, G, 0.0, 1.0, true, None),
+    ("step_strong_decay_beta_near_1", 2, 1, 64, 48, 9, F32, 1, true, 5.0, 0.999, 1.0, false, None),
+    // After earlier windows: a chunked window of 64, then 6 tokens token by token on the
+    // state it left; decode steps (windows of 1 token each, as successive calls); with
+    // no decay and β ≤ 0.2, the state carried in dominates every output.
+    ("step_after_a_chunked_window", 2, 2, 64, 48, 70, F32, 1, true, G, 0.0, 1.0, false, Some(64)),
+    ("step_decode_K=128_V=96_bf16", 2, 2, 128, 96, 12, BF16, 1, true, G, 0.0, 1.0, false, Some(1)),
+    ("step_decode_K=256_f32", 2, 1, 256, 40, 6, F32, 1, true, G, 0.0, 1.0, false, Some(1)),
+    ("step_decode_no_decay_low_beta", 2, 1, 7, 40, 20, F32, 1, true, 0.0, 0.02, 0.2, false, Some(1)),
+    ("step_windows_of_10_f16", 2, 1, 48, 36, 37, F16, 1, true, G, 0.0, 1.0, false, Some(10)),
 ];
 
 fn main() -> std::io::Result<()> {

@@ -4,13 +4,16 @@
 //! ```sh
 //! gpu_bench [--tokens 65536] [--heads 16] [--dim 128] [--batch 1] [--dtype bf16]
 //!           [--repeats 5] [--total-tokens N] [--segments G] [--prep-only]
-//!           [--bf16-fast]
+//!           [--bf16-fast] [--chunked]
 //! ```
 //! With `--total-tokens N` one sequence of N tokens streams through: ceil(N / tokens)
 //! windows of `--tokens` back to back, the state carried, each window reusing the same
 //! device inputs (the kernels' cost does not depend on the values). `--prep-only` times
 //! stage 1 alone; `--segments G` fixes the segment count of the scan (1: plain scan);
-//! `--bf16-fast` runs the FAST bf16 scan (`CudaBackend::with_bf16_fast`).
+//! `--bf16-fast` runs the FAST bf16 scan (`CudaBackend::with_bf16_fast`). A window of at
+//! most 16 tokens runs token by token (`kernels/step.cu`); `--chunked` times stage 1 and
+//! the scan for it instead, so `--tokens 1 --total-tokens 2000` with and without it
+//! compares the two paths for decode.
 
 use half::bf16;
 use ltm_engine::backend::cuda::{CudaBackend, TimedStages};
@@ -27,6 +30,7 @@ struct Args {
     segments: Option<usize>,
     prep_only: bool,
     bf16_fast: bool,
+    chunked: bool,
 }
 
 fn parse() -> Result<Args, String> {
@@ -41,6 +45,7 @@ fn parse() -> Result<Args, String> {
         segments: None,
         prep_only: false,
         bf16_fast: false,
+        chunked: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -57,6 +62,7 @@ fn parse() -> Result<Args, String> {
             "--segments" => a.segments = Some(num(value()?)?),
             "--prep-only" => a.prep_only = true,
             "--bf16-fast" => a.bf16_fast = true,
+            "--chunked" => a.chunked = true,
             _ => return Err(format!("unknown argument {flag}")),
         }
     }
@@ -137,10 +143,12 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     } else {
         a.repeats
     };
-    let stages = if a.prep_only {
-        TimedStages::PrepOnly
+    let (stages, stage_name) = if a.prep_only {
+        (TimedStages::PrepOnly, "prep")
+    } else if a.chunked {
+        (TimedStages::Chunked, "chunked")
     } else {
-        TimedStages::All
+        (TimedStages::All, "all")
     };
     let mut times = backend.time_resident(&config, &fi, &state, windows, repeats, stages)?;
     times.sort_by(f64::total_cmp);
@@ -150,7 +158,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         "device": ltm_engine::Backend::name(&backend),
         "batch": a.batch, "tokens_per_window": a.tokens, "windows": windows,
         "tokens_total": tokens, "heads": a.heads, "key_dim": a.dim, "value_dim": a.dim,
-        "dtype": a.dtype, "stages": if a.prep_only { "prep" } else { "all" },
+        "dtype": a.dtype, "stages": stage_name,
         "bf16_fast": a.bf16_fast,
         "segments": a.segments.map_or("auto".to_string(), |g| g.to_string()),
         "seconds_median": median, "seconds_all": times,

@@ -9,8 +9,9 @@ that says why. The working tree is never modified.
   cargo run --release --example emu_lm_cases -- target/emu-lm-cases.bin
   python3 scripts/emu-mutations.py --lm target/emu-lm-cases.bin [--only SUBSTRING]
 
-Mutations: every `__syncthreads()` of column_write.cu, scan.cu (and common.cuh) removed
-one at a time, the combine's M·S term dropped, and wrong indices of the wide scan; with --lm, every barrier of the
+Mutations: every `__syncthreads()` of column_write.cu, scan.cu, step.cu (and common.cuh)
+removed one at a time, the combine's M·S term dropped, wrong indices of the wide scan,
+and the step kernel's partials single-buffered and its k·q term dropped; with --lm, every barrier of the
 language-model kernels (lm_*.cu, lm_common.cuh) and a few wrong indices, run by
 emu/lm_check.cpp on the fixture models' cases. Not part of CI (a build per mutation);
 run it after changing a kernel's barriers.
@@ -23,7 +24,7 @@ import sys
 import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FILES = ["column_write.cu", "scan.cu", "common.cuh"]
+FILES = ["column_write.cu", "scan.cu", "step.cu", "common.cuh"]
 LM_FILES = ["lm_common.cuh", "lm_conv.cu", "lm_head.cu", "lm_norm.cu"]
 # (file, text, replacement, what): wrong indices and constants of the LM kernels.
 LM_EDITS = [
@@ -46,6 +47,14 @@ EDITS = [
      "wide scan: W's second half copied from its first"),
     ("scan.cu", "combine_segments<scan::KMAX_WIDE>(params)", "combine_segments<scan::KMAX>(params)",
      "ltm_segment_combine_k256 sized for 128 rows"),
+]
+
+
+# (file, text, replacement, what): the step kernel's one-barrier-a-token scheme and a term.
+STEP_EDITS = [
+    ("step.cu", "const int par = (t0 + t) & 1;", "const int par = 0;",
+     "warp partials single-buffered (one barrier a token no longer enough)"),
+    ("step.cu", "kq += kt[row] * qt[row];", "/* mutation */", "the k·q term of the output dropped"),
 ]
 
 
@@ -77,7 +86,7 @@ def mutations():
     assert text.count(term) == 1, "the combine's M·S loop moved: update this script"
     line = text.count("\n", 0, text.index(term)) + 1
     yield (f"{name}:{line} combine without M·S", name, text.replace(term, "/* mutation */"))
-    for name, old, new, what in EDITS:
+    for name, old, new, what in EDITS + STEP_EDITS:
         text = open(os.path.join(ROOT, "kernels", name)).read()
         assert text.count(old) == 1, f"{name}: `{old}` moved: update this script"
         yield (f"{name}: {what}", name, text.replace(old, new, 1))

@@ -171,6 +171,19 @@ if fits 45; then
         done' 2>&1 | tee -a "$report"
     [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 fi
+# Short windows (decode is one token a layer): the token-by-token kernel (step.cu, the
+# plan's choice up to 16 tokens) against stage 1 + the scan on the same windows, 2000
+# windows back to back, to place plan::STEP_MAX_TOKENS.
+log "short windows, token by token vs chunked (B=1 H=16 K=V=128 bf16, 2000 windows each):"
+if fits 25; then
+    timeout 25 bash -c '
+        for t in 1 4 16 32; do
+            for path in "" --chunked; do
+                timeout 5 ./gpu_bench --tokens $t --total-tokens $((2000 * t)) --heads 16 --dim 128 --dtype bf16 $path
+            done
+        done' 2>&1 | tee -a "$report"
+    [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+fi
 # 3. One sequence of 100M tokens at that layer shape (windows of 65536 tokens back to
 #    back, state carried), if the bf16 rate just measured says it fits in 50 s;
 #    else 10M tokens, and the report says which.

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 # Entry points on the forward path: none of them may spill.
-FORWARD = re.compile(r"^(ltm_(chunk_prep|scan|segment_maps)_(f32|f16|bf16)(_fast)?(_k256)?|ltm_segment_combine(_k256)?|ltm_lm_\w+)$")
+FORWARD = re.compile(r"^(ltm_(chunk_prep|scan|segment_maps)_(f32|f16|bf16)(_fast)?(_k256)?|ltm_step_(f32|f16|bf16)|ltm_segment_combine(_k256)?|ltm_lm_\w+)$")
 SCAN = re.compile(r"^ltm_(scan|segment_maps)_(f32|f16|bf16)(_fast)?(_k256)?$")
 
 

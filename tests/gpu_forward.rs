@@ -304,6 +304,84 @@ fn segmented_scan_matches_the_plain_scan_and_cpu() {
     }
 }
 
+// ---- short windows: token by token (kernels/step.cu) ------------------------------------
+
+/// Windows of at most 16 tokens run token by token on the state (`ltm_step_*`): from a
+/// random state, 1, 3 and 16 tokens (16: two batches of staged inputs) against the CPU
+/// on the same inputs, f32 and bf16, V not a multiple of the 32-column slice, two
+/// sequences; 17 tokens (the chunked path) beside them. Only f32 sums in both: within
+/// 1e-5 of the largest value.
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn short_windows_match_the_cpu_token_by_token() {
+    let backend = gpu();
+    let mut rng = rng("step");
+    for (h, k, v) in [(3, 7, 5), (2, 64, 100), (1, 128, 128)] {
+        let config = MemoryConfig::new(h, k, v);
+        for tokens in [1, 3, 16, 17] {
+            let x = random_inputs(&mut rng, &config, 2, tokens, Gates::Typical);
+            let initial = random_state(&mut rng, &config, 2);
+            let tol = if tokens <= 16 { 1e-5 } else { F32_TOL };
+            let reference = cpu_reference(&config, &x.inputs(), &initial);
+            let name = format!("step f32 T={tokens}");
+            check_against(
+                &name,
+                &backend,
+                &config,
+                &x.inputs(),
+                &initial,
+                tol,
+                &reference,
+            );
+            let (q, kk, vv) = (to_bf16(&x.q), to_bf16(&x.k), to_bf16(&x.v));
+            let bf = ForwardInputs {
+                q: Data::BF16(&q),
+                k: Data::BF16(&kk),
+                v: Data::BF16(&vv),
+                ..x.inputs()
+            };
+            let reference = cpu_reference(&config, &bf, &initial);
+            let name = format!("step bf16 T={tokens}");
+            check_against(&name, &backend, &config, &bf, &initial, tol, &reference);
+        }
+    }
+}
+
+/// Decode as a language model runs it: a session on the device takes a 100-token
+/// prefill (chunked), then 20 one-token windows (token by token on the resident state),
+/// beside a CPU session given the same windows; every step's outputs and the final
+/// state agree.
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn decode_steps_on_a_device_session_follow_the_cpu() {
+    let backend = gpu();
+    let cpu = CpuBackend::new();
+    let config = MemoryConfig::new(4, 64, 48);
+    let mut rng = rng("decode session");
+    let initial = random_state(&mut rng, &config, 2);
+    let x = random_inputs(&mut rng, &config, 2, 120, Gates::Typical);
+    let mut on_gpu = backend.open(&config, initial.clone()).unwrap();
+    let mut on_cpu = cpu.open(&config, initial).unwrap();
+    let mut spans = vec![(0, 100)];
+    spans.extend((100..120).map(|t| (t, t + 1)));
+    let mut worst = 0.0f64;
+    for (t0, t1) in spans {
+        let w = x.slice(&config, t0, t1);
+        let n = w.inputs().output_len(&config);
+        let (mut og, mut oc) = (vec![f32::NAN; n], vec![f32::NAN; n]);
+        on_gpu.decode(&w.inputs(), &mut og).unwrap();
+        on_cpu.decode(&w.inputs(), &mut oc).unwrap();
+        let e = normalised_error(&og, &as_f64(&oc));
+        assert!(e < F32_TOL, "tokens {t0}..{t1}: output error {e:e}");
+        worst = worst.max(e);
+    }
+    let (sg, sc) = (on_gpu.into_state().unwrap(), on_cpu.into_state().unwrap());
+    let es = normalised_error(sg.values(), &as_f64(sc.values()));
+    eprintln!("decode session: outputs {worst:.2e}, final state {es:.2e}");
+    assert!(es < F32_TOL, "final state error {es:e}");
+    assert_eq!(sg.tokens_seen(), 120);
+}
+
 #[test]
 #[ignore = "needs a CUDA GPU"]
 fn a_million_tokens() {

@@ -1,5 +1,5 @@
-// Replays the CUDA backend's launch plans on kernels/column_write.cu and kernels/scan.cu
-// in the host SIMT emulator (emu.hpp), and compares outputs and final states with a
+// Replays the CUDA backend's launch plans on kernels/column_write.cu, kernels/scan.cu
+// and kernels/step.cu in the host SIMT emulator (emu.hpp), and compares outputs and final states with a
 // float64 token-by-token recurrence of the gated delta rule on random inputs.
 //
 // The plans come from Rust (examples/emu_plans.rs, from src/backend/cuda/plan.rs): per
@@ -22,6 +22,7 @@
 
 #include "../column_write.cu"
 #include "../scan.cu"
+#include "../step.cu"
 
 #include <fstream>
 #include <map>
@@ -197,6 +198,12 @@ const Fields<CombineParams> COMBINE{{PTR(CombineParams, state), PTR(CombineParam
                                      INT(CombineParams, key_dim), INT(CombineParams, value_dim),
                                      INT(CombineParams, num_segments), INT_AS(CombineParams, pad_, "pad")}};
 
+const Fields<StepParams> STEP{{PTR(StepParams, q), PTR(StepParams, k), PTR(StepParams, v), PTR(StepParams, beta),
+                               PTR(StepParams, g), PTR(StepParams, state), PTR(StepParams, out),
+                               INT(StepParams, batch), INT(StepParams, heads), INT(StepParams, key_dim),
+                               INT(StepParams, value_dim), INT(StepParams, t_stride), INT(StepParams, tokens),
+                               INT(StepParams, slices), FLT(StepParams, scale)}};
+
 template <typename P>
 P build(const Fields<P>& fields, const LaunchSpec& l) {
     P p;
@@ -213,18 +220,23 @@ P build(const Fields<P>& fields, const LaunchSpec& l) {
     return p;
 }
 
-// Entry points by name, each with the thread count of its __launch_bounds__.
+// Entry points by name, each with the thread count of its __launch_bounds__; `exact`:
+// the kernel maps its work onto exactly that many threads (a smaller block would run
+// on a GPU and leave work undone).
 struct Entry {
     int max_threads;
     std::function<void(const LaunchSpec&)> run;
 };
 
 template <typename P, typename F>
-Entry entry(int max_threads, const Fields<P>& fields, F kernel) {
-    return Entry{max_threads, [&fields, kernel, max_threads](const LaunchSpec& l) {
+Entry entry(int max_threads, const Fields<P>& fields, F kernel, bool exact = false) {
+    return Entry{max_threads, [&fields, kernel, max_threads, exact](const LaunchSpec& l) {
                      if ((int)l.block.x > max_threads)
                          die(l.entry + ": block of " + std::to_string(l.block.x) +
                              " threads, beyond its __launch_bounds__ (the launch fails on a GPU)");
+                     if (exact && (int)l.block.x != max_threads)
+                         die(l.entry + ": block of " + std::to_string(l.block.x) + " threads, the kernel needs " +
+                             std::to_string(max_threads));
                      const P p = build(fields, l);
                      ltm_emu::launch(l.grid, l.block, l.smem, [&] { kernel(p); });
                  }};
@@ -254,6 +266,9 @@ const std::map<std::string, Entry>& entries() {
         {"ltm_segment_maps_bf16_k256", entry(scan::THREADS, SCAN, ltm_segment_maps_bf16_k256)},
         {"ltm_segment_maps_bf16_fast_k256", entry(scan::THREADS, SCAN, ltm_segment_maps_bf16_fast_k256)},
         {"ltm_segment_combine_k256", entry(scan::COMBINE_THREADS, COMBINE, ltm_segment_combine_k256)},
+        {"ltm_step_f32", entry(step::THREADS, STEP, ltm_step_f32, true)},
+        {"ltm_step_f16", entry(step::THREADS, STEP, ltm_step_f16, true)},
+        {"ltm_step_bf16", entry(step::THREADS, STEP, ltm_step_bf16, true)},
     };
     return e;
 }
@@ -386,6 +401,7 @@ Result run(const CaseSpec& c, const Inputs& in, ltm_emu::Schedule sched) {
     Result res;
     res.o.assign(in.ref_o.size(), NAN);
     int max_g = 1;
+    bool all_step = !c.windows.empty();
     for (const WindowSpec& w : c.windows) {
         // Inputs of tokens t0..t0+len of every sequence; the rest of the window is NaN.
         auto upload = [&](const char* name, const std::vector<float>& x, int dim, bool narrow) {
@@ -412,6 +428,7 @@ Result run(const CaseSpec& c, const Inputs& in, ltm_emu::Schedule sched) {
             ltm_emu::st().where = c.name() + " [" + sched.name() + "] window " + std::to_string(w.t0) + " " + l.entry;
             for (auto& [k, v] : l.params)
                 if (k == "num_segments") max_g = std::max(max_g, std::stoi(v));
+            all_step &= l.entry.rfind("ltm_step_", 0) == 0;
             it->second.run(l);
         }
         for (int b = 0; b < B; ++b)
@@ -429,11 +446,13 @@ Result run(const CaseSpec& c, const Inputs& in, ltm_emu::Schedule sched) {
             guards = false;
         }
     // f32 arithmetic (MMA operands split hi/lo) against float64: 1e-4; the FAST scan
-    // rounds its operands to bf16: 1e-2, the bf16 tolerance.
-    const double tol = c.i("fast") ? 1e-2 : 1e-4;
+    // rounds its operands to bf16: 1e-2, the bf16 tolerance. Windows that all ran token
+    // by token (step.cu, plain f32 FMAs): 1e-5.
+    const double tol = c.i("fast") && !all_step ? 1e-2 : all_step ? 1e-5 : 1e-4;
     res.ok = eo < tol && es_ < tol && guards;
-    std::printf("%-32s B=%d H=%d K=%d V=%d T=%d G=%d windows=%zu [%s]: output %.2e, state %.2e %s\n", c.name().c_str(), B,
-                H, K, V, T, max_g, c.windows.size(), sched.name(), eo, es_, res.ok ? "ok" : "FAILED");
+    std::printf("%-32s B=%d H=%d K=%d V=%d T=%d G=%d windows=%zu%s [%s]: output %.2e, state %.2e %s\n",
+                c.name().c_str(), B, H, K, V, T, max_g, c.windows.size(), all_step ? " step" : "", sched.name(), eo,
+                es_, res.ok ? "ok" : "FAILED");
     std::fflush(stdout);
     g_bufs = nullptr;
     return res;

@@ -22,7 +22,8 @@ pub(crate) struct RunOptions {
 
 /// One window of `tokens` tokens per sequence: the state in `state` (the window's own,
 /// or a session's resident one) is read at the start and replaced by the state after
-/// the window; outputs land in `win.o`.
+/// the window; outputs land in `win.o`. A short window runs token by token
+/// (`plan::uses_step`), a longer one as stage 1 and the scan.
 pub(crate) fn run_window(
     kernels: &Kernels,
     stream: &Arc<CudaStream>,
@@ -90,6 +91,7 @@ fn execute(
             Params::Prep(p) => launch(stream, f, cfg, &p.resolve(addr), &name, opts)?,
             Params::Scan(p) => launch(stream, f, cfg, &p.resolve(addr), &name, opts)?,
             Params::Combine(p) => launch(stream, f, cfg, &p.resolve(addr), &name, opts)?,
+            Params::Step(p) => launch(stream, f, cfg, &p.resolve(addr), &name, opts)?,
         }
     }
     Ok(())

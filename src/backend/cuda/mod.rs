@@ -3,8 +3,9 @@
 //!
 //! A forward copies the inputs window by window (a window is a multiple of 64 tokens of
 //! every sequence) into device buffers allocated once, runs stage 1 (`column_write.cu`)
-//! and the scan (`scan.cu`) on them, and copies the outputs back; the state stays on the
-//! device from the first window to the last. Chunks are always 64 tokens on the GPU:
+//! and the scan (`scan.cu`) on them, or for a window of at most 16 tokens the
+//! token-by-token kernel (`step.cu`), and copies the outputs back; the state stays on
+//! the device from the first window to the last. Chunks are always 64 tokens on the GPU:
 //! `MemoryConfig::chunk_size` only changes rounding, and only on the CPU.
 
 pub(crate) mod buffers;
@@ -70,6 +71,10 @@ pub enum TimedStages {
     All,
     /// Stage 1 (`column_write.cu`) alone.
     PrepOnly,
+    /// Stage 1 and the scan even where the plan would run the window token by token
+    /// (`step.cu`, windows of at most 16 tokens): the path a short window would take
+    /// otherwise, so that a benchmark can compare the two and place the threshold.
+    Chunked,
 }
 
 /// Stage-1 outputs of a whole input, as the GPU computed them (for tests): per
@@ -335,6 +340,10 @@ impl CudaBackend {
                     )?,
                     TimedStages::PrepOnly => {
                         launch::prep(&self.kernels, &self.stream, win, inputs.tokens, scale, opts)?
+                    }
+                    TimedStages::Chunked => {
+                        launch::prep(&self.kernels, &self.stream, win, inputs.tokens, scale, opts)?;
+                        launch::scan(&self.kernels, &self.stream, win, inputs.tokens, scale, opts)?
                     }
                 }
             }

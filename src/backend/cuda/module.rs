@@ -44,9 +44,14 @@ impl Kernels {
         let mut via = Vec::new();
         let cw = load_module(ctx, embedded("column_write")?, &mut via)?;
         let sc = load_module(ctx, embedded("scan")?, &mut via)?;
+        let st = load_module(ctx, embedded("step")?, &mut via)?;
         let mut functions = BTreeMap::new();
         for k in Kernel::all() {
-            let module = if k.stage == Stage::Prep { &cw } else { &sc };
+            let module = match k.stage {
+                Stage::Prep => &cw,
+                Stage::Step => &st,
+                _ => &sc,
+            };
             let name = k.entry();
             let f = module
                 .load_function(&name)

@@ -72,6 +72,27 @@ pub(crate) struct CombineParams<P = u64> {
     pub pad: i32,
 }
 
+/// `StepParams` of `kernels/step.cu`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub(crate) struct StepParams<P = u64> {
+    pub q: P,
+    pub k: P,
+    pub v: P,
+    pub beta: P,
+    pub g: P,
+    pub state: P,
+    pub out: P,
+    pub batch: i32,
+    pub heads: i32,
+    pub key_dim: i32,
+    pub value_dim: i32,
+    pub t_stride: i32,
+    pub tokens: i32,
+    pub slices: i32,
+    pub scale: f32,
+}
+
 impl<P: Copy> PrepParams<P> {
     /// The same values with every pointer passed through `f`.
     pub fn resolve<Q>(&self, f: impl Fn(P) -> Q) -> PrepParams<Q> {
@@ -145,11 +166,35 @@ impl<P: Copy> CombineParams<P> {
     }
 }
 
+impl<P: Copy> StepParams<P> {
+    /// The same values with every pointer passed through `f`.
+    pub fn resolve<Q>(&self, f: impl Fn(P) -> Q) -> StepParams<Q> {
+        StepParams {
+            q: f(self.q),
+            k: f(self.k),
+            v: f(self.v),
+            beta: f(self.beta),
+            g: f(self.g),
+            state: f(self.state),
+            out: f(self.out),
+            batch: self.batch,
+            heads: self.heads,
+            key_dim: self.key_dim,
+            value_dim: self.value_dim,
+            t_stride: self.t_stride,
+            tokens: self.tokens,
+            slices: self.slices,
+            scale: self.scale,
+        }
+    }
+}
+
 // SAFETY: plain-old-data structs of u64/i32/f32 with the C layout of the kernels'
 // parameter structs, passed by value.
 unsafe impl DeviceRepr for PrepParams<u64> {}
 unsafe impl DeviceRepr for ScanParams<u64> {}
 unsafe impl DeviceRepr for CombineParams<u64> {}
+unsafe impl DeviceRepr for StepParams<u64> {}
 
 #[cfg(test)]
 mod tests {
@@ -194,6 +239,7 @@ mod tests {
     fn layouts_match_the_kernels() {
         let prep = include_str!("../../../kernels/column_write.cu");
         let scan = include_str!("../../../kernels/scan.cu");
+        let step = include_str!("../../../kernels/step.cu");
         check(
             prep,
             "PrepParams",
@@ -215,6 +261,13 @@ mod tests {
             rust_layout!(CombineParams: state, maps, starts, batch, heads, key_dim,
                 value_dim, num_segments, pad),
             size_of::<CombineParams>(),
+        );
+        check(
+            step,
+            "StepParams",
+            rust_layout!(StepParams: q, k, v, beta, g, state, out, batch, heads, key_dim,
+                value_dim, t_stride, tokens, slices, scale),
+            size_of::<StepParams>(),
         );
     }
 

@@ -5,7 +5,7 @@
 
 use std::fmt::Write as _;
 
-use super::params::{CombineParams, PrepParams, ScanParams};
+use super::params::{CombineParams, PrepParams, ScanParams, StepParams};
 use super::window::{elem_bytes, Shape, CHUNK};
 use crate::error::{Error, Result};
 use crate::tensor::DType;
@@ -76,6 +76,25 @@ impl ScanLayout {
 /// Threads of `ltm_chunk_prep_*` (`prep::THREADS` in column_write.cu, which
 /// `__launch_bounds__` enforces: a mismatch fails the launch, it cannot go unnoticed).
 pub(crate) const PREP_THREADS: u32 = 128;
+
+/// Windows of at most this many tokens run token by token (`ltm_step_*`, kernels/step.cu)
+/// instead of stage 1 + the scan. Up to 64 tokens the chunked path costs about the same
+/// whatever the count: two launches and one padded 64-token chunk, whose stage 1 solves
+/// 64 rows and whose scan loads 64-row tiles. The step kernel costs one block barrier
+/// and ~K/4 dependent FMAs a thread per token, in sequence, so its cost grows with the
+/// tokens while the chunked path's does not. 16 covers decode (1 token a layer) and
+/// short speculative or chat-turn windows while keeping the step path's chain at a
+/// quarter of a chunk's rows; not yet measured on a GPU (tune with a benchmark there).
+/// All such windows are one chunk, so segments never apply to them.
+pub(crate) const STEP_MAX_TOKENS: usize = 16;
+
+/// Layout of `ltm_step_*` (namespace `step` of kernels/step.cu, which a test here reads):
+/// value columns per block, threads (`__launch_bounds__`; the kernel maps rows to warps
+/// assuming exactly this many, and the emulator rejects any other block), and the
+/// largest key dimension.
+pub(crate) const STEP_SLICE: usize = 32;
+pub(crate) const STEP_THREADS: u32 = 256;
+pub(crate) const STEP_KMAX: usize = 256;
 
 /// A buffer of a window (`window.rs`), named where a kernel parameter points.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -164,6 +183,7 @@ pub(crate) enum Stage {
     Maps,
     Combine,
     Scan,
+    Step,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -183,6 +203,7 @@ impl Kernel {
             Stage::Prep => "ltm_chunk_prep",
             Stage::Maps => "ltm_segment_maps",
             Stage::Scan => "ltm_scan",
+            Stage::Step => "ltm_step",
             Stage::Combine => return format!("ltm_segment_combine{}", self.wide_suffix()),
         };
         let ty = match self.dtype {
@@ -212,14 +233,23 @@ impl Kernel {
     /// Every entry point the memory's kernels export, as the backend loads them.
     pub fn all() -> Vec<Kernel> {
         let mut all = Vec::new();
-        for stage in [Stage::Prep, Stage::Maps, Stage::Scan, Stage::Combine] {
+        for stage in [
+            Stage::Prep,
+            Stage::Maps,
+            Stage::Scan,
+            Stage::Combine,
+            Stage::Step,
+        ] {
             for wide in [false, true] {
-                if wide && stage == Stage::Prep {
-                    continue; // stage 1 loops over key tiles: one kernel serves every K
+                if wide && matches!(stage, Stage::Prep | Stage::Step) {
+                    continue; // they loop over key tiles or rows: one kernel serves every K
                 }
                 for dtype in [DType::F32, DType::F16, DType::BF16] {
                     for fast in [false, true] {
-                        if fast && (dtype != DType::BF16 || stage == Stage::Combine) {
+                        if fast
+                            && (dtype != DType::BF16
+                                || matches!(stage, Stage::Combine | Stage::Step))
+                        {
                             continue;
                         }
                         if stage == Stage::Combine && dtype != DType::F32 {
@@ -245,6 +275,7 @@ pub(crate) enum Params {
     Prep(PrepParams<Ptr>),
     Scan(ScanParams<Ptr>),
     Combine(CombineParams<Ptr>),
+    Step(StepParams<Ptr>),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -433,7 +464,53 @@ pub(crate) fn scan_plan(
     ]
 }
 
-/// One window of `tokens` tokens per sequence: stage 1, then the scan.
+/// Whether a window of `tokens` tokens runs token by token ([`step_plan`]).
+pub(crate) fn uses_step(shape: &Shape, tokens: usize) -> bool {
+    tokens <= STEP_MAX_TOKENS && shape.key_dim <= STEP_KMAX
+}
+
+/// A window of a few tokens token by token on the state in place: one launch of
+/// `ltm_step_*`, a block per (32 value columns, head, sequence); nothing for no tokens.
+/// Exact f32 whatever `bf16_fast` says (nothing here goes through tensor cores).
+pub(crate) fn step_plan(shape: &Shape, tokens: usize, scale: f32) -> Vec<Launch> {
+    let s = shape;
+    if tokens == 0 || s.batch == 0 {
+        return Vec::new();
+    }
+    let slices = s.value_dim.div_ceil(STEP_SLICE);
+    let params = StepParams {
+        q: Some(Buf::Q),
+        k: Some(Buf::K),
+        v: Some(Buf::V),
+        beta: Some(Buf::Beta),
+        g: Some(Buf::G),
+        state: Some(Buf::State),
+        out: Some(Buf::O),
+        batch: s.batch as i32,
+        heads: s.heads as i32,
+        key_dim: s.key_dim as i32,
+        value_dim: s.value_dim as i32,
+        t_stride: s.t_cap as i32,
+        tokens: tokens as i32,
+        slices: slices as i32,
+        scale,
+    };
+    vec![Launch {
+        kernel: Kernel {
+            stage: Stage::Step,
+            dtype: s.dtype,
+            fast: false,
+            wide: false,
+        },
+        grid: (slices as u32, s.heads as u32, s.batch as u32),
+        block: (STEP_THREADS, 1, 1),
+        shared_mem_bytes: 0,
+        params: Params::Step(params),
+    }]
+}
+
+/// One window of `tokens` tokens per sequence: token by token when it is short
+/// ([`uses_step`]), else stage 1, then the scan.
 pub(crate) fn window_plan(
     shape: &Shape,
     tokens: usize,
@@ -441,6 +518,9 @@ pub(crate) fn window_plan(
     opts: PlanOptions,
     lay: &ScanLayout,
 ) -> Vec<Launch> {
+    if uses_step(shape, tokens) {
+        return step_plan(shape, tokens, scale);
+    }
     let mut plan = prep_plan(shape, tokens, scale, opts);
     plan.extend(scan_plan(shape, tokens, scale, opts, lay));
     plan
@@ -465,7 +545,9 @@ pub struct EmuCase {
     pub dtype: DType,
     pub bf16_fast: bool,
     pub tokens: usize,
-    /// Tokens per window (rounded up to the chunk); `None`: one window for the call.
+    /// Tokens per window: the call runs as windows of this many tokens (the last one
+    /// shorter) in buffers sized for it rounded up to the chunk, as consecutive calls of
+    /// that many tokens run (1: decode steps); `None`: one window for the call.
     pub window_tokens: Option<usize>,
     pub segments: usize,
     /// Inputs only: a random state to start from (else zeros).
@@ -561,6 +643,31 @@ fn params_text(out: &mut String, params: &Params) {
                 field(n, v.to_string());
             }
         }
+        Params::Step(p) => {
+            for (n, v) in [
+                ("q", p.q),
+                ("k", p.k),
+                ("v", p.v),
+                ("beta", p.beta),
+                ("g", p.g),
+                ("state", p.state),
+                ("out", p.out),
+            ] {
+                field(n, ptr(v).into());
+            }
+            for (n, v) in [
+                ("batch", p.batch),
+                ("heads", p.heads),
+                ("key_dim", p.key_dim),
+                ("value_dim", p.value_dim),
+                ("t_stride", p.t_stride),
+                ("tokens", p.tokens),
+                ("slices", p.slices),
+            ] {
+                field(n, v.to_string());
+            }
+            field("scale", scale_bits(p.scale));
+        }
     }
 }
 
@@ -632,7 +739,8 @@ pub fn emu_plan_text(cases: &[EmuCase]) -> String {
         for b in Buf::ALL {
             let _ = writeln!(out, "buffer {} {}", b.ident(), b.bytes(&s));
         }
-        for (t0, len) in window_spans(case.tokens, s.t_cap) {
+        let span = case.window_tokens.map_or(s.t_cap, |t| t.clamp(1, s.t_cap));
+        for (t0, len) in window_spans(case.tokens, span) {
             let opts = PlanOptions {
                 segments: forced_segments(case.segments, len.div_ceil(CHUNK)),
                 bf16_fast: case.bf16_fast,
@@ -735,11 +843,12 @@ mod tests {
         let sources = [
             include_str!("../../../kernels/column_write.cu"),
             include_str!("../../../kernels/scan.cu"),
+            include_str!("../../../kernels/step.cu"),
         ]
         .concat();
         let all = Kernel::all();
-        // 4 prep, 2 × (4 scan + 4 maps), 2 combine
-        assert_eq!(all.len(), 22);
+        // 4 prep, 2 × (4 scan + 4 maps), 2 combine, 3 step
+        assert_eq!(all.len(), 25);
         for k in all {
             let name = k.entry();
             let exported = sources.contains(&format!("({name}, "))
@@ -906,11 +1015,149 @@ mod tests {
                             Params::Combine(p) => {
                                 assert!(p.num_segments as usize <= s.g_cap);
                             }
+                            Params::Step(p) => {
+                                assert!(p.tokens as usize <= s.t_cap);
+                                assert_eq!(p.t_stride as usize, s.t_cap);
+                                assert_eq!(l.grid.0 as i32, p.slices);
+                                let cols = l.grid.0 as usize * STEP_SLICE;
+                                assert!(cols >= v && cols - STEP_SLICE < v);
+                            }
                         }
                     }
                 }
             }
         }
+    }
+
+    #[test]
+    fn short_windows_run_token_by_token() {
+        let s = shape(40, 70, 64, 1);
+        assert!(window_plan(&s, 0, 0.5, opts(1), &LAY).is_empty());
+        for n in 1..=STEP_MAX_TOKENS {
+            let plan = window_plan(&s, n, 0.5, opts(1), &LAY);
+            assert_eq!(plan.len(), 1, "{n} tokens");
+            let l = &plan[0];
+            assert_eq!(l.kernel.entry(), "ltm_step_f32");
+            // 70 value columns: three 32-column slices, one block each per head and sequence.
+            assert_eq!(l.grid, (3, 3, 2));
+            assert_eq!(l.block, (256, 1, 1));
+            assert_eq!(l.shared_mem_bytes, 0);
+            let Params::Step(p) = l.params else {
+                panic!("{l:?}")
+            };
+            let want = StepParams {
+                q: Some(Buf::Q),
+                k: Some(Buf::K),
+                v: Some(Buf::V),
+                beta: Some(Buf::Beta),
+                g: Some(Buf::G),
+                state: Some(Buf::State),
+                out: Some(Buf::O),
+                batch: 2,
+                heads: 3,
+                key_dim: 40,
+                value_dim: 70,
+                t_stride: 64,
+                tokens: n as i32,
+                slices: 3,
+                scale: 0.5,
+            };
+            assert_eq!(p, want);
+        }
+        let names: Vec<_> = window_plan(&s, STEP_MAX_TOKENS + 1, 0.5, opts(1), &LAY)
+            .iter()
+            .map(|l| l.kernel.entry())
+            .collect();
+        assert_eq!(names, ["ltm_chunk_prep_f32", "ltm_scan_f32"]);
+    }
+
+    #[test]
+    fn the_step_takes_every_type_and_ignores_fast_and_segments() {
+        for (dtype, name) in [
+            (DType::F32, "ltm_step_f32"),
+            (DType::F16, "ltm_step_f16"),
+            (DType::BF16, "ltm_step_bf16"),
+        ] {
+            let s = Shape {
+                dtype,
+                ..shape(64, 64, 64, 4)
+            };
+            let fast = PlanOptions {
+                segments: 4,
+                bf16_fast: true,
+            };
+            let plan = window_plan(&s, 1, 1.0, fast, &LAY);
+            assert_eq!(plan.len(), 1);
+            assert_eq!(plan[0].kernel.entry(), name);
+            assert!(!plan[0].kernel.fast);
+        }
+        // Up to 256 key rows; beyond, the chunked path (which refuses what it cannot run).
+        assert_eq!(
+            window_plan(&shape(256, 33, 64, 1), 3, 1.0, opts(1), &LAY)[0].grid,
+            (2, 3, 2)
+        );
+        assert!(!uses_step(&shape(257, 33, 64, 1), 3));
+        assert!(uses_step(&shape(256, 33, 64, 1), STEP_MAX_TOKENS));
+    }
+
+    /// The step's layout constants against the `step` namespace of the kernel source.
+    #[test]
+    fn step_constants_match_the_kernel() {
+        let src = include_str!("../../../kernels/step.cu");
+        let ns = &src[src.find("namespace step {").expect("namespace step")..];
+        let constant = |name: &str| -> usize {
+            let at = ns
+                .find(&format!("constexpr int {name} = "))
+                .unwrap_or_else(|| panic!("step::{name} not found"));
+            let rest = &ns[at..];
+            let value = &rest[rest.find('=').unwrap() + 1..rest.find(';').unwrap()];
+            value
+                .trim()
+                .parse()
+                .unwrap_or_else(|_| panic!("step::{name} = {value}"))
+        };
+        assert_eq!(constant("DV"), STEP_SLICE);
+        assert_eq!(constant("THREADS"), STEP_THREADS as usize);
+        assert_eq!(constant("KMAX"), STEP_KMAX);
+    }
+
+    #[test]
+    fn decode_steps_in_plan_text_are_windows_of_one_token() {
+        let case = EmuCase {
+            name: "d",
+            batch: 2,
+            heads: 1,
+            key_dim: 16,
+            value_dim: 40,
+            dtype: DType::BF16,
+            bf16_fast: false,
+            tokens: 5,
+            window_tokens: Some(1),
+            segments: 1,
+            with_state: true,
+            gate_scale: 0.0,
+            beta_min: 0.0,
+            beta_max: 1.0,
+        };
+        let text = emu_plan_text(&[case]);
+        assert_eq!(text.matches("\nwindow ").count(), 5);
+        assert!(text.contains("\nwindow 4 1\n"), "{text}");
+        assert!(text.contains("t_cap 64 "), "{text}");
+        assert_eq!(
+            text.matches("\nlaunch ltm_step_bf16 grid 2 1 2 block 256 1 1 smem 0\n")
+                .count(),
+            5
+        );
+        let fields = text
+            .split("launch ltm_step_bf16")
+            .nth(1)
+            .unwrap()
+            .split("end\n")
+            .next()
+            .unwrap()
+            .matches("param ")
+            .count();
+        assert_eq!(fields, 15);
     }
 
     #[test]

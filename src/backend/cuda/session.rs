@@ -139,7 +139,8 @@ impl MemorySession for CudaSession<'_> {
         self.run(&staged.inputs(), out)
     }
 
-    /// The GPU has no token-by-token path: a few tokens go through one padded chunk.
+    /// The same path as `feed`: a window of a few tokens already runs token by token
+    /// on the resident state (`kernels/step.cu`, chosen by the launch plan).
     fn decode(&mut self, inputs: &ForwardInputs<'_>, out: &mut [f32]) -> Result<()> {
         self.run(inputs, out)
     }
