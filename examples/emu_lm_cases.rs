@@ -210,7 +210,9 @@ fn window_steps(
 ) -> ltm_engine::Result<()> {
     let c = model.config();
     let dims = LmDims::of(c);
-    let w = model.weights();
+    let w = model.weights().ok_or_else(|| {
+        ltm_engine::Error::Config("the emulator cases need the CPU model's host weights".into())
+    })?;
     let layers = c.layers;
     let get = |s: S, l: usize| -> &Vec<f32> {
         tr.get(&(s, l))

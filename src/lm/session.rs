@@ -142,6 +142,9 @@ impl<'m> ModelSession<'m> {
                 )?),
             });
         }
+        if model.weights().is_none() {
+            return Err(no_host_weights());
+        }
         let mut memories = Vec::with_capacity(state.layers.len());
         let mut conv = Vec::with_capacity(state.layers.len());
         for layer in state.layers {
@@ -329,19 +332,13 @@ impl<'m> ModelSession<'m> {
     fn host_next_logits(&mut self) -> Option<&[f32]> {
         let c = self.model.config();
         let hidden = self.last_hidden.as_ref()?;
+        // A host session exists only for a model with host weights (`new`).
+        let w = self.model.weights()?;
         let d = c.hidden_size;
         let h = sized(&mut self.ws.h, d);
-        rms_norm(hidden, &self.model.weights().norm, c.norm_eps, h);
+        rms_norm(hidden, &w.norm, c.norm_eps, h);
         let logits = sized(&mut self.ws.logits, c.vocab_size);
-        matmul_t(
-            h,
-            1,
-            d,
-            self.model.weights().head(),
-            c.vocab_size,
-            logits,
-            false,
-        );
+        matmul_t(h, 1, d, w.head(), c.vocab_size, logits, false);
         Some(&self.ws.logits[..c.vocab_size])
     }
 
@@ -399,7 +396,7 @@ impl<'m> ModelSession<'m> {
     fn forward(&mut self, ids: &[u32], want: Logits, decode: bool) -> Result<usize> {
         let model = self.model;
         let c = model.config();
-        let w = model.weights();
+        let w = model.weights().ok_or_else(no_host_weights)?;
         let t = ids.len();
         if t == 0 {
             return Ok(0);
@@ -661,6 +658,13 @@ impl ModelSession<'_> {
         let logits = self.step(token)?;
         Ok(sampler.pick(logits))
     }
+}
+
+fn no_host_weights() -> Error {
+    Error::Device(
+        "the model's weights are on the device only: its sequences run there, not on the host"
+            .into(),
+    )
 }
 
 fn check_token(token: u32, vocab: usize) -> Result<()> {
