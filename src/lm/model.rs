@@ -68,7 +68,8 @@ impl LanguageModel {
         let files = WeightFiles::open(dir)?;
         let backend = model_backend(device, &config)?;
         // On a device the matrices go up in the checkpoint's own dtype, straight from
-        // the files: the host never holds them in f32, only the small vectors.
+        // the mapped files: the host never holds them in f32, nor copies them at all
+        // when the checkpoint has one dtype; it converts only the small vectors.
         let (weights, weight_digest, matrices) = match backend.as_cuda() {
             Some(_) => {
                 let (vectors, digest) = files.load_vectors(&config)?;
@@ -83,7 +84,6 @@ impl LanguageModel {
                 (weights, digest, None)
             }
         };
-        drop(files);
         let tokenizer_path = dir.join("tokenizer.json");
         let tokenizer = if tokenizer_path.exists() {
             Some(ModelTokenizer::load(&tokenizer_path, config.vocab_size)?)
@@ -94,7 +94,8 @@ impl LanguageModel {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| dir.display().to_string());
-        Self::assemble(
+        // The matrices borrow the mapped files until they are on the device.
+        let model = Self::assemble(
             config,
             weights,
             weight_digest,
@@ -102,7 +103,9 @@ impl LanguageModel {
             backend,
             matrices,
             name,
-        )
+        )?;
+        drop(files);
+        Ok(model)
     }
 
     /// A model of the given shape with random weights (for benchmarks and tests at
@@ -168,12 +171,12 @@ impl LanguageModel {
         weight_digest: u64,
         tokenizer: Option<ModelTokenizer>,
         backend: Box<dyn Backend>,
-        matrices: Option<Matrices>,
+        matrices: Option<Matrices<'_>>,
         name: String,
     ) -> Result<Self> {
         // On a device the host keeps no weights: every forward, scoring and pick runs
         // there (the tied head is the device's embeddings), and the fingerprint is
-        // the files' digest. The matrices' bytes go when this returns.
+        // the files' digest.
         let (device, weights) = match (backend.as_cuda(), matrices) {
             (Some(cuda), Some(m)) => (Some(DeviceModel::new(cuda, &config, &weights, &m)?), None),
             _ => (None, Some(weights)),

@@ -83,8 +83,16 @@ fn upload_f32(backend: &CudaBackend, name: &'static str, v: &[f32]) -> Result<De
     upload(backend, name, bytemuck::cast_slice(v))
 }
 
+/// The matrix's parts one after another: straight from the mapped weight files, no
+/// host copy of the whole.
 fn upload_matrix(backend: &CudaBackend, name: &'static str, m: &Matrix) -> Result<DeviceBuffer> {
-    upload(backend, name, &m.bytes)
+    let mut buf = DeviceBuffer::new(backend.stream(), name, m.len_bytes())?;
+    let mut at = 0;
+    for part in &m.parts {
+        buf.upload(backend.stream(), at, part)?;
+        at += part.len();
+    }
+    Ok(buf)
 }
 
 impl DeviceModel {
