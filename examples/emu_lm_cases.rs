@@ -210,7 +210,9 @@ fn window_steps(
 ) -> ltm_engine::Result<()> {
     let c = model.config();
     let dims = LmDims::of(c);
-    let w = model.weights();
+    let w = model.weights().ok_or_else(|| {
+        ltm_engine::Error::Config("the emulator cases need the CPU model's host weights".into())
+    })?;
     let layers = c.layers;
     let get = |s: S, l: usize| -> &Vec<f32> {
         tr.get(&(s, l))
@@ -500,18 +502,20 @@ fn traced_model(dir: &str, out: &mut Vec<u8>) -> ltm_engine::Result<()> {
         &[prompt[PREFIX + WINDOW + 1]],
     )?;
 
-    // Rows built for the head's edge cases: ties for the maximum (the first wins), NaN
-    // logits (never chosen), a row whose only finite values are −inf but one.
+    // Rows built for the head's edge cases: ties for the maximum (the first wins), a row
+    // of NaNs only (id 0, and still one draw, so the next row's draw number agrees),
+    // NaN logits (never chosen), a row whose only finite values are −inf but one.
     let vocab = model.config().vocab_size;
-    let mut edge = logits[..3 * vocab].to_vec();
+    let mut edge = logits[..4 * vocab].to_vec();
     let m = edge[..vocab].iter().copied().fold(f32::MIN, f32::max);
     edge[17] = m + 1.0;
     edge[vocab - 3] = m + 1.0;
+    edge[vocab..2 * vocab].fill(f32::NAN);
     for i in (0..vocab).step_by(7) {
-        edge[vocab + i] = f32::NAN;
+        edge[2 * vocab + i] = f32::NAN;
     }
-    edge[2 * vocab..].fill(f32::NEG_INFINITY);
-    edge[2 * vocab + 1234] = 0.5;
+    edge[3 * vocab..].fill(f32::NEG_INFINITY);
+    edge[3 * vocab + 1234] = 0.5;
     head_steps(
         out,
         &format!("{tag}/edge"),

@@ -2,16 +2,28 @@
 //! product on the host for every weight type; the fixture models' logits against
 //! fla's reference (f32 weights within 1e-4, bf16/f16 within 1e-2), split calls and
 //! window sizes against one call, greedy ids against the CPU's, a GPU snapshot resumed
-//! on the CPU, and a million tokens with device memory flat. The GPU tests are
+//! on the CPU, and a million tokens with device memory flat; generation picking on the
+//! device (greedy and seeded sampling) with the CPU's ids and draws, one id per token
+//! coming back; no weights left on the host. The GPU tests are
 //! `#[ignore]`d (`scripts/gpu-check.sh` runs them); without a GPU each fails. One CPU
 //! test checks the bf16 conversion the GPU tests use.
 
 use std::path::{Path, PathBuf};
 
 use ltm_engine::backend::cuda::{CudaBackend, GemmShape};
-use ltm_engine::lm::{LanguageModel, Logits, Sampler, Sampling};
+use std::sync::{Mutex, MutexGuard};
+
+use ltm_engine::lm::cuda::{ids_downloaded, logits_downloaded};
+use ltm_engine::lm::{LanguageModel, Logits, PickPath, Sampler, Sampling};
 use ltm_engine::{DType, Device};
 use safetensors::SafeTensors;
+
+/// The download counters are per process: tests that use the device take turns, so
+/// that one test's counts are its own even when the harness runs several at once.
+fn serial() -> MutexGuard<'static, ()> {
+    static DEVICE: Mutex<()> = Mutex::new(());
+    DEVICE.lock().unwrap_or_else(|p| p.into_inner())
+}
 
 fn gpu() -> CudaBackend {
     match CudaBackend::new(0) {
@@ -49,6 +61,7 @@ fn reference(x: &[f32], w: &[f32], s: GemmShape, dtype: DType) -> Vec<f64> {
 #[test]
 #[ignore = "needs a CUDA GPU"]
 fn cublas_projections_match_a_float64_product() {
+    let _turn = serial();
     let gpu = gpu();
     for dtype in [DType::F32, DType::F16, DType::BF16] {
         for (tokens, in_dim, out_dim) in [(1, 64, 96), (37, 256, 130), (512, 1024, 384)] {
@@ -272,12 +285,14 @@ fn f32_checks(name: &str) {
 #[test]
 #[ignore = "needs a CUDA GPU"]
 fn gdn_tiny_on_the_gpu_matches_the_reference() {
+    let _turn = serial();
     f32_checks("gdn-tiny");
 }
 
 #[test]
 #[ignore = "needs a CUDA GPU"]
 fn gdn_gva_on_the_gpu_matches_the_reference() {
+    let _turn = serial();
     f32_checks("gdn-gva");
 }
 
@@ -287,6 +302,7 @@ fn gdn_gva_on_the_gpu_matches_the_reference() {
 #[test]
 #[ignore = "needs a CUDA GPU"]
 fn half_precision_checkpoints_stay_within_1e_2() {
+    let _turn = serial();
     for name in ["gdn-tiny", "gdn-gva"] {
         let ids = reference_ids(name, "input_ids");
         let want = reference_f32(name, "logits");
@@ -313,6 +329,7 @@ fn half_precision_checkpoints_stay_within_1e_2() {
 #[test]
 #[ignore = "needs a CUDA GPU"]
 fn a_million_tokens_keep_device_memory_flat() {
+    let _turn = serial();
     let model = on_gpu(&fixture("gdn-tiny"));
     let cuda = model.backend().as_cuda().expect("on cuda");
     let vocab = model.config().vocab_size as u64;
@@ -362,12 +379,154 @@ fn a_bf16_checkpoint_keeps_its_dtype_and_stays_within_1e_2_on_the_cpu() {
     assert!(e < 1e-2 && e > 0.0, "{name} bf16 on the CPU: {e:.2e}");
 }
 
+/// Greedy and seeded sampling on the device choose the CPU's ids for the same seed and
+/// consume the same draws, bringing back one id per token and no logits; a generation
+/// continued on the CPU (the device's snapshot, a sampler at the device's draw count)
+/// goes on as one that ran on the CPU throughout. A setting the device sampler does not
+/// take (top-k 0) picks on the host, from the copied rows.
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn device_picks_match_the_cpu_and_bring_back_one_id_per_token() {
+    let _turn = serial();
+    let name = "gdn-tiny";
+    let model = on_gpu(&fixture(name));
+    let cpu = LanguageModel::load(fixture(name), Device::Cpu).unwrap();
+    let vocab = model.config().vocab_size as u64;
+    let prompt = &reference_ids(name, "input_ids")[..64];
+    let n = 24;
+    let settings = [
+        (Sampling::default(), PickPath::DeviceGreedy),
+        (
+            Sampling {
+                temperature: 1.0,
+                top_k: 1,
+                top_p: 1.0,
+                seed: 1,
+            },
+            PickPath::DeviceGreedy,
+        ),
+        (
+            Sampling {
+                temperature: 0.8,
+                top_k: 40,
+                top_p: 0.9,
+                seed: 3,
+            },
+            PickPath::DeviceSampled,
+        ),
+        (
+            Sampling {
+                temperature: 1.0,
+                top_k: 1024,
+                top_p: 1.0,
+                seed: 7,
+            },
+            PickPath::DeviceSampled,
+        ),
+        (
+            Sampling {
+                temperature: 1.7,
+                top_k: 300,
+                top_p: 0.95,
+                seed: 11,
+            },
+            PickPath::DeviceSampled,
+        ),
+        (
+            Sampling {
+                temperature: 0.5,
+                top_k: 5,
+                top_p: 0.5,
+                seed: 12345,
+            },
+            PickPath::DeviceSampled,
+        ),
+        (
+            Sampling {
+                temperature: 0.9,
+                top_k: 0,
+                top_p: 0.9,
+                seed: 5,
+            },
+            PickPath::Host,
+        ),
+    ];
+    for (cfg, path) in settings {
+        // The CPU throughout: n tokens, then n more continuing the same sampler.
+        let mut cpu_sampler = Sampler::new(cfg.clone()).unwrap();
+        let mut cpu_s = cpu.session().unwrap();
+        let want = cpu_s.generate(prompt, n, &mut cpu_sampler).unwrap();
+        let cpu_draws = cpu_sampler.draws();
+        let want_more = cpu_s.generate(&[], n, &mut cpu_sampler).unwrap();
+
+        let mut sampler = Sampler::new(cfg.clone()).unwrap();
+        let mut s = model.session().unwrap();
+        assert_eq!(s.pick_path(&sampler), path, "{cfg:?}");
+        s.feed(prompt, Logits::None).unwrap();
+        let (logits0, ids0) = (logits_downloaded(), ids_downloaded());
+        let got = s.generate(&[], n, &mut sampler).unwrap();
+        let (logits_down, ids_down) = (logits_downloaded() - logits0, ids_downloaded() - ids0);
+        eprintln!("{cfg:?}: {path:?}, {ids_down} ids and {logits_down} logits came down");
+        assert_eq!(got, want, "{cfg:?}: ids differ from the CPU's");
+        assert_eq!(sampler.draws(), cpu_draws, "{cfg:?}: draws differ");
+        // n + 1 picks: the last chosen after the last token fed, as on the CPU.
+        let picks = n as u64 + 1;
+        if path == PickPath::Host {
+            assert_eq!((ids_down, logits_down), (0, picks * vocab), "{cfg:?}");
+        } else {
+            assert_eq!((ids_down, logits_down), (picks, 0), "{cfg:?}");
+        }
+
+        // Continued on the CPU from the device's state and draw count.
+        let mut resumed = cpu.resume(s.snapshot().unwrap()).unwrap();
+        let mut later = Sampler::at(cfg.clone(), sampler.draws()).unwrap();
+        let more = resumed.generate(&[], n, &mut later).unwrap();
+        assert_eq!(more, want_more, "{cfg:?}: continued on the CPU");
+    }
+}
+
+/// On the device the host keeps no weights (the matrices went up in their dtype, the
+/// small vectors in f32, and both were dropped): zero host weight bytes, and the
+/// device holds what the CPU model holds on the host (f32 fixture: the same bytes).
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn a_model_on_the_device_keeps_no_weights_on_the_host() {
+    let _turn = serial();
+    for name in ["gdn-tiny", "gdn-gva"] {
+        let model = on_gpu(&fixture(name));
+        let cpu = LanguageModel::load(fixture(name), Device::Cpu).unwrap();
+        assert!(model.weights().is_none(), "{name}: host weights kept");
+        assert_eq!(model.host_weight_bytes(), 0, "{name}");
+        assert_eq!(model.fingerprint(), cpu.fingerprint(), "{name}");
+        let dev = model.device_model().unwrap();
+        eprintln!(
+            "{name}: {} weight bytes on the device, {} on the host for the CPU",
+            dev.weight_bytes(),
+            cpu.host_weight_bytes()
+        );
+        if dev.dtype() == DType::F32 {
+            assert_eq!(dev.weight_bytes(), cpu.host_weight_bytes(), "{name}");
+        } else {
+            assert!(dev.weight_bytes() < cpu.host_weight_bytes(), "{name}");
+        }
+    }
+    // A random model built on the device also drops its host copy.
+    let c = LanguageModel::load(fixture("gdn-tiny"), Device::Cpu)
+        .unwrap()
+        .config()
+        .clone();
+    let random = LanguageModel::random_in(c, 3, Device::Cuda(0), DType::BF16).unwrap();
+    assert!(random.device_model().is_some());
+    assert_eq!(random.host_weight_bytes(), 0);
+}
+
 /// fla-hub's 1.3B head shape (K = 256, V = 512: the wide scan kernels) in a small random
 /// model: logits on the GPU within 1e-4 of the largest |logit| of the CPU's, from the
 /// same seed, over a prompt of several chunks in windows of 100.
 #[test]
 #[ignore = "needs a CUDA GPU"]
 fn wide_heads_on_the_gpu_match_the_cpu() {
+    let _turn = serial();
     let config = ltm_engine::lm::GdnConfig::fla_defaults(256, 2, 2, 256, 1000).unwrap();
     let gpu = LanguageModel::random(config.clone(), 7, Device::Cuda(0))
         .unwrap_or_else(|e| panic!("this GPU test needs a usable CUDA device: {e}"));

@@ -113,7 +113,10 @@ fn the_trace_sees_every_stage_and_changes_nothing() {
         let d = dims.hidden;
         for (t, &id) in ids.iter().enumerate() {
             let row = &seen[&(S::Residual, 0)][t * d..(t + 1) * d];
-            assert_eq!(row, &model.weights().embeddings[id as usize * d..][..d]);
+            assert_eq!(
+                row,
+                &model.weights().unwrap().embeddings[id as usize * d..][..d]
+            );
         }
     }
 }

@@ -3,6 +3,13 @@
 //! checkpoint's own dtype when every matrix has the same one (bf16 weights stay bf16),
 //! else f32. The CPU forward uses the f32 [`super::weights::Weights`]; this is what the
 //! CUDA model uploads once.
+//!
+//! A stacked matrix is a list of parts, each borrowed from the memory-mapped files
+//! where the tensor already has the common dtype (converted, and owned, only where it
+//! does not): the device takes the parts one after another, so loading a model for it
+//! makes no host copy of its matrices.
+
+use std::borrow::Cow;
 
 use half::{bf16, f16};
 
@@ -11,43 +18,65 @@ use super::weights::{WeightFiles, Weights};
 use crate::error::{Error, Result};
 use crate::tensor::DType;
 
-/// A row-major `[rows, cols]` matrix as little-endian bytes of `dtype`.
+/// A row-major `[rows, cols]` matrix as little-endian bytes of `dtype`, in parts of
+/// whole rows (the stacked tensors) whose concatenation is the matrix.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Matrix {
+pub struct Matrix<'a> {
     /// Element type.
     pub dtype: DType,
     /// Rows (a projection's outputs).
     pub rows: usize,
     /// Columns (a projection's inputs).
     pub cols: usize,
-    /// `rows · cols` elements.
-    pub bytes: Vec<u8>,
+    /// `rows · cols` elements in all, in order; borrowed from the weight files where
+    /// they are stored in `dtype`.
+    pub parts: Vec<Cow<'a, [u8]>>,
+}
+
+impl Matrix<'_> {
+    /// Bytes of the whole matrix.
+    pub fn len_bytes(&self) -> usize {
+        self.parts.iter().map(|p| p.len()).sum()
+    }
+
+    /// The whole matrix in one buffer (a copy).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        self.parts.concat()
+    }
+
+    /// Parts that are copies (converted from another dtype), not borrowed.
+    pub fn owned_parts(&self) -> usize {
+        self.parts
+            .iter()
+            .filter(|p| matches!(p, Cow::Owned(_)))
+            .count()
+    }
 }
 
 /// One layer's projections, stacked as [`super::weights::LayerWeights`] stacks them.
 #[derive(Clone, Debug, PartialEq)]
-pub struct LayerMatrices {
+pub struct LayerMatrices<'a> {
     /// `q; k; v; g (if use_gate); a; b` `[2·Dk + Dv (+ Dv) + 2·HV, D]`.
-    pub in_proj: Matrix,
+    pub in_proj: Matrix<'a>,
     /// `[D, Dv]`.
-    pub o_proj: Matrix,
+    pub o_proj: Matrix<'a>,
     /// `gate; up` `[2·I, D]`.
-    pub gate_up: Matrix,
+    pub gate_up: Matrix<'a>,
     /// `[D, I]`.
-    pub down: Matrix,
+    pub down: Matrix<'a>,
 }
 
 /// Every large matrix of a model, in one element type.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Matrices {
+pub struct Matrices<'a> {
     /// The element type of all of them.
     pub dtype: DType,
     /// `[vocab, D]`.
-    pub embeddings: Matrix,
+    pub embeddings: Matrix<'a>,
     /// Per layer.
-    pub layers: Vec<LayerMatrices>,
+    pub layers: Vec<LayerMatrices<'a>>,
     /// `[vocab, D]`; `None` when tied to the embeddings.
-    pub lm_head: Option<Matrix>,
+    pub lm_head: Option<Matrix<'a>>,
 }
 
 fn elem(d: DType) -> usize {
@@ -90,18 +119,18 @@ fn decode(bytes: &[u8], from: DType) -> Vec<f32> {
     }
 }
 
-/// Tensors stacked row-wise into one matrix of `dtype`: their bytes as they are when
-/// they have that type, else converted.
-fn stack(parts: &[(DType, &[u8])], cols: usize, dtype: DType) -> Result<Matrix> {
-    let mut bytes = Vec::new();
+/// Tensors stacked row-wise into one matrix of `dtype`: their bytes borrowed as they
+/// are when they have that type, else converted.
+fn stack<'a>(parts: &[(DType, &'a [u8])], cols: usize, dtype: DType) -> Result<Matrix<'a>> {
+    let mut out = Vec::with_capacity(parts.len());
     let mut elems = 0usize;
     for &(d, b) in parts {
         let n = b.len() / elem(d);
         elems += n;
         if d == dtype {
-            bytes.extend_from_slice(b);
+            out.push(Cow::Borrowed(b));
         } else {
-            bytes.extend(encode(&decode(b, d), dtype));
+            out.push(Cow::Owned(encode(&decode(b, d), dtype)));
         }
     }
     if cols == 0 || !elems.is_multiple_of(cols) {
@@ -113,7 +142,7 @@ fn stack(parts: &[(DType, &[u8])], cols: usize, dtype: DType) -> Result<Matrix> 
         dtype,
         rows: elems / cols,
         cols,
-        bytes,
+        parts: out,
     })
 }
 
@@ -147,10 +176,10 @@ fn layout(c: &GdnConfig) -> (String, Vec<LayerNames>, Option<String>) {
     ("model.embeddings.weight".into(), layers, head)
 }
 
-impl Matrices {
+impl<'a> Matrices<'a> {
     /// The matrices of checked checkpoint files (`WeightFiles::load` has checked names
     /// and shapes), in the checkpoint's dtype when all of them share one, else f32.
-    pub fn from_files(files: &WeightFiles, c: &GdnConfig) -> Result<Self> {
+    pub fn from_files(files: &'a WeightFiles, c: &GdnConfig) -> Result<Self> {
         let (emb, layers, head) = layout(c);
         let mut names: Vec<&str> = vec![emb.as_str()];
         for l in &layers {
@@ -162,7 +191,7 @@ impl Matrices {
             dtypes.push(files.raw(n)?.0);
         }
         let dtype = common_dtype(&dtypes);
-        let take = |group: &[String], cols: usize| -> Result<Matrix> {
+        let take = |group: &[String], cols: usize| -> Result<Matrix<'a>> {
             let mut parts = Vec::with_capacity(group.len());
             for n in group {
                 let (d, _, b) = files.raw(n)?;
@@ -198,7 +227,7 @@ impl Matrices {
             dtype,
             rows: v.len() / cols,
             cols,
-            bytes: encode(v, dtype),
+            parts: vec![Cow::Owned(encode(v, dtype))],
         };
         let (d, i, dv) = (c.hidden_size, c.intermediate_size, c.value_width());
         Matrices {
@@ -220,18 +249,18 @@ impl Matrices {
 
     /// Bytes of all the matrices.
     pub fn bytes(&self) -> usize {
-        self.embeddings.bytes.len()
-            + self
-                .layers
-                .iter()
-                .map(|l| {
-                    l.in_proj.bytes.len()
-                        + l.o_proj.bytes.len()
-                        + l.gate_up.bytes.len()
-                        + l.down.bytes.len()
-                })
-                .sum::<usize>()
-            + self.lm_head.as_ref().map_or(0, |h| h.bytes.len())
+        self.all().map(Matrix::len_bytes).sum()
+    }
+
+    /// Every matrix, in upload order.
+    pub fn all(&self) -> impl Iterator<Item = &Matrix<'a>> {
+        std::iter::once(&self.embeddings)
+            .chain(
+                self.layers
+                    .iter()
+                    .flat_map(|l| [&l.in_proj, &l.o_proj, &l.gate_up, &l.down]),
+            )
+            .chain(self.lm_head.as_ref())
     }
 }
 
@@ -254,16 +283,19 @@ mod tests {
         let m = stack(&[(DType::BF16, &a), (DType::BF16, &b)], 3, DType::BF16).unwrap();
         assert_eq!((m.rows, m.cols), (2, 3));
         assert_eq!(
-            m.bytes,
-            [a.clone(), b].concat(),
-            "bf16 bytes copied as they are"
+            m.to_bytes(),
+            [a.clone(), b.clone()].concat(),
+            "bf16 bytes taken as they are"
         );
+        assert_eq!(m.owned_parts(), 0, "bf16 parts borrowed, not copied");
         let f = encode(&[0.25, 0.75, 1.5], DType::F32);
         let mixed = stack(&[(DType::BF16, &a), (DType::F32, &f)], 3, DType::F32).unwrap();
         assert_eq!(
-            decode(&mixed.bytes, DType::F32),
+            decode(&mixed.to_bytes(), DType::F32),
             vec![1.0, 2.0, 3.0, 0.25, 0.75, 1.5]
         );
+        assert_eq!(mixed.owned_parts(), 1, "only the bf16 part converted");
+        assert_eq!(mixed.len_bytes(), 24);
         assert!(stack(&[(DType::F32, &f)], 2, DType::F32).is_err());
         assert_eq!(common_dtype(&[DType::F16, DType::F16]), DType::F16);
         assert_eq!(common_dtype(&[DType::F16, DType::BF16]), DType::F32);
@@ -282,7 +314,8 @@ mod tests {
         // The same values as the f32 weights the CPU runs, matrix by matrix.
         let same = |x: &Matrix, want: &[f32]| {
             assert_eq!(x.rows * x.cols, want.len());
-            assert_eq!(decode(&x.bytes, x.dtype), want);
+            assert_eq!(decode(&x.to_bytes(), x.dtype), want);
+            assert_eq!(x.owned_parts(), 0, "a one-dtype checkpoint is not copied");
         };
         same(&m.embeddings, &w.embeddings);
         for (lm, lw) in m.layers.iter().zip(&w.layers) {

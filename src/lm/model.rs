@@ -1,5 +1,6 @@
-//! A loaded Gated DeltaNet language model: config, f32 weights, the backend its
-//! memories run on, and its tokenizer. Sequences run in [`ModelSession`]s.
+//! A loaded Gated DeltaNet language model: config, weights (f32 on the host for the
+//! CPU, on the device only for CUDA), the backend its memories run on, and its
+//! tokenizer. Sequences run in [`ModelSession`]s.
 
 use std::path::Path;
 
@@ -39,7 +40,8 @@ fn model_backend(device: Device, config: &GdnConfig) -> Result<Box<dyn Backend>>
 /// A causal language model of Gated DeltaNet layers, ready to run sequences.
 pub struct LanguageModel {
     config: GdnConfig,
-    weights: Weights,
+    /// f32 on the host for the CPU forward; `None` when the model is on a device.
+    weights: Option<Weights>,
     memory: MemoryConfig,
     backend: Box<dyn Backend>,
     /// On CUDA: the weights on the device, where sessions run the whole forward.
@@ -64,14 +66,24 @@ impl LanguageModel {
         }
         let config = GdnConfig::load(&dir.join("config.json"))?;
         let files = WeightFiles::open(dir)?;
-        let (weights, weight_digest) = files.load(&config)?;
         let backend = model_backend(device, &config)?;
-        // The device keeps the checkpoint's own dtype: take the bytes before the files go.
-        let matrices = match backend.as_cuda() {
-            Some(_) => Some(Matrices::from_files(&files, &config)?),
-            None => None,
+        // On a device the matrices go up in the checkpoint's own dtype, straight from
+        // the mapped files: the host never holds them in f32, nor copies them at all
+        // when the checkpoint has one dtype; it converts only the small vectors.
+        let (weights, weight_digest, matrices) = match backend.as_cuda() {
+            Some(_) => {
+                let (vectors, digest) = files.load_vectors(&config)?;
+                (
+                    vectors,
+                    digest,
+                    Some(Matrices::from_files(&files, &config)?),
+                )
+            }
+            None => {
+                let (weights, digest) = files.load(&config)?;
+                (weights, digest, None)
+            }
         };
-        drop(files);
         let tokenizer_path = dir.join("tokenizer.json");
         let tokenizer = if tokenizer_path.exists() {
             Some(ModelTokenizer::load(&tokenizer_path, config.vocab_size)?)
@@ -82,7 +94,8 @@ impl LanguageModel {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| dir.display().to_string());
-        Self::assemble(
+        // The matrices borrow the mapped files until they are on the device.
+        let model = Self::assemble(
             config,
             weights,
             weight_digest,
@@ -90,7 +103,9 @@ impl LanguageModel {
             backend,
             matrices,
             name,
-        )
+        )?;
+        drop(files);
+        Ok(model)
     }
 
     /// A model of the given shape with random weights (for benchmarks and tests at
@@ -156,12 +171,15 @@ impl LanguageModel {
         weight_digest: u64,
         tokenizer: Option<ModelTokenizer>,
         backend: Box<dyn Backend>,
-        matrices: Option<Matrices>,
+        matrices: Option<Matrices<'_>>,
         name: String,
     ) -> Result<Self> {
-        let device = match (backend.as_cuda(), matrices) {
-            (Some(cuda), Some(m)) => Some(DeviceModel::new(cuda, &config, &weights, &m)?),
-            _ => None,
+        // On a device the host keeps no weights: every forward, scoring and pick runs
+        // there (the tied head is the device's embeddings), and the fingerprint is
+        // the files' digest.
+        let (device, weights) = match (backend.as_cuda(), matrices) {
+            (Some(cuda), Some(m)) => (Some(DeviceModel::new(cuda, &config, &weights, &m)?), None),
+            _ => (None, Some(weights)),
         };
         let mut h = Fnv1a::new();
         h.write(b"ltm-engine/gated-deltanet-lm/v1");
@@ -188,9 +206,16 @@ impl LanguageModel {
         &self.config
     }
 
-    /// The weights, f32.
-    pub fn weights(&self) -> &Weights {
-        &self.weights
+    /// The weights in f32 on the host, which the CPU forward runs; `None` when the
+    /// model is on a device (the weights live there only).
+    pub fn weights(&self) -> Option<&Weights> {
+        self.weights.as_ref()
+    }
+
+    /// Bytes of weights the host holds for this model: all of them in f32 on the
+    /// CPU, none on a device (whose bytes [`DeviceModel::weight_bytes`] counts).
+    pub fn host_weight_bytes(&self) -> usize {
+        self.weights.as_ref().map_or(0, |w| 4 * w.len())
     }
 
     /// The shape of each layer's memory (value heads, `K`, `V`).
@@ -255,5 +280,28 @@ impl LanguageModel {
     /// The names and shapes the checkpoint must hold (for error messages and tests).
     pub fn expected_tensors(&self) -> Vec<(String, Vec<usize>)> {
         expected_tensors(&self.config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cpu_model_holds_every_weight_in_f32_on_the_host() {
+        for name in ["gdn-tiny", "gdn-gva"] {
+            let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures")
+                .join(name);
+            let model = LanguageModel::load(&dir, Device::Cpu).unwrap();
+            assert!(model.device_model().is_none());
+            let values: usize = model
+                .expected_tensors()
+                .iter()
+                .map(|(_, shape)| shape.iter().product::<usize>())
+                .sum();
+            assert_eq!(model.host_weight_bytes(), 4 * values, "{name}");
+            assert!(model.weights().is_some());
+        }
     }
 }

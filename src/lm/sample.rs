@@ -4,6 +4,9 @@
 use crate::error::{Error, Result};
 use crate::hash::SplitMix64;
 
+/// SplitMix64's increment: its state after `n` draws is `seed + n·γ`.
+const SPLITMIX64_GAMMA: u64 = 0x9e37_79b9_7f4a_7c15;
+
 /// How to pick each generated token.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Sampling {
@@ -49,27 +52,76 @@ impl Sampling {
 }
 
 /// A sampler with its generator's position.
+///
+/// Every non-greedy pick consumes exactly one draw of the generator, whatever the row
+/// (even one of NaNs only), and a greedy pick none: the device sampler
+/// (`ltm_lm_sample`) takes draw number [`Sampler::draws`] for its row, so a generation
+/// may pick on the device, on the host, or continue from [`Sampler::at`] after a
+/// checkpoint, and draw the same numbers.
 pub struct Sampler {
     config: Sampling,
     rng: SplitMix64,
+    draws: u64,
     scratch: Vec<(f32, u32)>,
 }
 
 impl Sampler {
     /// A sampler for `config` (validated).
     pub fn new(config: Sampling) -> Result<Self> {
+        Self::at(config, 0)
+    }
+
+    /// A sampler for `config` whose generator has already made `draws` draws: the
+    /// state to continue a generation (`draws` from [`Sampler::draws`] of the earlier
+    /// sampler). SplitMix64's state after `n` draws is `seed + n·γ`, so this is O(1).
+    pub fn at(config: Sampling, draws: u64) -> Result<Self> {
         config.validate()?;
-        let rng = SplitMix64::new(config.seed);
+        let rng = SplitMix64::new(
+            config
+                .seed
+                .wrapping_add(draws.wrapping_mul(SPLITMIX64_GAMMA)),
+        );
         Ok(Sampler {
             config,
             rng,
+            draws,
             scratch: Vec::new(),
         })
     }
 
+    /// The settings.
+    pub fn config(&self) -> &Sampling {
+        &self.config
+    }
+
+    /// Whether picks are greedy (temperature 0 or top-k 1): no draws, the first
+    /// largest logit.
+    pub fn is_greedy(&self) -> bool {
+        self.config.temperature == 0.0 || self.config.top_k == 1
+    }
+
+    /// Draws the generator has made: the index of the next draw.
+    pub fn draws(&self) -> u64 {
+        self.draws
+    }
+
+    /// Counts a draw made elsewhere (by the device sampler, with index
+    /// [`Sampler::draws`]) and moves the generator past it, as [`Sampler::pick`] would
+    /// have. Greedy samplers draw nothing, so this does nothing for them.
+    pub fn skip_draw(&mut self) {
+        if !self.is_greedy() {
+            self.draw();
+        }
+    }
+
+    fn draw(&mut self) -> u64 {
+        self.draws += 1;
+        self.rng.next_u64()
+    }
+
     /// The next token for `logits` (`[vocab]`). NaN logits are never chosen.
     pub fn pick(&mut self, logits: &[f32]) -> u32 {
-        if self.config.temperature == 0.0 || self.config.top_k == 1 {
+        if self.is_greedy() {
             return argmax(logits);
         }
         let inv_t = 1.0 / self.config.temperature;
@@ -83,6 +135,8 @@ impl Sampler {
                 .map(|(i, &x)| (x * inv_t, i as u32)),
         );
         if s.is_empty() {
+            // Drawn all the same: the device sampler takes one draw per row.
+            self.draw();
             return 0;
         }
         s.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
@@ -109,6 +163,8 @@ impl Sampler {
             s.truncate(keep);
             total = s.iter().map(|e| e.0 as f64).sum();
         }
+        // The fields, not `self.draw()`: `s` borrows the scratch buffer.
+        self.draws += 1;
         let u = (self.rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64 * total;
         let mut cum = 0.0f64;
         for e in s.iter() {
@@ -187,5 +243,60 @@ mod tests {
             ..Sampling::default()
         })
         .is_err());
+    }
+
+    #[test]
+    fn draws_are_counted_skipped_and_resumed() {
+        let cfg = Sampling {
+            temperature: 0.9,
+            top_k: 7,
+            top_p: 0.95,
+            seed: 42,
+        };
+        let rows: Vec<Vec<f32>> = (0..12)
+            .map(|r| {
+                (0..40)
+                    .map(|i| ((i * (r + 3)) as f32 * 0.37).cos())
+                    .collect()
+            })
+            .collect();
+        let mut cpu = Sampler::new(cfg.clone()).unwrap();
+        let all: Vec<u32> = rows.iter().map(|r| cpu.pick(r)).collect();
+        assert_eq!(cpu.draws(), rows.len() as u64);
+
+        // Draws made elsewhere (the device sampler's) and skipped here leave the
+        // generator where the host's own picks would have: the rest agree.
+        let mut mixed = Sampler::new(cfg.clone()).unwrap();
+        for _ in 0..5 {
+            mixed.skip_draw();
+        }
+        assert_eq!(mixed.draws(), 5);
+        let rest: Vec<u32> = rows[5..].iter().map(|r| mixed.pick(r)).collect();
+        assert_eq!(rest, all[5..]);
+
+        // A sampler made at a draw count (after a checkpoint) continues the same way.
+        let mut resumed = Sampler::at(cfg.clone(), 8).unwrap();
+        let rest: Vec<u32> = rows[8..].iter().map(|r| resumed.pick(r)).collect();
+        assert_eq!(rest, all[8..]);
+        assert_eq!(resumed.draws(), rows.len() as u64);
+
+        // A row of NaNs only gives id 0 and still takes its draw (one per row, as on
+        // the device).
+        let mut nan = Sampler::new(cfg.clone()).unwrap();
+        assert_eq!(nan.pick(&[f32::NAN; 4]), 0);
+        assert_eq!(nan.draws(), 1);
+        assert_eq!(nan.pick(&rows[1]), all[1]);
+
+        // Greedy picks draw nothing, and skipping is a no-op for them.
+        let mut greedy = Sampler::new(Sampling {
+            top_k: 1,
+            ..cfg.clone()
+        })
+        .unwrap();
+        assert!(greedy.is_greedy());
+        greedy.pick(&rows[0]);
+        greedy.skip_draw();
+        assert_eq!(greedy.draws(), 0);
+        assert!(!Sampler::new(cfg).unwrap().is_greedy());
     }
 }

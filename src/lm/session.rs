@@ -15,6 +15,8 @@ use super::ops::{
     l2_normalize, log_sum_exp, next_token_nll, rms_norm, rms_norm_rows, short_conv, sigmoid, silu,
     softplus,
 };
+use super::pick::{pick_path, PickPath};
+use super::sample::Sampler;
 use super::state::{LayerState, ModelState};
 
 /// A point in the forward where a trace hook ([`ModelSession::set_trace`]) sees the
@@ -139,6 +141,9 @@ impl<'m> ModelSession<'m> {
                     model, dev, cuda, state,
                 )?),
             });
+        }
+        if model.weights().is_none() {
+            return Err(no_host_weights());
         }
         let mut memories = Vec::with_capacity(state.layers.len());
         let mut conv = Vec::with_capacity(state.layers.len());
@@ -296,12 +301,7 @@ impl<'m> ModelSession<'m> {
     /// Feeds one token through the recurrence (generation) and returns the logits for
     /// the next one. Agrees with [`ModelSession::feed`] within f32 rounding.
     pub fn step(&mut self, token: u32) -> Result<&[f32]> {
-        let vocab = self.model.config().vocab_size;
-        if token as usize >= vocab {
-            return Err(Error::Query(format!(
-                "token id {token} is outside the vocabulary of {vocab}"
-            )));
-        }
+        check_token(token, self.model.config().vocab_size)?;
         // Tested, then borrowed: a borrow taken by `if let` and returned would be held
         // over the host path below too (the borrow checker's conditional-return case).
         #[allow(clippy::unnecessary_unwrap)]
@@ -332,19 +332,13 @@ impl<'m> ModelSession<'m> {
     fn host_next_logits(&mut self) -> Option<&[f32]> {
         let c = self.model.config();
         let hidden = self.last_hidden.as_ref()?;
+        // A host session exists only for a model with host weights (`new`).
+        let w = self.model.weights()?;
         let d = c.hidden_size;
         let h = sized(&mut self.ws.h, d);
-        rms_norm(hidden, &self.model.weights().norm, c.norm_eps, h);
+        rms_norm(hidden, &w.norm, c.norm_eps, h);
         let logits = sized(&mut self.ws.logits, c.vocab_size);
-        matmul_t(
-            h,
-            1,
-            d,
-            self.model.weights().head(),
-            c.vocab_size,
-            logits,
-            false,
-        );
+        matmul_t(h, 1, d, w.head(), c.vocab_size, logits, false);
         Some(&self.ws.logits[..c.vocab_size])
     }
 
@@ -402,7 +396,7 @@ impl<'m> ModelSession<'m> {
     fn forward(&mut self, ids: &[u32], want: Logits, decode: bool) -> Result<usize> {
         let model = self.model;
         let c = model.config();
-        let w = model.weights();
+        let w = model.weights().ok_or_else(no_host_weights)?;
         let t = ids.len();
         if t == 0 {
             return Ok(0);
@@ -600,7 +594,7 @@ impl ModelSession<'_> {
         &mut self,
         prompt: &[u32],
         n: usize,
-        sampler: &mut super::Sampler,
+        sampler: &mut Sampler,
     ) -> Result<Vec<u32>> {
         self.generate_with(prompt, n, sampler, &mut |_| true)
     }
@@ -611,19 +605,16 @@ impl ModelSession<'_> {
         &mut self,
         prompt: &[u32],
         n: usize,
-        sampler: &mut super::Sampler,
+        sampler: &mut Sampler,
         on_token: &mut dyn FnMut(u32) -> bool,
     ) -> Result<Vec<u32>> {
         if !prompt.is_empty() {
             self.feed_with(prompt, Logits::None, &mut |_| {})?;
         }
-        let mut next = match self.try_next_logits()? {
-            Some(logits) => sampler.pick(logits),
-            None => {
-                return Err(Error::Query(
-                    "nothing to continue: feed at least one token before generating".into(),
-                ))
-            }
+        let Some(mut next) = self.pick_next(sampler)? else {
+            return Err(Error::Query(
+                "nothing to continue: feed at least one token before generating".into(),
+            ));
         };
         let mut out = Vec::with_capacity(n.min(1 << 20));
         for _ in 0..n {
@@ -631,9 +622,56 @@ impl ModelSession<'_> {
             if !on_token(next) {
                 break;
             }
-            let logits = self.step(next)?;
-            next = sampler.pick(logits);
+            next = self.step_pick(next, sampler)?;
         }
         Ok(out)
     }
+
+    /// The path [`ModelSession::pick_next`] and [`ModelSession::step_pick`] take for
+    /// `sampler`: on the device when the model is on one and its sampler takes the
+    /// settings, else on the host from the copied logits row.
+    pub fn pick_path(&self, sampler: &Sampler) -> PickPath {
+        pick_path(self.device.is_some(), sampler)
+    }
+
+    /// The next token after the last one fed, as `sampler` chooses it (on the device
+    /// where [`ModelSession::pick_path`] says so: one id comes back, not the logits);
+    /// `None` before any token.
+    pub fn pick_next(&mut self, sampler: &mut Sampler) -> Result<Option<u32>> {
+        if self.pick_path(sampler) != PickPath::Host {
+            if let Some(d) = &mut self.device {
+                return d.next_pick(sampler);
+            }
+        }
+        Ok(self.try_next_logits()?.map(|logits| sampler.pick(logits)))
+    }
+
+    /// Feeds `token` through the recurrence ([`ModelSession::step`]) and returns the
+    /// next token as `sampler` chooses it ([`ModelSession::pick_next`]).
+    pub fn step_pick(&mut self, token: u32, sampler: &mut Sampler) -> Result<u32> {
+        if self.pick_path(sampler) != PickPath::Host {
+            if let Some(d) = &mut self.device {
+                check_token(token, self.model.config().vocab_size)?;
+                return d.step_pick(token, sampler);
+            }
+        }
+        let logits = self.step(token)?;
+        Ok(sampler.pick(logits))
+    }
+}
+
+fn no_host_weights() -> Error {
+    Error::Device(
+        "the model's weights are on the device only: its sequences run there, not on the host"
+            .into(),
+    )
+}
+
+fn check_token(token: u32, vocab: usize) -> Result<()> {
+    if token as usize >= vocab {
+        return Err(Error::Query(format!(
+            "token id {token} is outside the vocabulary of {vocab}"
+        )));
+    }
+    Ok(())
 }

@@ -245,6 +245,19 @@ impl WeightFiles {
     /// tensors the config does not explain, and converts them to f32. Also returns a
     /// digest of the tensors' names, shapes, dtypes and bytes.
     pub fn load(&self, config: &GdnConfig) -> Result<(Weights, u64)> {
+        self.load_with(config, true)
+    }
+
+    /// [`WeightFiles::load`] without converting the large matrices (embeddings,
+    /// projections, MLP, head: every 2-D tensor), which stay empty in the result: the
+    /// small vectors a device takes in f32 while its matrices come from
+    /// [`super::matrices::Matrices::from_files`] in the checkpoint's dtype. The same
+    /// checks, and the same digest (every tensor's bytes are still read for it).
+    pub fn load_vectors(&self, config: &GdnConfig) -> Result<(Weights, u64)> {
+        self.load_with(config, false)
+    }
+
+    fn load_with(&self, config: &GdnConfig, matrices: bool) -> Result<(Weights, u64)> {
         let expected = expected_tensors(config);
         let wanted: BTreeSet<&str> = expected.iter().map(|(n, _)| n.as_str()).collect();
         let unknown: Vec<&str> = self
@@ -282,6 +295,9 @@ impl WeightFiles {
                     found: shape_string(view.shape()),
                 });
             }
+            if !matrices && is_matrix(dims) {
+                continue;
+            }
             let bytes = dims
                 .iter()
                 .try_fold(4u64, |acc, &d| acc.checked_mul(d as u64));
@@ -297,6 +313,9 @@ impl WeightFiles {
             digest.write(name.as_bytes());
             digest.write(format!("{:?}{:?}", view.dtype(), view.shape()).as_bytes());
             digest.write(&crc32fast::hash(bytes).to_le_bytes());
+            if !matrices && is_matrix(view.shape()) {
+                return Ok(Vec::new());
+            }
             to_f32(name, view.dtype(), bytes)
         };
         let embeddings = take("model.embeddings.weight")?;
@@ -395,6 +414,12 @@ impl WeightFiles {
     }
 }
 
+/// The large tensors (embeddings, projections, MLP, head) are the 2-D ones; norms,
+/// `A_log`, `dt_bias` are 1-D and the conv taps 3-D.
+fn is_matrix(shape: &[usize]) -> bool {
+    shape.len() == 2
+}
+
 fn map_file(path: &Path) -> Result<memmap2::Mmap> {
     let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     let meta = file.metadata().map_err(|e| Error::io(path, e))?;
@@ -434,4 +459,44 @@ fn to_f32(name: &str, dtype: Dtype, bytes: &[u8]) -> Result<Vec<f32>> {
             })
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vectors_only_keep_the_checks_the_digest_and_the_small_weights() {
+        for name in ["gdn-tiny", "gdn-gva"] {
+            let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures")
+                .join(name);
+            let c = GdnConfig::load(&dir.join("config.json")).unwrap();
+            let files = WeightFiles::open(&dir).unwrap();
+            let (all, digest) = files.load(&c).unwrap();
+            let (small, small_digest) = files.load_vectors(&c).unwrap();
+            assert_eq!(digest, small_digest, "{name}: a state must fit either load");
+            assert!(small.embeddings.is_empty());
+            assert_eq!(small.lm_head.is_some(), all.lm_head.is_some());
+            assert!(small.lm_head.as_ref().is_none_or(Vec::is_empty));
+            assert_eq!(small.norm, all.norm);
+            for (s, a) in small.layers.iter().zip(&all.layers) {
+                assert!(s.in_proj.is_empty() && s.o_proj.is_empty());
+                assert!(s.gate_up.is_empty() && s.down.is_empty());
+                assert_eq!(
+                    (&s.attn_norm, &s.conv, &s.decay_rate, &s.dt_bias),
+                    (&a.attn_norm, &a.conv, &a.decay_rate, &a.dt_bias)
+                );
+                assert_eq!((&s.o_norm, &s.mlp_norm), (&a.o_norm, &a.mlp_norm));
+            }
+            // The vectors are a small part: under 2% of the values of these models.
+            assert!(!small.is_empty() && small.len() * 50 < all.len(), "{name}");
+            // A wrong shape fails the same way in both.
+            let wrong = GdnConfig {
+                hidden_size: c.hidden_size * 2,
+                ..c.clone()
+            };
+            assert!(files.load_vectors(&wrong).is_err());
+        }
+    }
 }

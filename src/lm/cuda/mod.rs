@@ -6,6 +6,7 @@
 pub(crate) mod session;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use cudarc::driver::{CudaFunction, CudaModule, DeviceRepr, LaunchConfig, PushKernelArg};
@@ -21,6 +22,28 @@ use super::config::GdnConfig;
 use super::kernels::{module_of, LmDims, LmLaunch};
 use super::matrices::{Matrices, Matrix};
 use super::weights::Weights;
+
+/// Logits values (f32) copied from a device to the host by model sessions.
+static LOGITS_DOWNLOADED: AtomicU64 = AtomicU64::new(0);
+/// Token ids chosen on a device and copied to the host.
+static IDS_DOWNLOADED: AtomicU64 = AtomicU64::new(0);
+
+/// Logits values (f32) model sessions have copied from a device to the host since the
+/// process started, so a test can show that generation on the device brings back ids,
+/// not logits rows.
+pub fn logits_downloaded() -> u64 {
+    LOGITS_DOWNLOADED.load(Ordering::Relaxed)
+}
+
+/// Token ids chosen on a device ([`crate::lm::pick::PickPath`]) and copied to the
+/// host since the process started.
+pub fn ids_downloaded() -> u64 {
+    IDS_DOWNLOADED.load(Ordering::Relaxed)
+}
+
+fn count_download(counter: &AtomicU64, n: usize) {
+    counter.fetch_add(n as u64, Ordering::Relaxed);
+}
 
 /// One layer's weights on the device.
 pub(crate) struct DeviceLayer {
@@ -60,8 +83,16 @@ fn upload_f32(backend: &CudaBackend, name: &'static str, v: &[f32]) -> Result<De
     upload(backend, name, bytemuck::cast_slice(v))
 }
 
+/// The matrix's parts one after another: straight from the mapped weight files, no
+/// host copy of the whole.
 fn upload_matrix(backend: &CudaBackend, name: &'static str, m: &Matrix) -> Result<DeviceBuffer> {
-    upload(backend, name, &m.bytes)
+    let mut buf = DeviceBuffer::new(backend.stream(), name, m.len_bytes())?;
+    let mut at = 0;
+    for part in &m.parts {
+        buf.upload(backend.stream(), at, part)?;
+        at += part.len();
+    }
+    Ok(buf)
 }
 
 impl DeviceModel {

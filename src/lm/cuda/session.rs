@@ -18,9 +18,10 @@ use crate::tensor::DType;
 
 use super::super::kernels::{self as k, AddNormBufs, ConvBufs};
 use super::super::model::LanguageModel;
+use super::super::sample::Sampler;
 use super::super::session::Logits;
 use super::super::state::{LayerState, ModelState};
-use super::DeviceModel;
+use super::{count_download, DeviceModel, IDS_DOWNLOADED, LOGITS_DOWNLOADED};
 
 /// Buffers of one window's activations, sized once for `rows` tokens.
 struct Workspace {
@@ -66,6 +67,8 @@ pub(crate) struct CudaModelSession<'m> {
     ids: Option<IdUploads>,
     /// The logits of the last call, on the host.
     logits: Vec<f32>,
+    /// One u32: the id the device sampler chose.
+    picked: Option<DeviceBuffer>,
 }
 
 fn elem(d: DType) -> usize {
@@ -123,6 +126,7 @@ impl<'m> CudaModelSession<'m> {
             ws: None,
             ids: None,
             logits: Vec::new(),
+            picked: None,
         })
     }
 
@@ -388,7 +392,55 @@ impl<'m> CudaModelSession<'m> {
             self.backend.stream(),
             0,
             bytemuck::cast_slice_mut(&mut self.logits),
-        )
+        )?;
+        count_download(&LOGITS_DOWNLOADED, rows * vocab);
+        Ok(())
+    }
+
+    /// The final norm, the output head and the device sampler over the row at `x_row`:
+    /// only the chosen id comes back. The sampler's settings must be ones the device
+    /// takes ([`crate::lm::pick::pick_path`]); its draw counter moves as
+    /// [`Sampler::pick`]'s would.
+    fn pick_at(&mut self, x_row: u64, sampler: &mut Sampler) -> Result<u32> {
+        let logits = self.head_device(x_row, 1)?;
+        let (dev, backend) = (self.dev, self.backend);
+        let s = backend.stream();
+        if self.picked.is_none() {
+            self.picked = Some(DeviceBuffer::new(s, "picked id", 4)?);
+        }
+        let out = self.picked.as_ref().expect("just allocated");
+        let l = k::sample(
+            &dev.dims,
+            sampler.config(),
+            sampler.draws(),
+            1,
+            logits,
+            out.ptr(s),
+        )?;
+        dev.launch(backend, &l)?;
+        let mut id = [0u8; 4];
+        out.download(s, 0, &mut id)?;
+        count_download(&IDS_DOWNLOADED, 1);
+        sampler.skip_draw();
+        Ok(u32::from_le_bytes(id))
+    }
+
+    /// The next token after the last one fed, chosen on the device; `None` before any
+    /// token.
+    pub fn next_pick(&mut self, sampler: &mut Sampler) -> Result<Option<u32>> {
+        if !self.has_hidden {
+            return Ok(None);
+        }
+        self.backend.bind()?;
+        let x = self.last_hidden.ptr(self.backend.stream());
+        self.pick_at(x, sampler).map(Some)
+    }
+
+    /// Feeds `token` and chooses the next one on the device.
+    pub fn step_pick(&mut self, token: u32, sampler: &mut Sampler) -> Result<u32> {
+        self.forward(&[token], Logits::None)?;
+        let x = self.last_hidden.ptr(self.backend.stream());
+        self.pick_at(x, sampler)
     }
 
     /// The final norm and the output head over `rows` rows at `x_rows`, on the device;
