@@ -12,8 +12,9 @@
 //! - `stream`: one sequence of `--stream-tokens` (default 10M) tokens through that
 //!   model, stopped after `--max-seconds`; the time for 100M tokens extrapolated from
 //!   the measured rate, labelled so;
-//! - `decode`: token-by-token steps (logits to the host each) after 1K and after
-//!   `--decode-context` (default 1M) tokens of context.
+//! - `decode`: token-by-token steps after 1K and after `--decode-context` (default 1M)
+//!   tokens of context, greedy on the device (one id back a token, as generation runs),
+//!   and beside it with the logits row brought back and picked on the host.
 //!
 //! `lm_gpu_bench [gemm|prefill|stream|decode|all] [--layers N] [--head-dim 256|128] [--window W] ...`
 
@@ -21,7 +22,8 @@ use std::time::Instant;
 
 use ltm_engine::backend::cuda::GemmShape;
 use ltm_engine::hash::SplitMix64;
-use ltm_engine::lm::{GdnConfig, LanguageModel, Logits};
+use ltm_engine::lm::sample::argmax;
+use ltm_engine::lm::{GdnConfig, LanguageModel, Logits, Sampler, Sampling};
 use ltm_engine::{DType, Device};
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -172,22 +174,26 @@ fn main() {
                 let n = ((context - s.tokens()) as usize).min(x.len());
                 s.feed(&x[..n], Logits::None).unwrap();
             }
-            let mut next = 1u32;
-            s.step(next).unwrap();
+            // As generation runs: greedy on the device, one id back a token; then the
+            // same steps with the whole logits row brought back and picked on the host.
+            let mut greedy = Sampler::new(Sampling::default()).unwrap();
+            let mut next = s.step_pick(1, &mut greedy).unwrap();
             let steps = 64;
             let t = Instant::now();
             for _ in 0..steps {
-                let logits = s.step(next).unwrap();
-                next = logits
-                    .iter()
-                    .enumerate()
-                    .max_by(|a, b| a.1.total_cmp(b.1))
-                    .map_or(0, |(i, _)| i as u32);
+                next = s.step_pick(next, &mut greedy).unwrap();
             }
             let secs = t.elapsed().as_secs_f64();
+            let t = Instant::now();
+            for _ in 0..steps {
+                next = argmax(s.step(next).unwrap());
+            }
+            let host_secs = t.elapsed().as_secs_f64();
             println!(
                 "{}",
                 serde_json::json!({"bench": "decode", "context": context,
+                    "pick": format!("{:?}", s.pick_path(&greedy)),
+                    "ms_per_token_logits_to_host": 1e3 * host_secs / steps as f64,
                     "tokens_per_second": steps as f64 / secs, "ms_per_token": 1e3 * secs / steps as f64})
             );
         }
