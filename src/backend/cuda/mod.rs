@@ -11,6 +11,7 @@
 pub(crate) mod buffers;
 #[cfg(test)]
 pub(crate) mod c_layout;
+pub(crate) mod emu_text;
 pub(crate) mod gemm;
 mod launch;
 pub(crate) mod module;
@@ -32,11 +33,11 @@ use crate::inputs::{check_forward_call, ForwardInputs, InputRows, MaterializedRo
 use crate::state::State;
 use crate::tensor::DType;
 
+#[doc(hidden)]
+pub use emu_text::{emu_plan_text, EmuCase};
 pub use gemm::GemmShape;
 use module::Kernels;
 pub use module::{driver_version, PTX_DRIVER};
-#[doc(hidden)]
-pub use plan::{emu_plan_text, EmuCase};
 use window::{Shape, Window, CHUNK};
 
 /// Maps a driver error to [`Error::Cuda`] naming the operation.
