@@ -19,6 +19,7 @@
 //   g++ -O2 -std=c++17 -o target/ltm-kernel-emu kernels/emu/check.cpp
 //   target/ltm-kernel-emu target/emu-plans.txt [--seed N] [--orders N] [--only NAME] [--fail-fast]
 #include "emu.hpp"
+#include "replay.hpp"
 
 #include "../column_write.cu"
 #include "../scan.cu"
@@ -32,20 +33,13 @@ namespace {
 
 constexpr uint32_t GUARD_BITS = 0x7fa5a5a5u;  // a NaN: a read of a guard shows in results
 
-[[noreturn]] void die(const std::string& msg) {
-    std::fprintf(stderr, "error: %s\n", msg.c_str());
-    std::exit(2);
-}
+using ltm_replay::die;
+using ltm_replay::Entry;
+using ltm_replay::Fields;
+using ltm_replay::LaunchSpec;
 
 // ---------------------------------------------------------------------------------------
 // Plan files (src/backend/cuda/plan.rs, `emu_plan_text`).
-
-struct LaunchSpec {
-    std::string entry;
-    ltm_emu::Dim3 grid, block;
-    size_t smem = 0;
-    std::vector<std::pair<std::string, std::string>> params;
-};
 
 struct WindowSpec {
     int t0 = 0, len = 0;
@@ -162,11 +156,6 @@ struct Buf {
 
 using Buffers = std::map<std::string, std::unique_ptr<Buf>>;
 
-template <typename P>
-struct Fields {
-    std::map<std::string, std::function<void(P&, const std::string&)>> set;
-};
-
 const void* resolve(const Buffers& bufs, const std::string& v) {
     if (v == "null") return nullptr;
     auto it = bufs.find(v);
@@ -204,43 +193,9 @@ const Fields<StepParams> STEP{{PTR(StepParams, q), PTR(StepParams, k), PTR(StepP
                                INT(StepParams, value_dim), INT(StepParams, t_stride), INT(StepParams, tokens),
                                INT(StepParams, slices), FLT(StepParams, scale)}};
 
-template <typename P>
-P build(const Fields<P>& fields, const LaunchSpec& l) {
-    P p;
-    std::memset(&p, 0, sizeof(p));
-    std::map<std::string, int> seen;
-    for (auto& [name, value] : l.params) {
-        auto it = fields.set.find(name);
-        if (it == fields.set.end()) die(l.entry + ": the plan sets `" + name + "`, which the kernel's struct lacks");
-        if (seen[name]++) die(l.entry + ": `" + name + "` set twice");
-        it->second(p, value);
-    }
-    for (auto& [name, f] : fields.set)
-        if (!seen.count(name)) die(l.entry + ": the plan leaves `" + name + "` unset");
-    return p;
-}
-
-// Entry points by name, each with the thread count of its __launch_bounds__; `exact`:
-// the kernel maps its work onto exactly that many threads (a smaller block would run
-// on a GPU and leave work undone).
-struct Entry {
-    int max_threads;
-    std::function<void(const LaunchSpec&)> run;
-};
-
-template <typename P, typename F>
-Entry entry(int max_threads, const Fields<P>& fields, F kernel, bool exact = false) {
-    return Entry{max_threads, [&fields, kernel, max_threads, exact](const LaunchSpec& l) {
-                     if ((int)l.block.x > max_threads)
-                         die(l.entry + ": block of " + std::to_string(l.block.x) +
-                             " threads, beyond its __launch_bounds__ (the launch fails on a GPU)");
-                     if (exact && (int)l.block.x != max_threads)
-                         die(l.entry + ": block of " + std::to_string(l.block.x) + " threads, the kernel needs " +
-                             std::to_string(max_threads));
-                     const P p = build(fields, l);
-                     ltm_emu::launch(l.grid, l.block, l.smem, [&] { kernel(p); });
-                 }};
-}
+// Launches the step kernels take only with exactly their block (see step.cu).
+constexpr ltm_replay::Rules EXACT{true};
+using ltm_replay::entry;
 
 const std::map<std::string, Entry>& entries() {
     static const std::map<std::string, Entry> e = {
@@ -266,9 +221,9 @@ const std::map<std::string, Entry>& entries() {
         {"ltm_segment_maps_bf16_k256", entry(scan::THREADS, SCAN, ltm_segment_maps_bf16_k256)},
         {"ltm_segment_maps_bf16_fast_k256", entry(scan::THREADS, SCAN, ltm_segment_maps_bf16_fast_k256)},
         {"ltm_segment_combine_k256", entry(scan::COMBINE_THREADS, COMBINE, ltm_segment_combine_k256)},
-        {"ltm_step_f32", entry(step::THREADS, STEP, ltm_step_f32, true)},
-        {"ltm_step_f16", entry(step::THREADS, STEP, ltm_step_f16, true)},
-        {"ltm_step_bf16", entry(step::THREADS, STEP, ltm_step_bf16, true)},
+        {"ltm_step_f32", entry(step::THREADS, STEP, ltm_step_f32, EXACT)},
+        {"ltm_step_f16", entry(step::THREADS, STEP, ltm_step_f16, EXACT)},
+        {"ltm_step_bf16", entry(step::THREADS, STEP, ltm_step_bf16, EXACT)},
     };
     return e;
 }
@@ -465,31 +420,17 @@ bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
 }  // namespace
 
 int main(int argc, char** argv) {
-    const char* plans = nullptr;
-    uint64_t seed = std::random_device{}();
-    int orders = 6;
-    bool fail_fast = false;
-    std::string only;
-    for (int i = 1; i < argc; ++i) {
-        const std::string a = argv[i];
-        if (a == "--seed" && i + 1 < argc) seed = std::strtoull(argv[++i], nullptr, 10);
-        else if (a == "--orders" && i + 1 < argc) orders = std::atoi(argv[++i]);
-        else if (a == "--only" && i + 1 < argc) only = argv[++i];
-        else if (a == "--fail-fast") fail_fast = true;
-        else if (!plans && a[0] != '-') plans = argv[i];
-        else die("usage: ltm-kernel-emu PLANS [--seed N] [--orders N] [--only NAME] [--fail-fast]");
-    }
-    if (!plans) die("usage: ltm-kernel-emu PLANS [--seed N] [--orders N] [--only NAME] [--fail-fast]");
+    const ltm_replay::Options opt =
+        ltm_replay::parse_options(argc, argv, "ltm-kernel-emu PLANS [--seed N] [--orders N] [--only NAME] [--fail-fast]");
+    const char* plans = opt.input;
+    const uint64_t seed = opt.seed;
+    const bool fail_fast = opt.fail_fast;
+    const std::string& only = opt.only;
     ltm_emu::install_fault_handler();
     const size_t statics = ltm_emu::find_static_shared();
     if (statics == 0) die("no static __shared__ variables found in the symbol table (a stripped build?)");
     const std::vector<CaseSpec> cases = read_plans(plans);
-    // Numbered (as before), reversed, then skewed and shuffled in turn, seeded from the
-    // run's seed.
-    std::vector<ltm_emu::Schedule> schedules = {{ltm_emu::Order::Numbered, 0}, {ltm_emu::Order::Reversed, 0}};
-    for (int i = 2; i < orders; ++i)
-        schedules.push_back({i % 2 ? ltm_emu::Order::Shuffled : ltm_emu::Order::Skewed, seed + (uint64_t)i});
-    schedules.resize(std::max(1, std::min<int>(orders, (int)schedules.size())));
+    const std::vector<ltm_emu::Schedule> schedules = ltm_replay::schedules(opt.orders, seed);
     std::printf("kernel emulator: %zu cases from %s, %zu thread orders, %zu static shared variables poisoned, seed %llu\n",
                 cases.size(), plans, schedules.size(), statics, (unsigned long long)seed);
     int failed = 0, ran = 0;

@@ -14,6 +14,7 @@
 //   g++ -O2 -std=c++17 -o target/ltm-lm-emu kernels/emu/lm_check.cpp
 //   target/ltm-lm-emu target/emu-lm-cases.bin [--orders N] [--seed N] [--only TEXT] [--fail-fast]
 #include "emu.hpp"
+#include "replay.hpp"
 
 #include "../lm_conv.cu"
 #include "../lm_head.cu"
@@ -28,10 +29,10 @@ namespace {
 
 constexpr uint32_t GUARD_BITS = 0x7fa5a5a5u;
 
-[[noreturn]] void die(const std::string& msg) {
-    std::fprintf(stderr, "error: %s\n", msg.c_str());
-    std::exit(2);
-}
+using ltm_replay::die;
+using ltm_replay::Entry;
+using ltm_replay::Fields;
+using ltm_replay::LaunchSpec;
 
 // ---------------------------------------------------------------------------------------
 // Case files.
@@ -41,13 +42,6 @@ struct Data {
     double tol = 0;
     size_t count = 0;
     const char* bytes = nullptr;
-};
-
-struct LaunchSpec {
-    std::string entry;
-    ltm_emu::Dim3 grid, block;
-    size_t smem = 0;
-    std::vector<std::pair<std::string, std::string>> params;
 };
 
 struct Step {
@@ -172,10 +166,6 @@ long long integer(const std::string& v, char tag) {
     return std::stoll(v.substr(2));
 }
 
-template <typename P>
-struct Fields {
-    std::map<std::string, std::function<void(P&, const std::string&)>> set;
-};
 #define PTR(P, f) {#f, [](P& p, const std::string& v) { p.f = (decltype(p.f))pointer(v); }}
 #define INT(P, f) {#f, [](P& p, const std::string& v) { p.f = (int)integer(v, 'i'); }}
 #define PAD(P, f) {"pad", [](P& p, const std::string& v) { p.f = (int)integer(v, 'i'); }}
@@ -216,61 +206,34 @@ const Fields<LmSampleParams> SAMPLE{{PTR(LmSampleParams, logits), PTR(LmSamplePa
                                      INT(LmSampleParams, top_k), FLT(LmSampleParams, temperature),
                                      FLT(LmSampleParams, top_p), PAD(LmSampleParams, pad_)}};
 
-template <typename P>
-P build(const Fields<P>& fields, const LaunchSpec& l) {
-    P p;
-    std::memset(&p, 0, sizeof(p));
-    std::map<std::string, int> seen;
-    for (auto& [name, value] : l.params) {
-        auto it = fields.set.find(name);
-        if (it == fields.set.end()) die(l.entry + ": the case sets `" + name + "`, which the kernel's struct lacks");
-        if (seen[name]++) die(l.entry + ": `" + name + "` set twice");
-        it->second(p, value);
-    }
-    for (auto& [name, f] : fields.set)
-        if (!seen.count(name)) die(l.entry + ": the case leaves `" + name + "` unset");
-    return p;
-}
-
-struct Entry {
-    int max_threads;
-    std::function<void(const LaunchSpec&)> run;
-};
-
+// The LM kernels take no shared-memory opt-in: 48 KB of dynamic shared memory at most.
 template <typename P, typename F>
-Entry entry(int max_threads, const Fields<P>& fields, F kernel) {
-    return Entry{max_threads, [&fields, kernel, max_threads](const LaunchSpec& l) {
-                     if ((int)l.block.x > max_threads)
-                         die(l.entry + ": block of " + std::to_string(l.block.x) + " threads, beyond its __launch_bounds__");
-                     if (l.smem > 48 * 1024)
-                         die(l.entry + ": more dynamic shared memory than a launch gets without the opt-in");
-                     const P p = build(fields, l);
-                     ltm_emu::launch(l.grid, l.block, l.smem, [&] { kernel(p); });
-                 }};
+Entry lm_entry(int max_threads, const Fields<P>& fields, F kernel) {
+    return ltm_replay::entry(max_threads, fields, kernel, ltm_replay::Rules{false, 48 * 1024, "case"});
 }
 
 const std::map<std::string, Entry>& entries() {
     constexpr int R = LTM_LM_ROW_THREADS;
     static const std::map<std::string, Entry> e = {
-        {"ltm_lm_embed_f32", entry(R, EMBED, ltm_lm_embed_f32)},
-        {"ltm_lm_embed_bf16", entry(R, EMBED, ltm_lm_embed_bf16)},
-        {"ltm_lm_embed_f16", entry(R, EMBED, ltm_lm_embed_f16)},
-        {"ltm_lm_add_rms_norm_f32", entry(R, ADD_NORM, ltm_lm_add_rms_norm_f32)},
-        {"ltm_lm_add_rms_norm_bf16", entry(R, ADD_NORM, ltm_lm_add_rms_norm_bf16)},
-        {"ltm_lm_add_rms_norm_f16", entry(R, ADD_NORM, ltm_lm_add_rms_norm_f16)},
-        {"ltm_lm_gated_norm_f32", entry(R, GATED, ltm_lm_gated_norm_f32)},
-        {"ltm_lm_gated_norm_bf16", entry(R, GATED, ltm_lm_gated_norm_bf16)},
-        {"ltm_lm_gated_norm_f16", entry(R, GATED, ltm_lm_gated_norm_f16)},
-        {"ltm_lm_swiglu_f32", entry(R, SWIGLU, ltm_lm_swiglu_f32)},
-        {"ltm_lm_swiglu_bf16", entry(R, SWIGLU, ltm_lm_swiglu_bf16)},
-        {"ltm_lm_swiglu_f16", entry(R, SWIGLU, ltm_lm_swiglu_f16)},
-        {"ltm_lm_conv_f32", entry(R, CONV, ltm_lm_conv_f32)},
-        {"ltm_lm_conv_bf16", entry(R, CONV, ltm_lm_conv_bf16)},
-        {"ltm_lm_conv_f16", entry(R, CONV, ltm_lm_conv_f16)},
-        {"ltm_lm_conv_cache", entry(R, CONV_CACHE, ltm_lm_conv_cache)},
-        {"ltm_lm_nll", entry(R, NLL, ltm_lm_nll)},
-        {"ltm_lm_argmax", entry(R, SAMPLE, ltm_lm_argmax)},
-        {"ltm_lm_sample", entry(LTM_LM_SAMPLE_THREADS, SAMPLE, ltm_lm_sample)},
+        {"ltm_lm_embed_f32", lm_entry(R, EMBED, ltm_lm_embed_f32)},
+        {"ltm_lm_embed_bf16", lm_entry(R, EMBED, ltm_lm_embed_bf16)},
+        {"ltm_lm_embed_f16", lm_entry(R, EMBED, ltm_lm_embed_f16)},
+        {"ltm_lm_add_rms_norm_f32", lm_entry(R, ADD_NORM, ltm_lm_add_rms_norm_f32)},
+        {"ltm_lm_add_rms_norm_bf16", lm_entry(R, ADD_NORM, ltm_lm_add_rms_norm_bf16)},
+        {"ltm_lm_add_rms_norm_f16", lm_entry(R, ADD_NORM, ltm_lm_add_rms_norm_f16)},
+        {"ltm_lm_gated_norm_f32", lm_entry(R, GATED, ltm_lm_gated_norm_f32)},
+        {"ltm_lm_gated_norm_bf16", lm_entry(R, GATED, ltm_lm_gated_norm_bf16)},
+        {"ltm_lm_gated_norm_f16", lm_entry(R, GATED, ltm_lm_gated_norm_f16)},
+        {"ltm_lm_swiglu_f32", lm_entry(R, SWIGLU, ltm_lm_swiglu_f32)},
+        {"ltm_lm_swiglu_bf16", lm_entry(R, SWIGLU, ltm_lm_swiglu_bf16)},
+        {"ltm_lm_swiglu_f16", lm_entry(R, SWIGLU, ltm_lm_swiglu_f16)},
+        {"ltm_lm_conv_f32", lm_entry(R, CONV, ltm_lm_conv_f32)},
+        {"ltm_lm_conv_bf16", lm_entry(R, CONV, ltm_lm_conv_bf16)},
+        {"ltm_lm_conv_f16", lm_entry(R, CONV, ltm_lm_conv_f16)},
+        {"ltm_lm_conv_cache", lm_entry(R, CONV_CACHE, ltm_lm_conv_cache)},
+        {"ltm_lm_nll", lm_entry(R, NLL, ltm_lm_nll)},
+        {"ltm_lm_argmax", lm_entry(R, SAMPLE, ltm_lm_argmax)},
+        {"ltm_lm_sample", lm_entry(LTM_LM_SAMPLE_THREADS, SAMPLE, ltm_lm_sample)},
     };
     return e;
 }
@@ -372,21 +335,12 @@ Result run(const Step& s, ltm_emu::Schedule sched) {
 }  // namespace
 
 int main(int argc, char** argv) {
-    const char* path = nullptr;
-    uint64_t seed = std::random_device{}();
-    int orders = 6;
-    bool fail_fast = false;
-    std::string only;
-    for (int i = 1; i < argc; ++i) {
-        const std::string a = argv[i];
-        if (a == "--seed" && i + 1 < argc) seed = std::strtoull(argv[++i], nullptr, 10);
-        else if (a == "--orders" && i + 1 < argc) orders = std::atoi(argv[++i]);
-        else if (a == "--only" && i + 1 < argc) only = argv[++i];
-        else if (a == "--fail-fast") fail_fast = true;
-        else if (!path && a[0] != '-') path = argv[i];
-        else die("usage: ltm-lm-emu CASES [--seed N] [--orders N] [--only TEXT] [--fail-fast]");
-    }
-    if (!path) die("usage: ltm-lm-emu CASES [--seed N] [--orders N] [--only TEXT] [--fail-fast]");
+    const ltm_replay::Options opt =
+        ltm_replay::parse_options(argc, argv, "ltm-lm-emu CASES [--seed N] [--orders N] [--only TEXT] [--fail-fast]");
+    const char* path = opt.input;
+    const uint64_t seed = opt.seed;
+    const bool fail_fast = opt.fail_fast;
+    const std::string& only = opt.only;
     std::ifstream in(path, std::ios::binary);
     if (!in) die(std::string("cannot read ") + path + " (write it with: cargo run --release --example emu_lm_cases -- PATH)");
     const std::string file((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
@@ -395,10 +349,7 @@ int main(int argc, char** argv) {
     ltm_emu::install_fault_handler();
     const size_t statics = ltm_emu::find_static_shared();
     if (statics == 0) die("no static __shared__ variables found in the symbol table (a stripped build?)");
-    std::vector<ltm_emu::Schedule> schedules = {{ltm_emu::Order::Numbered, 0}, {ltm_emu::Order::Reversed, 0}};
-    for (int i = 2; i < orders; ++i)
-        schedules.push_back({i % 2 ? ltm_emu::Order::Shuffled : ltm_emu::Order::Skewed, seed + (uint64_t)i});
-    schedules.resize(std::max(1, std::min<int>(orders, (int)schedules.size())));
+    const std::vector<ltm_emu::Schedule> schedules = ltm_replay::schedules(opt.orders, seed);
     std::printf("LM kernel emulator: %zu steps from %s, %zu thread orders, %zu static shared variables poisoned, seed %llu\n",
                 steps.size(), path, schedules.size(), statics, (unsigned long long)seed);
     int failed = 0, ran = 0;
