@@ -240,30 +240,16 @@ fn window_steps(
         for &dt in &all {
             // attn_norm: layer 0 straight from the embedding; later layers add the
             // previous MLP's output first.
-            let mut s = Step::new(out, &format!("{tag}/L{l}/attn_add_norm_{dt:?}"));
-            let (x, delta) = if l == 0 {
-                (s.with_f32("x", get(S::Residual, 0)), 0)
-            } else {
-                let before = get(S::ResidualMid, l - 1);
-                let x = s.with_f32("x", before);
-                let dl = s.with_f32("delta", &sub(get(S::Residual, l), before));
-                (x, dl)
-            };
-            let weight = s.with_f32("weight", &lw.attn_norm);
-            let h = s.buffer("out", es(dt) * rows * d);
-            s.launch(&k::add_rms_norm(
-                &dims,
-                dt,
-                rows,
-                k::AddNormBufs {
-                    x,
-                    delta,
-                    weight,
-                    out: h,
-                },
-            )?);
-            s.expect_f32("x", DType::F32, get(S::Residual, l));
-            s.expect_f32("out", dt, get(S::AttnNorm, l));
+            let before = (l > 0).then(|| get(S::ResidualMid, l - 1).as_slice());
+            add_norm_step(
+                out,
+                &format!("{tag}/L{l}/attn_add_norm_{dt:?}"),
+                (&dims, dt, rows),
+                before,
+                get(S::Residual, l),
+                &lw.attn_norm,
+                get(S::AttnNorm, l),
+            )?;
         }
         for &dt in &all {
             let mut s = Step::new(out, &format!("{tag}/L{l}/conv_{dt:?}"));
@@ -309,25 +295,15 @@ fn window_steps(
             s.expect_f32("out", dt, get(S::GatedNorm, l));
         }
         for &dt in &all {
-            let mut s = Step::new(out, &format!("{tag}/L{l}/mlp_add_norm_{dt:?}"));
-            let before = get(S::Residual, l);
-            let x = s.with_f32("x", before);
-            let delta = s.with_f32("delta", &sub(get(S::ResidualMid, l), before));
-            let weight = s.with_f32("weight", &lw.mlp_norm);
-            let h = s.buffer("out", es(dt) * rows * d);
-            s.launch(&k::add_rms_norm(
-                &dims,
-                dt,
-                rows,
-                k::AddNormBufs {
-                    x,
-                    delta,
-                    weight,
-                    out: h,
-                },
-            )?);
-            s.expect_f32("x", DType::F32, get(S::ResidualMid, l));
-            s.expect_f32("out", dt, get(S::MlpNorm, l));
+            add_norm_step(
+                out,
+                &format!("{tag}/L{l}/mlp_add_norm_{dt:?}"),
+                (&dims, dt, rows),
+                Some(get(S::Residual, l)),
+                get(S::ResidualMid, l),
+                &lw.mlp_norm,
+                get(S::MlpNorm, l),
+            )?;
         }
         for &dt in &all {
             let mut s = Step::new(out, &format!("{tag}/L{l}/swiglu_{dt:?}"));
@@ -342,27 +318,55 @@ fn window_steps(
     let final_rows = get(S::FinalNorm, layers).len() / d;
     let skip = (rows - final_rows) * d;
     for &dt in &all {
-        let mut s = Step::new(out, &format!("{tag}/final_norm_{dt:?}"));
-        let before = &get(S::ResidualMid, layers - 1)[skip..];
-        let x = s.with_f32("x", before);
-        let delta = s.with_f32("delta", &sub(&get(S::ResidualOut, layers)[skip..], before));
-        let weight = s.with_f32("weight", &w.norm);
-        let h = s.buffer("out", es(dt) * final_rows * d);
-        s.launch(&k::add_rms_norm(
-            &dims,
-            dt,
-            final_rows,
-            k::AddNormBufs {
-                x,
-                delta,
-                weight,
-                out: h,
-            },
-        )?);
-        s.expect_f32("x", DType::F32, &get(S::ResidualOut, layers)[skip..]);
-        s.expect_f32("out", dt, get(S::FinalNorm, layers));
+        add_norm_step(
+            out,
+            &format!("{tag}/final_norm_{dt:?}"),
+            (&dims, dt, final_rows),
+            Some(&get(S::ResidualMid, layers - 1)[skip..]),
+            &get(S::ResidualOut, layers)[skip..],
+            &w.norm,
+            get(S::FinalNorm, layers),
+        )?;
     }
     head_steps(out, tag, &dims, logits, targets)
+}
+
+/// One add + RMSNorm step: the residual `before` (none: `after` itself, nothing added)
+/// plus the delta that makes it `after`, normalised with `weight` into `want` in `dt`;
+/// the residual must come out as `after`.
+fn add_norm_step(
+    out: &mut Vec<u8>,
+    name: &str,
+    (dims, dt, rows): (&LmDims, DType, usize),
+    before: Option<&[f32]>,
+    after: &[f32],
+    weight: &[f32],
+    want: &[f32],
+) -> ltm_engine::Result<()> {
+    let mut s = Step::new(out, name);
+    let (x, delta) = match before {
+        None => (s.with_f32("x", after), 0),
+        Some(before) => {
+            let x = s.with_f32("x", before);
+            (x, s.with_f32("delta", &sub(after, before)))
+        }
+    };
+    let weight = s.with_f32("weight", weight);
+    let h = s.buffer("out", es(dt) * rows * dims.hidden);
+    s.launch(&k::add_rms_norm(
+        dims,
+        dt,
+        rows,
+        k::AddNormBufs {
+            x,
+            delta,
+            weight,
+            out: h,
+        },
+    )?);
+    s.expect_f32("x", DType::F32, after);
+    s.expect_f32("out", dt, want);
+    Ok(())
 }
 
 /// NLL and sampling on logits rows.
