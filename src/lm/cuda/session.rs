@@ -270,14 +270,18 @@ impl<'m> CudaModelSession<'m> {
             dev.launch(backend, &l)?;
             rows += t - 1;
         }
-        let mut host = vec![0.0f64; rows];
-        self.ws
-            .as_ref()
-            .expect("sized")
-            .nll
-            .download(s, 0, bytemuck::cast_slice_mut(&mut host))?;
-        out.extend_from_slice(&host);
-        Ok(())
+        // Straight into the caller's vector: no buffer of this call's own.
+        let start = out.len();
+        out.resize(start + rows, 0.0);
+        let got = self.ws.as_ref().expect("sized").nll.download(
+            s,
+            0,
+            bytemuck::cast_slice_mut(&mut out[start..]),
+        );
+        if got.is_err() {
+            out.truncate(start);
+        }
+        got
     }
 
     /// Every layer over the `t` ids in id buffer `slot`: the residual stream ends in
