@@ -149,9 +149,25 @@ impl std::ops::Deref for FileBytes {
 
 /// The memory-mapped weight files of a model directory.
 pub struct WeightFiles {
-    files: Vec<(PathBuf, FileBytes)>,
+    /// Each file with its header, parsed and checked once at open (safetensors'
+    /// `read_metadata`: offsets inside the file, no overlaps).
+    files: Vec<(PathBuf, FileBytes, Header)>,
     /// Tensor name → index into `files`.
     index: BTreeMap<String, usize>,
+}
+
+/// A safetensors header: its length in bytes and the tensors it describes.
+struct Header {
+    len: usize,
+    meta: safetensors::tensor::Metadata,
+}
+
+fn read_header(path: &Path, bytes: &[u8]) -> Result<Header> {
+    let (len, meta) = SafeTensors::read_metadata(bytes).map_err(|e| Error::File {
+        path: path.to_path_buf(),
+        problem: format!("not a valid safetensors file: {e}"),
+    })?;
+    Ok(Header { len, meta })
 }
 
 impl WeightFiles {
@@ -193,14 +209,12 @@ impl WeightFiles {
             shards.sort_by_key(|s| s.1);
             for (shard, _) in shards {
                 let path = dir.join(&shard);
-                files.push((path.clone(), FileBytes::Mapped(map_file(&path)?)));
+                let bytes = FileBytes::Mapped(map_file(&path)?);
+                let header = read_header(&path, &bytes)?;
+                files.push((path.clone(), bytes, header));
             }
-            for (i, (path, map)) in files.iter().enumerate() {
-                let (_, meta) = SafeTensors::read_metadata(map).map_err(|e| Error::File {
-                    path: path.clone(),
-                    problem: format!("not a valid safetensors file: {e}"),
-                })?;
-                for name in meta.tensors().keys() {
+            for (i, (path, _, header)) in files.iter().enumerate() {
+                for name in header.meta.tensors().keys() {
                     if index.get(name) != Some(&i) {
                         return Err(Error::File {
                             path: path.clone(),
@@ -230,13 +244,15 @@ impl WeightFiles {
     }
 
     fn single(path: PathBuf, bytes: FileBytes) -> Result<Self> {
-        let (_, meta) = SafeTensors::read_metadata(&bytes).map_err(|e| Error::File {
-            path: path.clone(),
-            problem: format!("not a valid safetensors file: {e}"),
-        })?;
-        let index = meta.tensors().keys().map(|n| (n.clone(), 0)).collect();
+        let header = read_header(&path, &bytes)?;
+        let index = header
+            .meta
+            .tensors()
+            .keys()
+            .map(|n| (n.clone(), 0))
+            .collect();
         Ok(WeightFiles {
-            files: vec![(path, bytes)],
+            files: vec![(path, bytes, header)],
             index,
         })
     }
@@ -402,14 +418,20 @@ impl WeightFiles {
             path: self.files[0].0.clone(),
         };
         let &i = self.index.get(name).ok_or_else(missing)?;
-        let (path, bytes) = &self.files[i];
-        let tensors = SafeTensors::deserialize(bytes).map_err(|e| Error::File {
+        let (path, bytes, header) = &self.files[i];
+        let info = header.meta.info(name).ok_or_else(missing)?;
+        // read_metadata checked the offsets against the file's length at open.
+        let start = 8 + header.len;
+        let (a, b) = info.data_offsets;
+        let data = bytes.get(start + a..start + b).ok_or_else(|| Error::File {
             path: path.clone(),
-            problem: format!("not a valid safetensors file: {e}"),
+            problem: format!("tensor `{name}` lies outside the file"),
         })?;
-        tensors.tensor(name).map_err(|_| Error::MissingTensor {
-            tensor: name.to_string(),
-            path: path.clone(),
+        safetensors::tensor::TensorView::new(info.dtype, info.shape.clone(), data).map_err(|e| {
+            Error::File {
+                path: path.clone(),
+                problem: format!("tensor `{name}`: {e}"),
+            }
         })
     }
 }
