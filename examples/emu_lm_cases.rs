@@ -447,7 +447,8 @@ fn head_steps(
     Ok(())
 }
 
-fn traced_model(dir: &str, out: &mut Vec<u8>) -> ltm_engine::Result<()> {
+/// A fixture model directory with its prompt (`generation.json`).
+fn fixture_model(dir: &str, out: &mut Vec<u8>) -> ltm_engine::Result<()> {
     let model = LanguageModel::load(dir, Device::Cpu)?;
     let tag = std::path::Path::new(dir)
         .file_name()
@@ -467,6 +468,27 @@ fn traced_model(dir: &str, out: &mut Vec<u8>) -> ltm_engine::Result<()> {
         .iter()
         .map(|v| v.as_u64().unwrap() as u32)
         .collect();
+    traced_model(&model, &tag, &prompt, out)
+}
+
+/// fla-hub's 1.3B head shape (6 heads of K = 256, V = 512 there; 2 here, one layer,
+/// hidden 256) with random weights: the kernels at the widths of the benchmark model.
+fn wide_model(out: &mut Vec<u8>) -> ltm_engine::Result<()> {
+    let config = ltm_engine::lm::GdnConfig::fla_defaults(256, 1, 2, 256, 2000)
+        .map_err(ltm_engine::Error::Config)?;
+    let model = LanguageModel::random(config, 11, Device::Cpu)?;
+    let prompt: Vec<u32> = (0..PREFIX as u32 + WINDOW as u32 + 2)
+        .map(|i| (i * 7919 + 13) % 2000)
+        .collect();
+    traced_model(&model, "random-k256", &prompt, out)
+}
+
+fn traced_model(
+    model: &LanguageModel,
+    tag: &str,
+    prompt: &[u32],
+    out: &mut Vec<u8>,
+) -> ltm_engine::Result<()> {
     assert!(prompt.len() > PREFIX + WINDOW + 1);
     let mut session = model.session()?;
     session.feed(&prompt[..PREFIX], Logits::None)?;
@@ -483,7 +505,7 @@ fn traced_model(dir: &str, out: &mut Vec<u8>) -> ltm_engine::Result<()> {
     window_steps(
         out,
         &format!("{tag}/prefill{WINDOW}"),
-        &model,
+        model,
         &tr,
         ids,
         WINDOW,
@@ -498,7 +520,7 @@ fn traced_model(dir: &str, out: &mut Vec<u8>) -> ltm_engine::Result<()> {
     window_steps(
         out,
         &format!("{tag}/decode"),
-        &model,
+        model,
         &tr,
         &[next],
         1,
@@ -548,8 +570,9 @@ fn main() -> ltm_engine::Result<()> {
     )
     .unwrap();
     for dir in &dirs {
-        traced_model(dir, &mut out)?;
+        fixture_model(dir, &mut out)?;
     }
+    wide_model(&mut out)?;
     std::fs::write(&path, &out).map_err(|source| ltm_engine::Error::Io {
         path: path.clone().into(),
         source,
@@ -558,7 +581,7 @@ fn main() -> ltm_engine::Result<()> {
         "wrote {} ({} bytes) for {} models",
         path,
         out.len(),
-        dirs.len()
+        dirs.len() + 1
     );
     Ok(())
 }
