@@ -2,7 +2,7 @@
 //! copies), printed as one JSON line per measurement.
 //!
 //! ```sh
-//! gpu_bench [--tokens 65536] [--heads 16] [--dim 128] [--batch 1] [--dtype bf16]
+//! gpu_bench [--tokens 65536] [--heads 16] [--dim 128] [--value-dim D] [--batch 1] [--dtype bf16]
 //!           [--repeats 5] [--total-tokens N] [--segments G] [--prep-only]
 //!           [--bf16-fast] [--chunked]
 //! ```
@@ -13,7 +13,8 @@
 //! `--bf16-fast` runs the FAST bf16 scan (`CudaBackend::with_bf16_fast`). A window of at
 //! most 16 tokens runs token by token (`kernels/step.cu`); `--chunked` times stage 1 and
 //! the scan for it instead, so `--tokens 1 --total-tokens 2000` with and without it
-//! compares the two paths for decode.
+//! compares the two paths for decode. `--value-dim` (default: `--dim`) gives the value
+//! width its own size, e.g. fla-hub's 1.3B memory: `--heads 6 --dim 256 --value-dim 512`.
 
 use half::bf16;
 use ltm_engine::backend::cuda::{CudaBackend, TimedStages};
@@ -23,6 +24,7 @@ struct Args {
     tokens: usize,
     heads: usize,
     dim: usize,
+    value_dim: Option<usize>,
     batch: usize,
     dtype: String,
     repeats: usize,
@@ -38,6 +40,7 @@ fn parse() -> Result<Args, String> {
         tokens: 65_536,
         heads: 16,
         dim: 128,
+        value_dim: None,
         batch: 1,
         dtype: "bf16".into(),
         repeats: 5,
@@ -55,6 +58,7 @@ fn parse() -> Result<Args, String> {
             "--tokens" => a.tokens = num(value()?)?,
             "--heads" => a.heads = num(value()?)?,
             "--dim" => a.dim = num(value()?)?,
+            "--value-dim" => a.value_dim = Some(num(value()?)?),
             "--batch" => a.batch = num(value()?)?,
             "--dtype" => a.dtype = value()?,
             "--repeats" => a.repeats = num(value()?)?.max(1),
@@ -107,7 +111,7 @@ fn main() -> std::process::ExitCode {
 
 fn run() -> Result<(), Box<dyn std::error::Error>> {
     let a = parse()?;
-    let config = MemoryConfig::new(a.heads, a.dim, a.dim);
+    let config = MemoryConfig::new(a.heads, a.dim, a.value_dim.unwrap_or(a.dim));
     let mut backend = CudaBackend::new(0)?.with_bf16_fast(a.bf16_fast);
     if let Some(g) = a.segments {
         backend = backend.with_segments(g);
@@ -157,7 +161,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let line = serde_json::json!({
         "device": ltm_engine::Backend::name(&backend),
         "batch": a.batch, "tokens_per_window": a.tokens, "windows": windows,
-        "tokens_total": tokens, "heads": a.heads, "key_dim": a.dim, "value_dim": a.dim,
+        "tokens_total": tokens, "heads": a.heads, "key_dim": a.dim, "value_dim": config.value_dim,
         "dtype": a.dtype, "stages": stage_name,
         "bf16_fast": a.bf16_fast,
         "segments": a.segments.map_or("auto".to_string(), |g| g.to_string()),

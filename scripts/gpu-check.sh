@@ -2,7 +2,8 @@
 # Runs on a GPU machine from the prebuilt binaries of scripts/gpu-bundle.sh (no Rust
 # toolchain needed): device info; the language models first (their GPU tests, then
 # their benchmarks: the cuBLAS bf16 rate, prefill of a 1.3B-class model as a share of
-# it, a 10M-token stream with 100M extrapolated, decode after 1K and 1M tokens); then
+# it, a 10M-token stream with 100M extrapolated, decode after 1K and 1M tokens, and one
+# layer's memory of that model alone); then
 # the memory's GPU tests, our GPU benchmark, one long sequence, and the side-by-side run
 # against flash-linear-attention's Triton kernel; and writes a short report. Under 8
 # minutes: every step has a time limit, and a step whose limit would end past 470 s is
@@ -91,6 +92,15 @@ log '```'
 if fits 190; then
     timeout -k 5 190 ./lm_gpu_bench all --max-seconds 60 2>&1 | tee "$out/lm-bench.json" | grep -v '^\s*[0-9]*:\|^note:' | tee -a "$report"
     [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+fi
+# The prefill's memory part alone: one layer's memory of the 1.3B model (6 heads of
+# K = 256, V = 512, the wide kernels) over the bench's 4096-token windows, 16 windows
+# streamed with the state carried; ×24 layers against the prefill time above says how
+# much of it the scan takes.
+log "one layer's memory of the 1.3B model (6 x K=256 x V=512, bf16, windows of 4096):"
+if fits 20; then
+    timeout 20 ./gpu_bench --tokens 4096 --heads 6 --dim 256 --value-dim 512 --dtype bf16 \
+        --total-tokens 65536 --repeats 5 2>&1 | tee "$out/bench-1.3b-memory.json" | tee -a "$report"
 fi
 log '```'
 log "($(elapsed))"
