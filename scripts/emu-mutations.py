@@ -58,38 +58,39 @@ STEP_EDITS = [
 ]
 
 
-def lm_mutations():
-    for name in LM_FILES:
+def barriers_removed(files):
+    """Each `__syncthreads()` of each file removed, one at a time."""
+    for name in files:
         text = open(os.path.join(ROOT, "kernels", name)).read()
         for m in re.finditer(r"__syncthreads\(\);", text):
             line = text.count("\n", 0, m.start()) + 1
             src = text.splitlines()[line - 1].strip()
             yield (f"{name}:{line} barrier removed ({src})", name,
                    text[: m.start()] + "/* mutation */;" + text[m.end():])
-    for name, old, new, what in LM_EDITS:
+
+
+def edited(edits):
+    """Each (file, text, replacement, what) applied alone; the text must occur once."""
+    for name, old, new, what in edits:
         text = open(os.path.join(ROOT, "kernels", name)).read()
-        assert text.count(old) >= 1, f"{name}: `{old}` moved: update this script"
+        assert text.count(old) == 1, f"{name}: `{old}` moved: update this script"
         yield (f"{name}: {what}", name, text.replace(old, new, 1))
 
 
+def lm_mutations():
+    yield from barriers_removed(LM_FILES)
+    yield from edited(LM_EDITS)
+
+
 def mutations():
-    for name in FILES:
-        text = open(os.path.join(ROOT, "kernels", name)).read()
-        for m in re.finditer(r"__syncthreads\(\);", text):
-            line = text.count("\n", 0, m.start()) + 1
-            src = text.splitlines()[line - 1].strip()
-            yield (f"{name}:{line} barrier removed ({src})", name,
-                   text[: m.start()] + "/* mutation */;" + text[m.end():])
+    yield from barriers_removed(FILES)
     name = "scan.cu"
     text = open(os.path.join(ROOT, "kernels", name)).read()
     term = "for (int j = 0; j < K; ++j) acc += m_row[j] * s_s[j * (DV + 1) + lc];"
     assert text.count(term) == 1, "the combine's M·S loop moved: update this script"
     line = text.count("\n", 0, text.index(term)) + 1
     yield (f"{name}:{line} combine without M·S", name, text.replace(term, "/* mutation */"))
-    for name, old, new, what in EDITS + STEP_EDITS:
-        text = open(os.path.join(ROOT, "kernels", name)).read()
-        assert text.count(old) == 1, f"{name}: `{old}` moved: update this script"
-        yield (f"{name}: {what}", name, text.replace(old, new, 1))
+    yield from edited(EDITS + STEP_EDITS)
 
 
 def why(output):
