@@ -5,8 +5,9 @@
 
 use std::fmt::Write as _;
 
+use super::params::Field;
 use super::plan::{
-    forced_segments, window_plan, window_spans, Buf, Params, PlanOptions, Ptr, ScanLayout,
+    forced_segments, window_plan, window_spans, Buf, Params, PlanOptions, ScanLayout,
 };
 use super::window::{Shape, CHUNK};
 use crate::tensor::DType;
@@ -40,114 +41,18 @@ pub struct EmuCase {
 }
 
 fn params_text(out: &mut String, params: &Params) {
-    fn ptr(p: Ptr) -> &'static str {
-        p.map_or("null", Buf::ident)
-    }
-    let mut field = |name: &str, value: String| {
-        let _ = writeln!(out, "param {name} {value}");
+    let fields = match params {
+        Params::Prep(p) => p.fields(),
+        Params::Scan(p) => p.fields(),
+        Params::Combine(p) => p.fields(),
+        Params::Step(p) => p.fields(),
     };
-    let scale_bits = |x: f32| format!("f{}", x.to_bits());
-    match params {
-        Params::Prep(p) => {
-            for (n, v) in [
-                ("q", p.q),
-                ("k", p.k),
-                ("v", p.v),
-                ("beta", p.beta),
-                ("g", p.g),
-                ("w", p.w),
-                ("u", p.u),
-                ("p", p.p),
-                ("gamma", p.gamma),
-            ] {
-                field(n, ptr(v).into());
-            }
-            for (n, v) in [
-                ("batch", p.batch),
-                ("heads", p.heads),
-                ("key_dim", p.key_dim),
-                ("value_dim", p.value_dim),
-                ("kp", p.kp),
-                ("t_stride", p.t_stride),
-                ("tokens", p.tokens),
-                ("num_chunks", p.num_chunks),
-                ("pad", p.pad),
-            ] {
-                field(n, v.to_string());
-            }
-            field("scale", scale_bits(p.scale));
-        }
-        Params::Scan(p) => {
-            for (n, v) in [
-                ("q", p.q),
-                ("k", p.k),
-                ("w", p.w),
-                ("u", p.u),
-                ("p", p.p),
-                ("gamma", p.gamma),
-                ("starts", p.starts),
-                ("state_out", p.state_out),
-                ("out", p.out),
-            ] {
-                field(n, ptr(v).into());
-            }
-            for (n, v) in [
-                ("batch", p.batch),
-                ("heads", p.heads),
-                ("key_dim", p.key_dim),
-                ("value_dim", p.value_dim),
-                ("kp", p.kp),
-                ("t_stride", p.t_stride),
-                ("tokens", p.tokens),
-                ("num_chunks", p.num_chunks),
-                ("chunks_per_segment", p.chunks_per_segment),
-                ("num_segments", p.num_segments),
-                ("slices", p.slices),
-            ] {
-                field(n, v.to_string());
-            }
-            field("scale", scale_bits(p.scale));
-        }
-        Params::Combine(p) => {
-            for (n, v) in [("state", p.state), ("maps", p.maps), ("starts", p.starts)] {
-                field(n, ptr(v).into());
-            }
-            for (n, v) in [
-                ("batch", p.batch),
-                ("heads", p.heads),
-                ("key_dim", p.key_dim),
-                ("value_dim", p.value_dim),
-                ("num_segments", p.num_segments),
-                ("pad", p.pad),
-            ] {
-                field(n, v.to_string());
-            }
-        }
-        Params::Step(p) => {
-            for (n, v) in [
-                ("q", p.q),
-                ("k", p.k),
-                ("v", p.v),
-                ("beta", p.beta),
-                ("g", p.g),
-                ("state", p.state),
-                ("out", p.out),
-            ] {
-                field(n, ptr(v).into());
-            }
-            for (n, v) in [
-                ("batch", p.batch),
-                ("heads", p.heads),
-                ("key_dim", p.key_dim),
-                ("value_dim", p.value_dim),
-                ("t_stride", p.t_stride),
-                ("tokens", p.tokens),
-                ("slices", p.slices),
-            ] {
-                field(n, v.to_string());
-            }
-            field("scale", scale_bits(p.scale));
-        }
+    for (name, value) in fields {
+        let _ = match value {
+            Field::Ptr(p) => writeln!(out, "param {name} {}", p.map_or("null", Buf::ident)),
+            Field::Int(i) => writeln!(out, "param {name} {i}"),
+            Field::Float(x) => writeln!(out, "param {name} f{}", x.to_bits()),
+        };
     }
 }
 

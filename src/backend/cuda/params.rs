@@ -5,221 +5,110 @@
 
 use cudarc::driver::DeviceRepr;
 
-/// `PrepParams` of `kernels/column_write.cu`.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub(crate) struct PrepParams<P = u64> {
-    pub q: P,
-    pub k: P,
-    pub v: P,
-    pub beta: P,
-    pub g: P,
-    pub w: P,
-    pub u: P,
-    pub p: P,
-    pub gamma: P,
-    pub batch: i32,
-    pub heads: i32,
-    pub key_dim: i32,
-    pub value_dim: i32,
-    pub kp: i32,
-    pub t_stride: i32,
-    pub tokens: i32,
-    pub num_chunks: i32,
-    pub scale: f32,
-    pub pad: i32,
+/// A field of a parameter block, as a plan writes it out.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) enum Field<P> {
+    Ptr(P),
+    Int(i32),
+    Float(f32),
 }
 
-/// `ScanParams` of `kernels/scan.cu`.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub(crate) struct ScanParams<P = u64> {
-    pub q: P,
-    pub k: P,
-    pub w: P,
-    pub u: P,
-    pub p: P,
-    pub gamma: P,
-    pub starts: P,
-    pub state_out: P,
-    pub out: P,
-    pub batch: i32,
-    pub heads: i32,
-    pub key_dim: i32,
-    pub value_dim: i32,
-    pub kp: i32,
-    pub t_stride: i32,
-    pub tokens: i32,
-    pub num_chunks: i32,
-    pub chunks_per_segment: i32,
-    pub num_segments: i32,
-    pub slices: i32,
-    pub scale: f32,
-}
-
-/// `CombineParams` of `kernels/scan.cu`.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub(crate) struct CombineParams<P = u64> {
-    pub state: P,
-    pub maps: P,
-    pub starts: P,
-    pub batch: i32,
-    pub heads: i32,
-    pub key_dim: i32,
-    pub value_dim: i32,
-    pub num_segments: i32,
-    pub pad: i32,
-}
-
-/// `StepParams` of `kernels/step.cu`.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub(crate) struct StepParams<P = u64> {
-    pub q: P,
-    pub k: P,
-    pub v: P,
-    pub beta: P,
-    pub g: P,
-    pub state: P,
-    pub out: P,
-    pub batch: i32,
-    pub heads: i32,
-    pub key_dim: i32,
-    pub value_dim: i32,
-    pub t_stride: i32,
-    pub tokens: i32,
-    pub slices: i32,
-    pub scale: f32,
-}
-
-impl<P: Copy> PrepParams<P> {
-    /// The same values with every pointer passed through `f`.
-    pub fn resolve<Q>(&self, f: impl Fn(P) -> Q) -> PrepParams<Q> {
-        PrepParams {
-            q: f(self.q),
-            k: f(self.k),
-            v: f(self.v),
-            beta: f(self.beta),
-            g: f(self.g),
-            w: f(self.w),
-            u: f(self.u),
-            p: f(self.p),
-            gamma: f(self.gamma),
-            batch: self.batch,
-            heads: self.heads,
-            key_dim: self.key_dim,
-            value_dim: self.value_dim,
-            kp: self.kp,
-            t_stride: self.t_stride,
-            tokens: self.tokens,
-            num_chunks: self.num_chunks,
-            scale: self.scale,
-            pad: self.pad,
+/// Declares a kernel's parameter struct once, its fields in the C order with their
+/// types (`P`: a pointer, `i32`, `f32`), and derives from that one list the
+/// `#[repr(C)]` struct generic over the pointer type, `resolve` (names to addresses),
+/// `fields` (the plan text) and `layout` (the tests against the C source).
+macro_rules! kernel_params {
+    ($(#[$doc:meta])* $name:ident { $($f:ident: $kind:ident),* $(,)? }) => {
+        $(#[$doc])*
+        #[repr(C)]
+        #[derive(Clone, Copy, Debug, Default, PartialEq)]
+        pub(crate) struct $name<P = u64> {
+            $(pub $f: $kind,)*
         }
+
+        impl<P: Copy> $name<P> {
+            /// The same values with every pointer passed through `f`.
+            pub fn resolve<Q>(&self, f: impl Fn(P) -> Q) -> $name<Q> {
+                $name { $($f: kernel_params!(@map $kind, f, self.$f),)* }
+            }
+
+            /// Every field with its name, in the struct's order.
+            pub fn fields(&self) -> Vec<(&'static str, Field<P>)> {
+                vec![$((stringify!($f), kernel_params!(@field $kind, self.$f)),)*]
+            }
+        }
+
+        impl $name<u64> {
+            /// (name, offset, size) of each field, as the compiler laid them out.
+            #[cfg(test)]
+            pub fn layout() -> Vec<(&'static str, usize, usize)> {
+                let d = Self::default();
+                vec![$((
+                    stringify!($f),
+                    std::mem::offset_of!($name<u64>, $f),
+                    std::mem::size_of_val(&d.$f),
+                )),*]
+            }
+        }
+
+        // SAFETY: a plain-old-data struct of u64/i32/f32 fields with the C layout of the
+        // kernel's parameter struct (the tests check it field by field), passed by value.
+        unsafe impl DeviceRepr for $name<u64> {}
+    };
+    (@map P, $f:ident, $e:expr) => { $f($e) };
+    (@map $kind:ident, $f:ident, $e:expr) => { $e };
+    (@field P, $e:expr) => { Field::Ptr($e) };
+    (@field i32, $e:expr) => { Field::Int($e) };
+    (@field f32, $e:expr) => { Field::Float($e) };
+}
+
+kernel_params! {
+    /// `PrepParams` of `kernels/column_write.cu`.
+    PrepParams {
+        q: P, k: P, v: P, beta: P, g: P, w: P, u: P, p: P, gamma: P,
+        batch: i32, heads: i32, key_dim: i32, value_dim: i32, kp: i32, t_stride: i32,
+        tokens: i32, num_chunks: i32, scale: f32, pad: i32,
     }
 }
 
-impl<P: Copy> ScanParams<P> {
-    /// The same values with every pointer passed through `f`.
-    pub fn resolve<Q>(&self, f: impl Fn(P) -> Q) -> ScanParams<Q> {
-        ScanParams {
-            q: f(self.q),
-            k: f(self.k),
-            w: f(self.w),
-            u: f(self.u),
-            p: f(self.p),
-            gamma: f(self.gamma),
-            starts: f(self.starts),
-            state_out: f(self.state_out),
-            out: f(self.out),
-            batch: self.batch,
-            heads: self.heads,
-            key_dim: self.key_dim,
-            value_dim: self.value_dim,
-            kp: self.kp,
-            t_stride: self.t_stride,
-            tokens: self.tokens,
-            num_chunks: self.num_chunks,
-            chunks_per_segment: self.chunks_per_segment,
-            num_segments: self.num_segments,
-            slices: self.slices,
-            scale: self.scale,
-        }
+kernel_params! {
+    /// `ScanParams` of `kernels/scan.cu`.
+    ScanParams {
+        q: P, k: P, w: P, u: P, p: P, gamma: P, starts: P, state_out: P,
+        out: P, batch: i32, heads: i32, key_dim: i32, value_dim: i32, kp: i32,
+        t_stride: i32, tokens: i32, num_chunks: i32, chunks_per_segment: i32,
+        num_segments: i32, slices: i32, scale: f32,
     }
 }
 
-impl<P: Copy> CombineParams<P> {
-    /// The same values with every pointer passed through `f`.
-    pub fn resolve<Q>(&self, f: impl Fn(P) -> Q) -> CombineParams<Q> {
-        CombineParams {
-            state: f(self.state),
-            maps: f(self.maps),
-            starts: f(self.starts),
-            batch: self.batch,
-            heads: self.heads,
-            key_dim: self.key_dim,
-            value_dim: self.value_dim,
-            num_segments: self.num_segments,
-            pad: self.pad,
-        }
+kernel_params! {
+    /// `CombineParams` of `kernels/scan.cu`.
+    CombineParams {
+        state: P, maps: P, starts: P, batch: i32, heads: i32, key_dim: i32,
+        value_dim: i32, num_segments: i32, pad: i32,
     }
 }
 
-impl<P: Copy> StepParams<P> {
-    /// The same values with every pointer passed through `f`.
-    pub fn resolve<Q>(&self, f: impl Fn(P) -> Q) -> StepParams<Q> {
-        StepParams {
-            q: f(self.q),
-            k: f(self.k),
-            v: f(self.v),
-            beta: f(self.beta),
-            g: f(self.g),
-            state: f(self.state),
-            out: f(self.out),
-            batch: self.batch,
-            heads: self.heads,
-            key_dim: self.key_dim,
-            value_dim: self.value_dim,
-            t_stride: self.t_stride,
-            tokens: self.tokens,
-            slices: self.slices,
-            scale: self.scale,
-        }
+kernel_params! {
+    /// `StepParams` of `kernels/step.cu`.
+    StepParams {
+        q: P, k: P, v: P, beta: P, g: P, state: P, out: P, batch: i32,
+        heads: i32, key_dim: i32, value_dim: i32, t_stride: i32, tokens: i32, slices: i32,
+        scale: f32,
     }
 }
-
-// SAFETY: plain-old-data structs of u64/i32/f32 with the C layout of the kernels'
-// parameter structs, passed by value.
-unsafe impl DeviceRepr for PrepParams<u64> {}
-unsafe impl DeviceRepr for ScanParams<u64> {}
-unsafe impl DeviceRepr for CombineParams<u64> {}
-unsafe impl DeviceRepr for StepParams<u64> {}
 
 #[cfg(test)]
 mod tests {
     use super::super::c_layout::c_layout;
     use super::*;
-    use std::mem::{offset_of, size_of};
+    use std::mem::size_of;
 
-    /// (name, offset, size) of each field, read off the Rust struct.
-    macro_rules! rust_layout {
-        ($t:ty: $($f:ident),* $(,)?) => {{
-            let d = <$t>::default();
-            (vec![$((stringify!($f), offset_of!($t, $f), std::mem::size_of_val(&d.$f))),*],
-             size_of::<$t>())
-        }};
-    }
-
-    fn check(
-        source: &str,
-        name: &str,
-        rust: (Vec<(&'static str, usize, usize)>, usize),
-        rust_size: usize,
-    ) {
+    /// The Rust struct's fields (name, offset, size), which must cover it with no
+    /// implicit padding, against the C struct `name` in `source`.
+    fn check(source: &str, name: &str, rust: Vec<(&'static str, usize, usize)>, rust_size: usize) {
         let (c_fields, c_size) = c_layout(source, name);
         let rust_fields: Vec<(String, usize, usize)> = rust
-            .0
             .iter()
             .map(|&(n, o, s)| (n.to_string(), o, s))
             .collect();
@@ -227,8 +116,11 @@ mod tests {
             rust_fields, c_fields,
             "{name}: fields (name, offset, size) differ"
         );
-        // The list above names every Rust field only if the sizes agree too.
-        assert_eq!(rust.1, rust_size);
+        let sum: usize = rust.iter().map(|f| f.2).sum();
+        assert_eq!(
+            sum, rust_size,
+            "{name}: implicit padding in the Rust struct"
+        );
         assert_eq!(rust_size, c_size, "{name}: sizes differ (Rust vs C++)");
     }
 
@@ -243,30 +135,25 @@ mod tests {
         check(
             prep,
             "PrepParams",
-            rust_layout!(PrepParams: q, k, v, beta, g, w, u, p, gamma, batch, heads,
-                key_dim, value_dim, kp, t_stride, tokens, num_chunks, scale, pad),
+            PrepParams::layout(),
             size_of::<PrepParams>(),
         );
         check(
             scan,
             "ScanParams",
-            rust_layout!(ScanParams: q, k, w, u, p, gamma, starts, state_out, out, batch,
-                heads, key_dim, value_dim, kp, t_stride, tokens, num_chunks,
-                chunks_per_segment, num_segments, slices, scale),
+            ScanParams::layout(),
             size_of::<ScanParams>(),
         );
         check(
             scan,
             "CombineParams",
-            rust_layout!(CombineParams: state, maps, starts, batch, heads, key_dim,
-                value_dim, num_segments, pad),
+            CombineParams::layout(),
             size_of::<CombineParams>(),
         );
         check(
             step,
             "StepParams",
-            rust_layout!(StepParams: q, k, v, beta, g, state, out, batch, heads, key_dim,
-                value_dim, t_stride, tokens, slices, scale),
+            StepParams::layout(),
             size_of::<StepParams>(),
         );
     }
