@@ -209,7 +209,7 @@ impl CudaBackend {
     /// Fails, saying why, unless the kernels can run a memory of `config` for `batch`
     /// sequences.
     pub fn check_supported(&self, config: &MemoryConfig, batch: usize) -> Result<()> {
-        self.kernels.check_key_dim(&self.ctx, config.key_dim)?;
+        self.kernels.check_key_dim(config.key_dim)?;
         if config.heads > 65_535 || batch > 65_535 {
             return Err(Error::Config(format!(
                 "the CUDA kernels take at most 65535 heads and sequences, found {} and {batch}",

@@ -20,6 +20,8 @@ pub const PTX_DRIVER: &str = "CUDA 13.0 (driver 580 or newer)";
 pub(crate) struct Kernels {
     functions: BTreeMap<String, CudaFunction>,
     pub layout: ScanLayout,
+    /// Shared memory a block may opt into on this device (bytes).
+    optin_smem: u32,
     /// How the modules were loaded: "ptx" or "nvrtc (…)".
     pub loaded_from: String,
 }
@@ -58,12 +60,16 @@ impl Kernels {
                 .map_err(cuda_err(&format!("loading kernel {name}")))?;
             functions.insert(name, f);
         }
+        let optin = ctx
+            .attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)
+            .map_err(cuda_err("querying shared memory per block"))?;
         let kernels = Kernels {
             functions,
             layout: read_layout(&sc, stream)?,
+            optin_smem: optin.max(0) as u32,
             loaded_from: via.join(", "),
         };
-        kernels.allow_shared_memory(ctx)?;
+        kernels.allow_shared_memory()?;
         Ok(kernels)
     }
 
@@ -71,8 +77,8 @@ impl Kernels {
     /// block gets without opting in. A GPU that has room for the narrow kernels but not
     /// the wide ones (an A100) loads; a memory with key_dim > 128 is then refused by
     /// [`Kernels::check_key_dim`].
-    fn allow_shared_memory(&self, ctx: &Arc<CudaContext>) -> Result<()> {
-        let optin = self.optin_smem(ctx)?;
+    fn allow_shared_memory(&self) -> Result<()> {
+        let optin = self.optin_smem;
         let need = self.layout.smem_bytes;
         if optin < need {
             return Err(Error::Device(format!(
@@ -84,11 +90,7 @@ impl Kernels {
             if !matches!(k.stage, Stage::Scan | Stage::Maps) {
                 continue;
             }
-            let bytes = if k.wide {
-                self.layout.smem_bytes_wide
-            } else {
-                need
-            };
+            let bytes = self.layout.smem_of(k.wide);
             if bytes > optin {
                 continue;
             }
@@ -106,16 +108,9 @@ impl Kernels {
         Ok(())
     }
 
-    fn optin_smem(&self, ctx: &Arc<CudaContext>) -> Result<u32> {
-        let optin = ctx
-            .attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)
-            .map_err(cuda_err("querying shared memory per block"))?;
-        Ok(optin.max(0) as u32)
-    }
-
     /// Fails, saying why, unless the scan kernels take keys of `key_dim` on this GPU.
-    pub fn check_key_dim(&self, ctx: &Arc<CudaContext>, key_dim: usize) -> Result<()> {
-        self.layout.check_key_dim(key_dim, self.optin_smem(ctx)?)
+    pub fn check_key_dim(&self, key_dim: usize) -> Result<()> {
+        self.layout.check_key_dim(key_dim, self.optin_smem)
     }
 }
 

@@ -63,7 +63,12 @@ impl ScanLayout {
 
     /// Dynamic shared memory of a scan block for keys of `kp` columns.
     pub fn scan_smem(&self, kp: usize) -> u32 {
-        if self.wide(kp) {
+        self.smem_of(self.wide(kp))
+    }
+
+    /// Dynamic shared memory of a block of the wide or the narrow scan kernels.
+    pub fn smem_of(&self, wide: bool) -> u32 {
+        if wide {
             self.smem_bytes_wide
         } else {
             self.smem_bytes
