@@ -25,7 +25,7 @@ fn gdn_tiny(c: &mut Criterion) {
         group.bench_function(BenchmarkId::new("prefill_scored", window), |b| {
             b.iter(|| {
                 let mut s = model.session().unwrap();
-                s.set_window(window);
+                s.set_window(window).unwrap();
                 s.feed_with(&tokens, Logits::All, &mut |l| {
                     std::hint::black_box(l);
                 })

@@ -39,7 +39,7 @@ fn random_ids(n: usize, vocab: usize, seed: u64) -> Vec<u32> {
 fn time_prefill(model: &LanguageModel, ids: &[u32], window: usize, runs: usize) -> f64 {
     let once = || {
         let mut s = model.session().unwrap();
-        s.set_window(window);
+        s.set_window(window).unwrap();
         let t = Instant::now();
         s.feed_with(ids, Logits::All, &mut |l| {
             std::hint::black_box(l);

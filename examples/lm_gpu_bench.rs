@@ -124,7 +124,7 @@ fn main() {
         let x = ids(prefill_tokens, vocab, 1);
         let once = || {
             let mut s = model.session().unwrap();
-            s.set_window(window);
+            s.set_window(window).unwrap();
             let t = Instant::now();
             s.feed(&x, Logits::None).unwrap();
             // `feed` with no logits returns once the work is queued: the snapshot's
@@ -146,7 +146,7 @@ fn main() {
     if all || what == "stream" {
         let x = ids(window * 16, vocab, 2);
         let mut s = model.session().unwrap();
-        s.set_window(window);
+        s.set_window(window).unwrap();
         let t = Instant::now();
         while s.tokens() < stream_tokens && t.elapsed().as_secs_f64() < max_seconds {
             let n = ((stream_tokens - s.tokens()) as usize).min(x.len());
@@ -168,7 +168,7 @@ fn main() {
     if all || what == "decode" {
         for context in [1024u64, decode_context] {
             let mut s = model.session().unwrap();
-            s.set_window(window);
+            s.set_window(window).unwrap();
             let x = ids(window.min(context as usize), vocab, 3);
             while s.tokens() < context {
                 let n = ((context - s.tokens()) as usize).min(x.len());

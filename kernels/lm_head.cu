@@ -187,9 +187,16 @@ __device__ void sample_row(const LmSampleParams& P) {
             __syncthreads();
         }
     }
+    // A top scaled logit of ±inf (logits/T overflowed, or nothing above −inf) would make
+    // every p = exp(y − max) NaN: greedy then, as Sampler::pick does (its draw counted
+    // by the host all the same). Uniform across the block, so every thread takes it.
+    const float max = __fmul_rn(x[0xffffffffu - (u32)(s_keys[0] & 0xffffffffu)], inv_t);
+    if ((__float_as_uint(max) & 0x7f800000u) == 0x7f800000u) {  // ±inf or NaN
+        argmax_row(P);
+        return;
+    }
     if (tid != 0) return;
     // The walk of Sampler::pick over the k candidates.
-    const float max = __fmul_rn(x[0xffffffffu - (u32)(s_keys[0] & 0xffffffffu)], inv_t);
     double total = 0.0;
     for (int i = 0; i < k; ++i) {
         const u32 id = 0xffffffffu - (u32)(s_keys[i] & 0xffffffffu);

@@ -36,6 +36,8 @@ LM_EDITS = [
     ("lm_norm.cu", "gate[h * V + j]", "gate[j]", "gated norm reads every head's gate from head 0"),
     ("lm_head.cu", "(v == bv && i < bi)", "(v == bv && i > bi)", "argmax takes the last of equals"),
     ("lm_head.cu", "(n + 1ull)", "n", "the generator's draws counted from 0"),
+    ("lm_head.cu", "if ((__float_as_uint(max) & 0x7f800000u) == 0x7f800000u) {", "if (false) {",
+     "sampling with logits/T overflowed walks NaN probabilities"),
 ]
 # Wrong indices of the wide (`_k256`) scan kernels.
 EDITS = [

@@ -153,6 +153,52 @@ impl ContextFile {
         Ok(())
     }
 
+    /// Fails at the first byte of `from..` that is not UTF-8, naming its offset: one
+    /// pass at the speed of reading the file, so a bad byte deep in a long text is found
+    /// before the hours of computing that would reach it. The pages read are given back
+    /// as it goes, so resident memory does not grow with the file.
+    pub fn check_utf8(&self, from: usize) -> Result<()> {
+        const STEP: usize = 8 << 20;
+        let bytes = &self.map[..];
+        let mut at = from.min(bytes.len());
+        // Back to a character start, so a resumed offset inside none is not blamed.
+        while at > 0 && at < bytes.len() && (bytes[at] as i8) < -0x40 {
+            at -= 1;
+        }
+        while at < bytes.len() {
+            let end = at.saturating_add(STEP).min(bytes.len());
+            let next = match std::str::from_utf8(&bytes[at..end]) {
+                Ok(_) => end,
+                // A character cut by the step's end: it starts the next step.
+                Err(e) if e.error_len().is_none() && end < bytes.len() => at + e.valid_up_to(),
+                Err(e) => {
+                    return Err(Error::File {
+                        path: self.path.clone(),
+                        problem: format!(
+                            "invalid UTF-8 at byte {} (found before streaming; text must be \
+                             UTF-8 throughout: --model random-features --format bytes reads any file)",
+                            at + e.valid_up_to()
+                        ),
+                    })
+                }
+            };
+            let (start, stop) = (at / 4096 * 4096, next / 4096 * 4096);
+            if stop > start {
+                // SAFETY: the range lies inside the read-only file mapping; DONTNEED only
+                // drops clean page-cache references, which a later read faults in again.
+                unsafe {
+                    let _ = self.map.unchecked_advise_range(
+                        UncheckedAdvice::DontNeed,
+                        start,
+                        stop - start,
+                    );
+                }
+            }
+            at = next;
+        }
+        Ok(())
+    }
+
     /// Gives the pages before `offset` back to the kernel: they are never read again,
     /// and keeping them would make resident memory grow with the file.
     pub fn release_before(&self, offset: usize) {

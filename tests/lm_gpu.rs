@@ -214,7 +214,7 @@ fn f32_checks(name: &str) {
     // NLL as fla's generation.json gives it, in windows of 100 (boundaries scored from
     // the state).
     let mut scored = model.session().unwrap();
-    scored.set_window(100);
+    scored.set_window(100).unwrap();
     let mut nll = Vec::new();
     scored.feed_scored(&ids, &mut nll).unwrap();
     assert_eq!(nll.len(), ids.len() - 1);
@@ -245,7 +245,7 @@ fn f32_checks(name: &str) {
     assert!(e_one < 1e-4, "{name}: two calls vs one: {e_one:.2e}");
     for window in [37, 64, 300] {
         let mut w = model.session().unwrap();
-        w.set_window(window);
+        w.set_window(window).unwrap();
         let got = w.feed(&ids, Logits::All).unwrap();
         let e = rel_err(&got, &all);
         eprintln!("{name} on the GPU: windows of {window} vs one call {e:.2e}");
@@ -334,7 +334,7 @@ fn a_million_tokens_keep_device_memory_flat() {
     let cuda = model.backend().as_cuda().expect("on cuda");
     let vocab = model.config().vocab_size as u64;
     let mut s = model.session().unwrap();
-    s.set_window(4096);
+    s.set_window(4096).unwrap();
     let ids: Vec<u32> = (0..1u64 << 16)
         .map(|i| ((i.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 33) % vocab) as u32)
         .collect();
@@ -537,7 +537,7 @@ fn wide_heads_on_the_gpu_match_the_cpu() {
     let cpu = LanguageModel::random(config, 7, Device::Cpu).unwrap();
     let ids: Vec<u32> = (0..300u32).map(|i| (i * 7919 + 13) % 1000).collect();
     let mut g = gpu.session().unwrap();
-    g.set_window(100);
+    g.set_window(100).unwrap();
     let got = g.feed(&ids, Logits::All).unwrap().to_vec();
     let want = cpu
         .session()

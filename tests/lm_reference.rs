@@ -134,7 +134,7 @@ fn against_reference(name: &str) {
     assert!(e < LOGIT_TOL, "{name} split b: {e:.2e}");
     check_state(&model, &split.snapshot().unwrap(), &r, "split.state_b");
     let mut windows = model.session().unwrap();
-    windows.set_window(37);
+    windows.set_window(37).unwrap();
     let small = windows.feed(&ids, Logits::All).unwrap();
     let e = rel_err(&small, &r.f32("logits"));
     assert!(e < LOGIT_TOL, "{name} windows of 37: {e:.2e}");

@@ -67,7 +67,7 @@ fn streamed_windows_give_the_tokens_and_scores_of_one_call() {
     for (window_bytes, prefill) in [(150, 64), (1 << 20, 512), (999, 1)] {
         let file = ContextFile::open(&path, Some(Format::Text)).unwrap();
         let mut session = model.session().unwrap();
-        session.set_window(prefill);
+        session.set_window(prefill).unwrap();
         let mut position = SourcePosition::default();
         let options = StreamOptions {
             window_bytes,
@@ -411,4 +411,69 @@ fn a_model_on_cuda_fails_clearly_without_a_gpu() {
             .is_some_and(|d| d.starts_with("cpu")),
         "{json}"
     );
+}
+
+/// `--max-tokens` on a multiple of the prefill window (here 128), then `--resume`:
+/// the state file equals that of one run without any stop, though the text windows
+/// (`--window-bytes 700`) end elsewhere; a stop off the grid says it is not bit-exact
+/// and stays within f32 rounding.
+#[test]
+fn a_stop_on_the_window_grid_resumes_bit_for_bit_and_one_off_it_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = dir.path().join("ctx.txt");
+    std::fs::write(&ctx, sample_text().repeat(2)).unwrap();
+    let model = p(&fixture("gdn-tiny")).to_string();
+    let common = [
+        "--model",
+        &model,
+        "--context-file",
+        p(&ctx),
+        "--json",
+        "--window-bytes",
+        "700",
+        "--window-tokens",
+        "128",
+    ];
+    let whole = dir.path().join("whole.state");
+    let (ok, a, err) = run(&[&common[..], &["--save-state", p(&whole)]].concat());
+    assert!(ok, "{err}");
+    assert!(a["tokens"].as_u64().unwrap() > 1000, "{a}");
+    for (stop, on_grid) in [(640u64, true), (650, false)] {
+        let first = dir.path().join(format!("first-{stop}.state"));
+        let last = dir.path().join(format!("last-{stop}.state"));
+        let stop_s = stop.to_string();
+        let (ok, b, err) = run(&[
+            &common[..],
+            &["--max-tokens", &stop_s, "--save-state", p(&first)],
+        ]
+        .concat());
+        assert!(ok, "{err}");
+        assert_eq!(b["tokens"], stop);
+        assert_eq!(err.contains("not bit"), !on_grid, "{err}");
+        let (ok, c, err) = run(&[
+            &common[..],
+            &[
+                "--load-state",
+                p(&first),
+                "--resume",
+                "--save-state",
+                p(&last),
+            ],
+        ]
+        .concat());
+        assert!(ok, "{err}");
+        let (pa, pc) = (
+            a["perplexity"].as_f64().unwrap(),
+            c["perplexity"].as_f64().unwrap(),
+        );
+        if on_grid {
+            assert_eq!(pa, pc, "perplexity of the chain stopped at {stop}");
+            assert!(
+                std::fs::read(&whole).unwrap() == std::fs::read(&last).unwrap(),
+                "the chain stopped at {stop} differs from one run"
+            );
+        } else {
+            assert!(((pa - pc) / pa).abs() < 1e-6, "{pa} vs {pc}");
+        }
+    }
 }

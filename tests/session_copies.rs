@@ -56,7 +56,7 @@ fn streaming_copies_no_state_and_snapshots_count() {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/gdn-gva");
     let model = LanguageModel::load(dir, ltm_engine::Device::Cpu).unwrap();
     let mut s = model.session().unwrap();
-    s.set_window(64);
+    s.set_window(64).unwrap();
     let ids: Vec<u32> = (0..1000).map(|i| (i * 7 % 4000) as u32).collect();
     let before = state_copies();
     s.feed(&ids, Logits::None).unwrap();

@@ -277,6 +277,27 @@ impl LanguageModel {
             + 4 * c.hidden_size
     }
 
+    /// Bytes a prefill window of `tokens` needs beside the weights and the state: the
+    /// forward's activations, the memory's inputs and outputs and its chunk work (q, k
+    /// repeated per value head), the logits of every row and the scores; `None` on
+    /// overflow. Checked before a window of that size is set.
+    pub fn window_bytes(&self, tokens: usize) -> Option<u64> {
+        let c = &self.config;
+        let channels = 2 * c.key_width() + c.value_width();
+        let heads_kv = c.value_heads * (2 * c.head_dim + 2 * c.value_dim);
+        let per_token = [
+            3 * c.hidden_size,
+            channels + c.value_width() + 2 * c.value_heads, // projection
+            2 * channels,                                   // conv output and window
+            2 * heads_kv,                                   // memory inputs, chunk work
+            3 * c.intermediate_size,
+            c.vocab_size + 2, // logits, f64 scores
+        ]
+        .iter()
+        .try_fold(0u64, |a, &n| a.checked_add(n as u64))?;
+        per_token.checked_mul(4)?.checked_mul(tokens as u64)
+    }
+
     /// The names and shapes the checkpoint must hold (for error messages and tests).
     pub fn expected_tensors(&self) -> Vec<(String, Vec<usize>)> {
         expected_tensors(&self.config)

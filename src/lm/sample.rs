@@ -41,6 +41,12 @@ impl Sampling {
                 self.temperature
             )));
         }
+        if self.temperature > 0.0 && !(1.0 / self.temperature).is_finite() {
+            return Err(Error::Config(format!(
+                "--temperature {} is too small to divide by in f32 (use 0 for greedy picks)",
+                self.temperature
+            )));
+        }
         if !(self.top_p > 0.0 && self.top_p <= 1.0) {
             return Err(Error::Config(format!(
                 "--top-p must be in (0, 1], found {}",
@@ -144,6 +150,14 @@ impl Sampler {
             s.truncate(self.config.top_k);
         }
         let max = s[0].0;
+        if !max.is_finite() {
+            // logits/T overflowed (a tiny temperature), or nothing is above −inf: every
+            // exp(y − max) would be NaN and the walk would pick the last candidate. The
+            // limit of a vanishing temperature is greedy; the draw is made all the same
+            // (the device sampler counts one per row).
+            self.draw();
+            return argmax(logits);
+        }
         let mut total = 0.0f64;
         for e in s.iter_mut() {
             let p = ((e.0 - max) as f64).exp();
@@ -191,6 +205,43 @@ pub fn argmax(x: &[f32]) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_temperature_that_overflows_the_logits_picks_greedily() {
+        // 5/1e-38 overflows to +inf: every exp(y − max) was NaN and the least likely
+        // token came out.
+        let logits = [1.0, 5.0, 3.0, f32::NAN, -2.0];
+        for (t, top_k, top_p) in [(1e-38, 0, 1.0), (1e-38, 3, 0.5), (1e-30, 0, 1.0)] {
+            let mut s = Sampler::new(Sampling {
+                temperature: t,
+                top_k,
+                top_p,
+                seed: 3,
+            })
+            .unwrap();
+            for n in 1..=20 {
+                assert_eq!(s.pick(&logits), 1, "T={t} top-k {top_k} top-p {top_p}");
+                assert_eq!(s.draws(), n, "one draw a pick, as on the device");
+            }
+        }
+        // Logits that are +inf themselves: the first of them, never a NaN's index.
+        let mut s = Sampler::new(Sampling {
+            temperature: 0.7,
+            ..Sampling::default()
+        })
+        .unwrap();
+        assert_eq!(s.pick(&[0.0, f32::INFINITY, f32::NAN, f32::INFINITY]), 1);
+        assert_eq!(s.pick(&[f32::NEG_INFINITY, f32::NEG_INFINITY]), 0);
+        // A temperature whose reciprocal is not finite is refused by name.
+        let e = Sampler::new(Sampling {
+            temperature: 1e-45,
+            ..Sampling::default()
+        })
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(e.contains("--temperature"), "{e}");
+    }
 
     #[test]
     fn greedy_top_k_top_p_and_seed() {

@@ -177,9 +177,14 @@ impl<'m> ModelSession<'m> {
         }
     }
 
-    /// Sets the tokens per prefill window (at least 1).
-    pub fn set_window(&mut self, tokens: usize) {
-        self.window = tokens.max(1);
+    /// Sets the tokens per prefill window (at least 1), once the memory a window of
+    /// that size needs ([`LanguageModel::window_bytes`]) is known to be available: the
+    /// buffers grow on first use, where a failed allocation could only abort.
+    pub fn set_window(&mut self, tokens: usize) -> Result<()> {
+        let tokens = tokens.max(1);
+        crate::limits::check_alloc("--window-tokens", self.model.window_bytes(tokens))?;
+        self.window = tokens;
+        Ok(())
     }
 
     /// Sets (or clears) a hook that sees every stage's values of the forwards that
@@ -616,6 +621,8 @@ impl ModelSession<'_> {
                 "nothing to continue: feed at least one token before generating".into(),
             ));
         };
+        // The ids come back as one vector: its size is known before the first step.
+        crate::limits::check_alloc("--generate", (n as u64).checked_mul(4))?;
         let mut out = Vec::with_capacity(n.min(1 << 20));
         for _ in 0..n {
             out.push(next);

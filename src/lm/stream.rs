@@ -188,6 +188,7 @@ impl<'m> StreamModel for LmStream<'_, 'm> {
     fn start(&mut self, file: &ContextFile, options: &StreamOptions) -> Result<TextReader<'m>> {
         let model = self.session.model();
         let tokenizer = model.require_tokenizer()?;
+        check_reader_memory(model, self.session.window(), options.window_bytes)?;
         let bytes = file.bytes();
         let loaded_from = self.loaded_from();
         let position = &mut *self.position;
@@ -271,9 +272,13 @@ impl<'m> StreamModel for LmStream<'_, 'm> {
             });
         }
         let at = piece.at;
-        let n = (len - at)
-            .min(self.session.window())
-            .min(limit.min(usize::MAX as u64) as usize);
+        // Prefill windows end on multiples of the window counted in the state's tokens,
+        // not from where this run or this piece began: a run stopped on such a multiple
+        // and resumed computes the same windows as one run, so its state is the same bit
+        // for bit (elsewhere, within f32 rounding: the products group other rows).
+        let window = self.session.window() as u64;
+        let to_grid = window - self.session.tokens() % window;
+        let n = (len - at).min(to_grid.min(limit) as usize);
         let ids = &piece.ids[at..at + n];
         let position = &mut *self.position;
         if self.options.perplexity {
@@ -396,6 +401,31 @@ impl WindowReader for TextReader<'_> {
             at: 0,
         }))
     }
+}
+
+/// Working memory of the `tokenizers` crate per byte of text it encodes (measured: about
+/// 250 on text without white space, less on prose), with room to spare.
+const TOKENIZER_BYTES_PER_BYTE: u64 = 320;
+
+/// Fails, naming the option, unless the reader's windows and a prefill window fit in the
+/// memory available now: a window of text ends at most 8× `window_bytes` on ([`cut`]),
+/// the tokenizer works on it whole, and the scheduler keeps that many windows of ids.
+/// Checked before the run, where running out would abort it midway.
+fn check_reader_memory(
+    model: &super::LanguageModel,
+    window_tokens: usize,
+    window_bytes: usize,
+) -> Result<()> {
+    use crate::limits::check_alloc;
+    let text = (window_bytes as u64).checked_mul(8);
+    let per_byte = TOKENIZER_BYTES_PER_BYTE + 4 * crate::stream::scheduler::WINDOW_BUFFERS as u64;
+    let reader = check_alloc("--window-bytes", text.and_then(|t| t.checked_mul(per_byte)))?;
+    let prefill = check_alloc("--window-tokens", model.window_bytes(window_tokens))?;
+    check_alloc(
+        "--window-bytes and --window-tokens together",
+        reader.checked_add(prefill),
+    )?;
+    Ok(())
 }
 
 fn segment((sum, n, first): (f64, u64, u64)) -> Segment {

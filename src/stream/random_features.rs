@@ -272,7 +272,6 @@ impl WindowReader for TokenReader {
             0 => return Ok(None),
             n => n,
         };
-        file.check_intact()?;
         self.take_bytes(file);
         keep_tail(&mut self.prefix, &w.tokens[w.start..], self.ctx);
         w.bytes = begin..self.tokenizer.offset();

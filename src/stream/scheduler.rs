@@ -31,6 +31,11 @@ pub fn stream<M: StreamModel>(
 ) -> Result<M::Summary> {
     let mut checkpoints = Checkpoints::new(options)?;
     let started = Instant::now();
+    // A bad byte deep in a text would otherwise stop the run only when reached; with a
+    // token budget the run may never get there, so only the stream's own check applies.
+    if file.format() == Format::Text && options.max_tokens.is_none() {
+        file.check_utf8(0)?;
+    }
     let mut reader = model.start(file, options)?;
     let budget = options.max_tokens.unwrap_or(u64::MAX);
     let file_len = file.len().max(1) as f64;
@@ -45,6 +50,7 @@ pub fn stream<M: StreamModel>(
         let reader = scope.spawn(move || {
             let sent = (|| -> Result<()> {
                 reader.skip(file)?;
+                file.check_intact()?;
                 let mut made = 0;
                 loop {
                     let buffer = if made < WINDOW_BUFFERS {
@@ -56,7 +62,11 @@ pub fn stream<M: StreamModel>(
                             Err(_) => return Ok(()),
                         }
                     };
-                    match reader.next(file, buffer)? {
+                    let next = reader.next(file, buffer)?;
+                    // What the reader took from the map may be zeros if the file
+                    // shrank meanwhile: checked here once for every model.
+                    file.check_intact()?;
+                    match next {
                         Some(w) => {
                             if full_tx.send(Ok(w)).is_err() {
                                 return Ok(());
@@ -80,6 +90,8 @@ pub fn stream<M: StreamModel>(
                     let t0 = Instant::now();
                     let fed = model.feed(file, &mut window, limit, observer)?;
                     compute += t0.elapsed().as_secs_f64();
+                    // Some models read the window's text again as they compute.
+                    file.check_intact()?;
                     tokens += fed.tokens;
                     checkpoints.advance(fed.tokens, |path| model.save(path))?;
                     if fed.done {
@@ -100,6 +112,7 @@ pub fn stream<M: StreamModel>(
             let t0 = Instant::now();
             tokens += model.finish()?;
             compute += t0.elapsed().as_secs_f64();
+            file.check_intact()?;
             Ok(())
         })();
         // Unblocks the reader if computing stopped early: it may wait to send a window

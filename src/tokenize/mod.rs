@@ -12,7 +12,8 @@
 //!   line break; ids are FNV-1a hashes. Bytes and u32 files: one token per byte or per
 //!   id.
 //! - [`hf`], a language model's own `tokenizer.json` (byte-level BPE for fla's models):
-//!   one token per vocabulary id, `<s>` included at the start of a sequence.
+//!   one token per vocabulary id, `<s>` included at the start of a sequence;
+//!   [`incremental`] turns generated ids back into text as they come.
 //!
 //! The two built-in rules stay two: the memory model's is fingerprinted into its state
 //! files (its keys are made of its words, and a state is resumed by counting them), so
@@ -22,6 +23,7 @@
 
 pub mod hashed;
 pub mod hf;
+pub mod incremental;
 pub mod words;
 
 use crate::error::{Error, Result};

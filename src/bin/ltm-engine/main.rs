@@ -4,6 +4,7 @@
 mod bench;
 pub mod hashhop;
 mod info;
+mod interrupt;
 mod kernel;
 mod run;
 mod run_lm;
@@ -51,9 +52,23 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", bounded(&e.to_string()));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Messages quote what they name cut short already (`limits::cut`); this is the net
+/// under every one of them, so no input can make a message of megabytes.
+fn bounded(message: &str) -> String {
+    const MAX_CHARS: usize = 2000;
+    match message.char_indices().nth(MAX_CHARS) {
+        None => message.to_string(),
+        Some((at, _)) => format!(
+            "{}… (message cut: {} bytes in all)",
+            &message[..at],
+            message.len()
+        ),
     }
 }
 

@@ -4,12 +4,15 @@
 use std::io::Write;
 use std::path::Path;
 
+use ltm_engine::limits::check_alloc;
 use ltm_engine::lm::state_file::{load_model_state, SourcePosition};
 use ltm_engine::lm::stream::{LmStream, LmStreamOptions, LmStreamSummary};
-use ltm_engine::lm::{LanguageModel, ModelSession, Sampler, Sampling};
+use ltm_engine::lm::{LanguageModel, Logits, ModelSession, ModelTokenizer, Sampler, Sampling};
 use ltm_engine::stream::{ContextFile, Format, StreamOptions};
+use ltm_engine::tokenize::incremental::IncrementalText;
 use ltm_engine::Error;
 
+use crate::interrupt::Catch;
 use crate::run::{stream_and_save, Args, ProgressLine};
 
 /// Options that only a model directory uses.
@@ -127,7 +130,7 @@ pub fn run(
         }
         None => (model.session()?, SourcePosition::default()),
     };
-    session.set_window(window);
+    session.set_window(window)?;
     let file = ContextFile::open(&args.context_file, Some(Format::Text))?;
     let lm = LmStreamOptions {
         loaded_from: args.load_state.clone(),
@@ -137,70 +140,119 @@ pub fn run(
     let mut streamed = LmStream::new(&mut session, &mut position, lm);
     let summary = stream_and_save(&file, &mut streamed, options, args, bar)?;
     drop(streamed);
+    let state_tokens = session.tokens();
+    if args.save_state.is_some()
+        && args.max_tokens == Some(summary.tokens)
+        && state_tokens % window as u64 != 0
+    {
+        eprintln!(
+            "note: the state stops at token {state_tokens}, not on a multiple of --window-tokens \
+             {window}: resuming it agrees with one uninterrupted run within f32 rounding, not bit \
+             for bit (a --max-tokens that ends on a multiple does)"
+        );
+    }
     if !args.json {
         print_summary(&summary, args.save_state.as_deref());
     }
 
-    let mut generated = Vec::new();
     let generating = args.lm.generate > 0 || !prompt_ids.is_empty();
-    if generating {
-        let json = args.json;
-        let mut out = std::io::stdout().lock();
-        if !json {
-            let _ = writeln!(
-                out,
-                "  generated   after {} tokens:",
-                session.tokens() + prompt_ids.len() as u64
-            );
-        }
-        // Each token's new text is printed as it comes; decoding the whole
-        // continuation each time keeps multi-byte characters whole.
-        let mut so_far: Vec<u32> = Vec::new();
-        let mut printed = 0usize;
-        let mut failed = None;
-        generated =
-            session.generate_with(&prompt_ids, args.lm.generate, &mut sampler, &mut |id| {
-                if json {
-                    return true;
-                }
-                so_far.push(id);
-                match tokenizer.decode(&so_far) {
-                    Ok(text) if text.len() > printed && text.is_char_boundary(printed) => {
-                        // A closed pipe ends generation quietly.
-                        if write!(out, "{}", &text[printed..])
-                            .and_then(|_| out.flush())
-                            .is_err()
-                        {
-                            return false;
-                        }
-                        printed = text.len();
-                    }
-                    Ok(_) => {}
-                    Err(e) => {
-                        failed = Some(e);
-                        return false;
-                    }
-                }
-                true
-            })?;
-        if let Some(e) = failed {
-            return Err(e);
-        }
-        if !json {
-            let _ = writeln!(out);
-        }
-    }
+    let generated = if generating {
+        Some(generate(
+            &mut session,
+            &prompt_ids,
+            &mut sampler,
+            tokenizer,
+            args,
+        )?)
+    } else {
+        None
+    };
     if args.json {
         let mut value = serde_json::to_value(&summary).map_err(|e| Error::Config(e.to_string()))?;
-        if generating {
+        if let Some(g) = &generated {
             value["generated"] = serde_json::json!({
-                "ids": generated,
-                "text": tokenizer.decode(&generated)?,
+                "ids": g.ids,
+                "text": tokenizer.decode(&g.ids)?,
+                "interrupted": g.interrupted,
             });
         }
         println!("{value}");
     }
+    if generated.is_some_and(|g| g.interrupted) {
+        return Err(Error::Config(
+            "interrupted: generation stopped by a signal (what was generated is above)".into(),
+        ));
+    }
     Ok(())
+}
+
+/// What generation gave: the ids (kept for `--json` only) and whether a signal ended it.
+struct Generated {
+    ids: Vec<u32>,
+    interrupted: bool,
+}
+
+/// Feeds the prompt, then picks `--generate` tokens one at a time, printing each one's
+/// text as it comes (without `--json`). Memory stays constant without `--json`; with
+/// it the ids and their text are kept, so their bytes are checked first. Ctrl-C or
+/// SIGTERM stops after the token in hand, and what came is still printed.
+fn generate(
+    session: &mut ModelSession<'_>,
+    prompt: &[u32],
+    sampler: &mut Sampler,
+    tokenizer: &ModelTokenizer,
+    args: &Args,
+) -> ltm_engine::Result<Generated> {
+    let n = args.lm.generate;
+    let json = args.json;
+    // An id, and a generous share of text per token, in the JSON.
+    const JSON_BYTES_PER_TOKEN: u64 = 4 + 32;
+    if json {
+        check_alloc("--generate", (n as u64).checked_mul(JSON_BYTES_PER_TOKEN))?;
+    }
+    let catch = Catch::install();
+    let mut out = std::io::stdout().lock();
+    if !json {
+        let _ = writeln!(
+            out,
+            "  generated   after {} tokens:",
+            session.tokens() + prompt.len() as u64
+        );
+    }
+    if !prompt.is_empty() {
+        session.feed(prompt, Logits::None)?;
+    }
+    let mut next = session.pick_next(sampler)?.ok_or_else(|| {
+        Error::Query("nothing to continue: feed at least one token before generating".into())
+    })?;
+    let mut text = IncrementalText::new(tokenizer);
+    let mut kept = Vec::new();
+    let mut interrupted = false;
+    for i in 0..n {
+        if json {
+            kept.push(next);
+        } else {
+            let piece = text.push(next)?;
+            // A closed pipe ends generation quietly.
+            if write!(out, "{piece}").and_then(|_| out.flush()).is_err() {
+                break;
+            }
+        }
+        if catch.interrupted() {
+            interrupted = true;
+            break;
+        }
+        if i + 1 < n {
+            next = session.step_pick(next, sampler)?;
+        }
+    }
+    if !json {
+        let _ = writeln!(out, "{}", text.finish()?);
+    }
+    Ok(Generated {
+        ids: kept,
+        interrupted,
+    })
 }
 
 fn print_summary(s: &LmStreamSummary, saved: Option<&Path>) {
