@@ -311,3 +311,98 @@ fn a_megabyte_name_makes_a_line_of_error_not_a_megabyte() {
     let err = expect_error(&out, &["config.json", "kkkk"]);
     assert!(err.len() < 8192, "a message of {} bytes", err.len());
 }
+
+/// `run --model` with checkpoints killed with SIGKILL at random moments, each time
+/// resumed from the newest checkpoint, finishes with the state file of one run that
+/// was never killed (same checkpoints, so the same windows), byte for byte.
+#[test]
+fn a_checkpointed_model_run_killed_again_and_again_resumes_to_the_same_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = dir.path().join("ctx.txt");
+    let text = prose();
+    let mut long = String::new();
+    while long.len() < 60_000 {
+        long.push_str(&text);
+    }
+    std::fs::write(&ctx, &long).unwrap();
+    let model = fixture("gdn-tiny");
+    let base = |save: &Path| -> Vec<String> {
+        [
+            "run",
+            "--model",
+            p(&model),
+            "--context-file",
+            p(&ctx),
+            "--window-bytes",
+            "3KiB",
+            "--checkpoint-every",
+            "200",
+            "--json",
+            "--save-state",
+            p(save),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let whole = dir.path().join("whole.state");
+    let out = Command::new(env!("CARGO_BIN_EXE_ltm-engine"))
+        .args(base(&whole))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // Kill times from a seed printed here, so a failure can be replayed.
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    eprintln!("kill times from seed {seed}");
+    let mut rng = ltm_engine::hash::SplitMix64::new(seed);
+    let mut latest: Option<PathBuf> = None;
+    let (mut kills, mut finished) = (0, None);
+    for round in 0..40 {
+        let save = dir.path().join(format!("chain-{round}.state"));
+        let mut args = base(&save);
+        if let Some(l) = &latest {
+            args.extend(["--load-state".into(), p(l).into(), "--resume".into()]);
+        }
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ltm-engine"))
+            .args(&args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let wait = Duration::from_millis(150 + rng.next_u64() % 900);
+        let t0 = Instant::now();
+        let mut done = None;
+        while t0.elapsed() < wait {
+            if let Some(status) = child.try_wait().unwrap() {
+                done = Some(status);
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if kills < 5 && done.is_none() {
+            child.kill().unwrap(); // SIGKILL
+            child.wait().unwrap();
+            kills += 1;
+        } else {
+            let out = child.wait_with_output().unwrap();
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            finished = Some(save.clone());
+        }
+        if save.exists() {
+            latest = Some(save);
+        }
+        if finished.is_some() {
+            break;
+        }
+    }
+    let last = finished.expect("the chain finished");
+    assert!(kills >= 1, "nothing was killed");
+    assert!(
+        std::fs::read(&whole).unwrap() == std::fs::read(&last).unwrap(),
+        "the chain killed {kills} times differs from one run"
+    );
+}
