@@ -46,6 +46,7 @@ pub mod context_file;
 pub mod error;
 pub mod hash;
 pub mod hashhop;
+pub mod input_file;
 pub mod inputs;
 pub mod kernel_file;
 pub mod limits;

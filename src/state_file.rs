@@ -9,7 +9,6 @@
 //!
 //! Version 2 added the source; version 1 files are refused with a message saying so.
 
-use std::fs::File;
 use std::io::{Read, Write};
 use std::path::Path;
 
@@ -73,8 +72,8 @@ pub fn load_state(path: impl AsRef<Path>, config: &MemoryConfig) -> Result<State
         problem,
     };
     let io = |e: std::io::Error| Error::io(path, e);
-    let file_len = crate::limits::regular_file(path)?.len();
-    let mut file = File::open(path).map_err(io)?;
+    let (mut file, meta) = crate::input_file::open_regular(path)?;
+    let file_len = meta.len();
     let mut header = [0u8; HEADER_LEN];
     let head_len = (file_len as usize).min(HEADER_LEN);
     file.read_exact(&mut header[..head_len]).map_err(io)?;

@@ -126,11 +126,7 @@ pub fn load_model_state(
         path: path.to_path_buf(),
         problem,
     };
-    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let meta = file.metadata().map_err(|e| Error::io(path, e))?;
-    if !meta.is_file() {
-        return Err(bad("not a regular file".into()));
-    }
+    let (file, meta) = crate::input_file::open_regular(path)?;
     let mut r = BufReader::with_capacity(1 << 20, file);
     let mut header = [0u8; HEADER_LEN];
     let got = read_up_to(&mut r, &mut header).map_err(|e| Error::io(path, e))?;
