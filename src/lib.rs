@@ -54,6 +54,7 @@ pub mod lm;
 pub mod meminfo;
 pub mod memory_model;
 pub mod model;
+pub mod output_path;
 pub mod reference;
 pub mod safetensors_io;
 pub mod state;

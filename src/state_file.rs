@@ -24,6 +24,11 @@ pub const FORMAT_VERSION: u32 = 2;
 /// Bytes of the header, checksum included.
 pub const HEADER_LEN: usize = 8 + 4 + 8 + 4 * 4 + 8 + (8 + 8 + 4) + 8 + 4;
 
+/// The bytes of the file [`save_state`] writes for `state`.
+pub fn file_bytes(state: &State) -> u64 {
+    HEADER_LEN as u64 + 4 * state.values().len() as u64
+}
+
 /// Saves `state` to `path` with the fingerprint of `config`; the previous file, if
 /// any, stays intact until the new one is complete.
 /// A model's digest in [`MemoryConfig::model`] is part of that fingerprint.

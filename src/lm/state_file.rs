@@ -46,6 +46,12 @@ pub struct SourcePosition {
     pub nll_tokens: u64,
 }
 
+/// The most bytes of a file [`save_model_state`] writes for a state of `model` (a
+/// state without its last hidden vector takes that much less).
+pub fn file_bytes(model: &LanguageModel) -> u64 {
+    HEADER_LEN as u64 + model.state_bytes() as u64 + 4
+}
+
 /// Saves `state` of `model` atomically: an earlier file at `path` stays whole until
 /// the new one is complete.
 pub fn save_model_state(

@@ -7,6 +7,7 @@ use std::path::Path;
 use ltm_engine::lm::state_file::{load_model_state, SourcePosition};
 use ltm_engine::lm::stream::{LmStream, LmStreamOptions, LmStreamSummary};
 use ltm_engine::lm::{LanguageModel, ModelSession, Sampler, Sampling};
+use ltm_engine::output_path::OutputPath;
 use ltm_engine::stream::{ContextFile, Format, StreamOptions};
 use ltm_engine::Error;
 
@@ -64,6 +65,7 @@ pub fn run(
     dir: &Path,
     args: &Args,
     options: &StreamOptions,
+    output: Option<&OutputPath>,
     bar: &mut ProgressLine,
 ) -> ltm_engine::Result<()> {
     if !args.query.is_empty() {
@@ -135,7 +137,7 @@ pub fn run(
         segment_tokens: args.lm.segment_tokens,
     };
     let mut streamed = LmStream::new(&mut session, &mut position, lm);
-    let summary = stream_and_save(&file, &mut streamed, options, args, bar)?;
+    let summary = stream_and_save(&file, &mut streamed, options, output, bar)?;
     drop(streamed);
     if !args.json {
         print_summary(&summary, args.save_state.as_deref());
