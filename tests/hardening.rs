@@ -865,7 +865,6 @@ fn save_state_refuses_the_runs_own_inputs() {
         (&ctx, "is the context file"),
         (&dotted, "is the context file"),
         (&twin, "is the context file"),
-        (&state, "is the state loaded (--load-state)"),
     ] {
         let out = cli(&[
             "run",

@@ -180,13 +180,13 @@ pub fn run(args: Args) -> ltm_engine::Result<()> {
     Ok(())
 }
 
-/// Claims `--save-state` for this run: not one of the run's inputs (the context, the
-/// loaded state, a file of the model directory), writable, and written by no other run.
+/// Claims `--save-state` for this run: not one of the run's inputs (the context, a file
+/// of the model directory), writable, and written by no other run. The state loaded
+/// may be saved over: it is read whole before the run and replaced atomically, and
+/// resuming in place (`--load-state S --resume --save-state S`) is how an interrupted
+/// run is finished.
 fn claim_output(path: &Path, args: &Args) -> ltm_engine::Result<OutputPath> {
     let mut inputs: Vec<(&str, PathBuf)> = vec![("the context file", args.context_file.clone())];
-    if let Some(state) = &args.load_state {
-        inputs.push(("the state loaded (--load-state)", state.clone()));
-    }
     if let ModelChoice::Dir(dir) = &args.model {
         // Every file there, not only those a load reads now: a model directory's
         // files belong to the model.
