@@ -249,6 +249,11 @@ fn state_files_refuse_every_damaged_byte_of_the_header() {
     assert_eq!(back, state);
     assert_eq!(back_pos, pos);
     let good = std::fs::read(&path).unwrap();
+    // What the free-space check before a run asks for is what a save writes.
+    assert_eq!(
+        good.len() as u64,
+        ltm_engine::lm::state_file::file_bytes(&model)
+    );
     let header = 8 + 4 + 8 + 24 + 8 + 4 + 8 + 4 + 8 + 8 + 8 + 8 + 4;
     for i in 0..good.len() {
         // Every header byte, and a sample of payload bytes.
