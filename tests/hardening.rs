@@ -923,6 +923,59 @@ fn a_state_path_another_run_is_writing_is_refused_naming_it() {
     assert!(state.exists());
 }
 
+/// Whether process `pid` holds a `flock` on the file of inode `ino` (read off
+/// `/proc/locks`, which looks without taking the lock itself).
+fn holds_flock(pid: u32, ino: u64) -> bool {
+    let locks = std::fs::read_to_string("/proc/locks").unwrap_or_default();
+    locks.lines().any(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        f.len() > 5
+            && f[1] == "FLOCK"
+            && f[4] == pid.to_string()
+            && f[5].rsplit(':').next() == Some(&ino.to_string())
+    })
+}
+
+#[test]
+fn a_run_holds_its_state_path_from_the_start_to_the_final_save() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = text_file(dir.path());
+    let state = dir.path().join("s.state");
+    let lock = dir.path().join(".s.state.lock");
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gdn-tiny");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ltm-engine"))
+        .args([
+            "run",
+            "--model",
+            p(&model),
+            "--context-file",
+            p(&ctx),
+            "--save-state",
+            p(&state),
+            "--checkpoint-every",
+            "200",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut seen = false;
+    let start = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        assert!(start.elapsed().as_secs() < 60, "the run took over 60 s");
+        if let Ok(meta) = std::fs::metadata(&lock) {
+            seen |= holds_flock(child.id(), meta.ino());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    let out = child.wait_with_output().unwrap();
+    expect_ok(&out);
+    assert!(seen, "the run never held a lock on {}", lock.display());
+    assert!(state.exists());
+    assert!(!lock.exists(), "the lock file was left behind");
+}
+
 #[test]
 fn a_full_disk_is_found_before_the_run_naming_the_space_needed() {
     let dir = tempfile::tempdir().unwrap();
