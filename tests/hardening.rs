@@ -95,6 +95,11 @@ fn kernel_with_batch_0_runs_without_dividing_by_zero() {
         p(&output),
     ]));
     assert!(output.exists());
+    // An output that is the input is refused, and the input kept.
+    let before = std::fs::read(&input).unwrap();
+    let out = cli(&["kernel", "--input", p(&input), "--output", p(&input)]);
+    expect_error(&out, &["in.safetensors", "is the input (--input)"]);
+    assert_eq!(std::fs::read(&input).unwrap(), before);
 }
 
 #[test]
@@ -422,6 +427,13 @@ fn hashhop_eval_bounds_hops_and_queries_and_cuts_quoted_input() {
     std::fs::write(&huge, format!("{{\"abc\": \"{}\"}}", "x-".repeat(5 << 20))).unwrap();
     let err = expect_error(&eval(&[], &huge), &["huge.json", "bytes in all"]);
     assert!(err.len() < 1000, "{} bytes of error", err.len());
+    // --answers over an input of the run is refused before the run, the input kept.
+    let before = std::fs::read(&targets).unwrap();
+    expect_error(
+        &eval(&["--answers", p(&targets)], &targets),
+        &["is the targets file"],
+    );
+    assert_eq!(std::fs::read(&targets).unwrap(), before);
 }
 
 // --- 11: one rule for the token count of a loaded state ---------------------------------
