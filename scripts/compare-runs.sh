@@ -51,7 +51,7 @@ for m in memory random-features; do
   run "$m-cp" --model $m --context-file "$t" --digest --device cpu --state-bytes 64MiB --checkpoint-every 100000 --save-state "$out/$m-cp.state"
   run "$m-part1" --model $m --context-file "$t" --digest --device cpu --state-bytes 64MiB --max-tokens 300000 --save-state "$out/$m-split.state"
   cp "$out/$m-split.state" "$out/$m-part1.state"
-  run "$m-part2" --model $m --context-file "$t" --digest --device cpu --state-bytes 64MiB --load-state "$out/$m-split.state" --resume --save-state "$out/$m-split.state"
+  run "$m-part2" --model $m --context-file "$t" --digest --device cpu --state-bytes 64MiB --load-state "$out/$m-split.state" --resume --save-state "$out/$m-split-end.state"
   run "$m-window" --model $m --context-file "$t" --digest --device cpu --state-bytes 64MiB --window-tokens 1000 --window-bytes 100KiB
 done
 for f in u32 bytes; do
@@ -63,7 +63,7 @@ run lm-whole --model "$lm" --context-file "$s" --device cpu --segment-tokens 500
 run lm-cp --model "$lm" --context-file "$s" --device cpu --checkpoint-every 7000 --window-bytes 8KiB --save-state "$out/lm-cp.state"
 run lm-part1 --model "$lm" --context-file "$s" --device cpu --max-tokens 20000 --save-state "$out/lm-split.state"
 cp "$out/lm-split.state" "$out/lm-part1.state"
-run lm-part2 --model "$lm" --context-file "$s" --device cpu --load-state "$out/lm-split.state" --resume --save-state "$out/lm-split.state"
+run lm-part2 --model "$lm" --context-file "$s" --device cpu --load-state "$out/lm-split.state" --resume --save-state "$out/lm-split-end.state"
 run lm-noppl --model "$lm" --context-file "$s" --device cpu --no-perplexity --max-tokens 10000 --window-tokens 100
 sha256sum "$out"/*.state | sed "s#$out/##" > "$out/states.sha256"
 echo "recorded in $out"

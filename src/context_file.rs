@@ -75,9 +75,8 @@ impl ContextFile {
     /// the start of the file is valid UTF-8.
     pub fn open(path: impl AsRef<Path>, format: Option<Format>) -> Result<Self> {
         let path = path.as_ref();
-        crate::limits::regular_file(path)?;
-        let file = File::open(path).map_err(|e| Error::io(path, e))?;
-        let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+        let (file, meta) = crate::input_file::open_regular(path)?;
+        let len = meta.len();
         let bad = |problem: String| Error::File {
             path: path.to_path_buf(),
             problem,

@@ -104,6 +104,15 @@ pub enum Error {
         expected: String,
     },
 
+    /// An output another run is writing now (it holds the output's lock file).
+    #[error("another ltm-engine run{} is writing {}", .pid.map_or(String::new(), |p| format!(" (pid {p})")), .path.display())]
+    Busy {
+        /// The output.
+        path: PathBuf,
+        /// The process holding the lock, where its lock file names it.
+        pid: Option<u32>,
+    },
+
     /// A CUDA driver call, copy or kernel launch that failed on a device that exists.
     #[error("CUDA {op}: {detail}")]
     Cuda {

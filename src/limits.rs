@@ -1,11 +1,7 @@
-//! Guards for sizes and paths that come from outside (file headers, options): a size is
-//! computed with checked arithmetic and compared with the memory this machine has
-//! before anything is allocated, and an input must be a regular file before it is
-//! opened, so a hostile or mistaken input gets an error instead of an abort, a hang or
-//! a signal.
-
-use std::fs::Metadata;
-use std::path::Path;
+//! Guards for sizes that come from outside (file headers, options): a size is computed
+//! with checked arithmetic and compared with the memory this machine has before
+//! anything is allocated, so a hostile or mistaken input gets an error instead of an
+//! abort. (Input files themselves are guarded by `input_file`.)
 
 use crate::error::{Error, Result};
 use crate::meminfo::MemInfo;
@@ -83,48 +79,6 @@ pub fn try_filled<T: Clone>(what: &str, n: usize, value: T) -> Result<Vec<T>> {
     Ok(v)
 }
 
-/// The metadata of `path`, which must be a regular file: a directory cannot be mapped,
-/// a FIFO would block the open until a writer comes, and a device such as `/dev/zero`
-/// never ends. Checked before opening, since opening a FIFO already blocks.
-pub fn regular_file(path: &Path) -> Result<Metadata> {
-    let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
-    let kind = file_kind(&meta);
-    if kind != "regular file" {
-        return Err(Error::File {
-            path: path.to_path_buf(),
-            problem: format!("is a {kind}, not a regular file"),
-        });
-    }
-    Ok(meta)
-}
-
-fn file_kind(meta: &Metadata) -> &'static str {
-    let t = meta.file_type();
-    if t.is_file() {
-        return "regular file";
-    }
-    if t.is_dir() {
-        return "directory";
-    }
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::FileTypeExt;
-        if t.is_fifo() {
-            return "FIFO (named pipe)";
-        }
-        if t.is_socket() {
-            return "socket";
-        }
-        if t.is_char_device() {
-            return "character device";
-        }
-        if t.is_block_device() {
-            return "block device";
-        }
-    }
-    "special file"
-}
-
 /// Most characters of an input quoted back in a message: the rest is counted, not
 /// shown, so a megabyte of bad input gives a line of error.
 pub const QUOTE_CHARS: usize = 64;
@@ -161,19 +115,5 @@ mod tests {
         let shown = cut(&long);
         assert!(shown.len() < 200, "{shown}");
         assert!(shown.contains("20000 bytes"), "{shown}");
-    }
-
-    #[test]
-    fn only_regular_files_pass() {
-        let dir = tempfile::tempdir().unwrap();
-        let e = regular_file(dir.path()).unwrap_err().to_string();
-        assert!(e.contains("directory"), "{e}");
-        let e = regular_file(Path::new("/dev/zero"))
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("character device"), "{e}");
-        let f = dir.path().join("f");
-        std::fs::write(&f, b"x").unwrap();
-        assert!(regular_file(&f).is_ok());
     }
 }

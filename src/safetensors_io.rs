@@ -2,7 +2,6 @@
 //! of flash-linear-attention's gated delta rule, so that other implementations can
 //! cross-check this one.
 
-use std::fs::File;
 use std::path::Path;
 
 use half::{bf16, f16};
@@ -91,8 +90,7 @@ pub fn read_kernel_inputs(
     chunk_size: usize,
     scale: Option<f32>,
 ) -> Result<KernelInputs> {
-    crate::limits::regular_file(path)?;
-    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let (file, _) = crate::input_file::open_regular(path)?;
     // SAFETY: the map is read-only and dropped before this function returns; a file
     // changed underneath by another process can at worst give wrong numbers.
     let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;

@@ -9,7 +9,6 @@
 //!
 //! Version 2 added the source; version 1 files are refused with a message saying so.
 
-use std::fs::File;
 use std::io::{Read, Write};
 use std::path::Path;
 
@@ -24,6 +23,11 @@ const MAGIC: &[u8; 8] = b"LTMSTATE";
 pub const FORMAT_VERSION: u32 = 2;
 /// Bytes of the header, checksum included.
 pub const HEADER_LEN: usize = 8 + 4 + 8 + 4 * 4 + 8 + (8 + 8 + 4) + 8 + 4;
+
+/// The bytes of the file [`save_state`] writes for `state`.
+pub fn file_bytes(state: &State) -> u64 {
+    HEADER_LEN as u64 + 4 * state.values().len() as u64
+}
 
 /// Saves `state` to `path` with the fingerprint of `config`; the previous file, if
 /// any, stays intact until the new one is complete.
@@ -73,8 +77,8 @@ pub fn load_state(path: impl AsRef<Path>, config: &MemoryConfig) -> Result<State
         problem,
     };
     let io = |e: std::io::Error| Error::io(path, e);
-    let file_len = crate::limits::regular_file(path)?.len();
-    let mut file = File::open(path).map_err(io)?;
+    let (mut file, meta) = crate::input_file::open_regular(path)?;
+    let file_len = meta.len();
     let mut header = [0u8; HEADER_LEN];
     let head_len = (file_len as usize).min(HEADER_LEN);
     file.read_exact(&mut header[..head_len]).map_err(io)?;

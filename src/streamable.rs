@@ -52,6 +52,11 @@ pub trait StreamModel {
     /// Saves the state with its stream position, so a run can `--resume` from it.
     fn save(&mut self, path: &Path) -> Result<()>;
 
+    /// The most bytes a file [`save`](Self::save) writes: checked against the free
+    /// space of the output's file system before a run, so a full disk is found before
+    /// the work rather than at the last save.
+    fn saved_bytes(&self) -> u64;
+
     /// After the last window: writes what is still buffered; the tokens that adds.
     fn finish(&mut self) -> Result<u64>;
 

@@ -95,6 +95,11 @@ fn kernel_with_batch_0_runs_without_dividing_by_zero() {
         p(&output),
     ]));
     assert!(output.exists());
+    // An output that is the input is refused, and the input kept.
+    let before = std::fs::read(&input).unwrap();
+    let out = cli(&["kernel", "--input", p(&input), "--output", p(&input)]);
+    expect_error(&out, &["in.safetensors", "is the input (--input)"]);
+    assert_eq!(std::fs::read(&input).unwrap(), before);
 }
 
 #[test]
@@ -422,6 +427,13 @@ fn hashhop_eval_bounds_hops_and_queries_and_cuts_quoted_input() {
     std::fs::write(&huge, format!("{{\"abc\": \"{}\"}}", "x-".repeat(5 << 20))).unwrap();
     let err = expect_error(&eval(&[], &huge), &["huge.json", "bytes in all"]);
     assert!(err.len() < 1000, "{} bytes of error", err.len());
+    // --answers over an input of the run is refused before the run, the input kept.
+    let before = std::fs::read(&targets).unwrap();
+    expect_error(
+        &eval(&["--answers", p(&targets)], &targets),
+        &["is the targets file"],
+    );
+    assert_eq!(std::fs::read(&targets).unwrap(), before);
 }
 
 // --- 11: one rule for the token count of a loaded state ---------------------------------
@@ -739,4 +751,354 @@ fn a_context_file_cut_short_while_streaming_is_an_error_naming_it() {
         let err = expect_error(&out, &[&format!("shrinking-{model}.txt"), "shrank"]);
         assert!(err.contains("to 1000 bytes"), "{err}");
     }
+}
+
+// --- issue 18: outputs replace only what is ours; inputs are bounded regular files ------
+
+fn mkfifo(path: &Path) {
+    let c = std::ffi::CString::new(p(path)).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+}
+
+/// Text whose last byte is invalid: a run that streamed before checking its output
+/// would report that byte instead of the output.
+fn late_error_text(dir: &Path) -> std::path::PathBuf {
+    let ctx = dir.join("late-error.txt");
+    let mut bytes = b"a = b\n".repeat(1000);
+    bytes.push(0xff);
+    std::fs::write(&ctx, bytes).unwrap();
+    ctx
+}
+
+/// A model directory of its own holding copies of gdn-tiny's small files and a
+/// symlink to its weights.
+fn model_copy(dir: &Path) -> std::path::PathBuf {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gdn-tiny");
+    let model = dir.join("model");
+    std::fs::create_dir(&model).unwrap();
+    for name in ["config.json", "tokenizer.json"] {
+        std::fs::copy(fixture.join(name), model.join(name)).unwrap();
+    }
+    std::os::unix::fs::symlink(
+        fixture.join("model.safetensors"),
+        model.join("model.safetensors"),
+    )
+    .unwrap();
+    model
+}
+
+#[test]
+fn save_state_refuses_devices_fifos_sockets_and_symlinks_before_the_run() {
+    use std::os::unix::fs::FileTypeExt;
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = late_error_text(dir.path());
+    let fifo = dir.path().join("fifo.ltmstate");
+    mkfifo(&fifo);
+    let socket = dir.path().join("socket.ltmstate");
+    let _listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    let target = dir.path().join("target");
+    std::fs::write(&target, b"not yours").unwrap();
+    let link = dir.path().join("link.ltmstate");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let null = Path::new("/dev/null");
+    for (out, needles) in [
+        (null, vec!["/dev/null", "character device"]),
+        (&fifo, vec!["fifo.ltmstate", "FIFO"]),
+        (&socket, vec!["socket.ltmstate", "socket"]),
+        (&link, vec!["link.ltmstate", "is a symlink to", p(&target)]),
+    ] {
+        for model in ["memory", "random-features"] {
+            let out = cli_with_deadline(&[
+                "run",
+                "--model",
+                model,
+                "--context-file",
+                p(&ctx),
+                "--save-state",
+                p(out),
+            ]);
+            expect_error(&out, &needles);
+        }
+    }
+    assert!(std::fs::metadata(null)
+        .unwrap()
+        .file_type()
+        .is_char_device());
+    assert!(std::fs::symlink_metadata(&fifo)
+        .unwrap()
+        .file_type()
+        .is_fifo());
+    assert!(std::fs::symlink_metadata(&socket)
+        .unwrap()
+        .file_type()
+        .is_socket());
+    assert!(std::fs::symlink_metadata(&link)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert_eq!(std::fs::read(&target).unwrap(), b"not yours");
+    let out = cli(&[
+        "bench",
+        "--min-tokens",
+        "64",
+        "--max-tokens",
+        "128",
+        "--runs",
+        "1",
+        "--plot",
+        p(&link),
+    ]);
+    expect_error(&out, &["is a symlink to"]);
+    assert!(out.stdout.is_empty(), "the sweep ran before the check");
+    assert_eq!(std::fs::read(&target).unwrap(), b"not yours");
+}
+
+#[test]
+fn save_state_refuses_the_runs_own_inputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = text_file(dir.path());
+    let original = std::fs::read(&ctx).unwrap();
+    let state = dir.path().join("s.ltmstate");
+    expect_ok(&cli(&[
+        "run",
+        "--model",
+        "random-features",
+        "--context-file",
+        p(&ctx),
+        "--save-state",
+        p(&state),
+    ]));
+    let saved = std::fs::read(&state).unwrap();
+    let twin = dir.path().join("twin.txt");
+    std::fs::hard_link(&ctx, &twin).unwrap();
+    let dotted = dir.path().join(".").join("ctx.txt");
+    for (out, needle) in [
+        (&ctx, "is the context file"),
+        (&dotted, "is the context file"),
+        (&twin, "is the context file"),
+        (&state, "is the state loaded (--load-state)"),
+    ] {
+        let out = cli(&[
+            "run",
+            "--model",
+            "random-features",
+            "--context-file",
+            p(&ctx),
+            "--load-state",
+            p(&state),
+            "--save-state",
+            p(out),
+        ]);
+        expect_error(&out, &[needle]);
+    }
+    assert_eq!(std::fs::read(&ctx).unwrap(), original);
+    assert_eq!(std::fs::read(&state).unwrap(), saved);
+    let model = model_copy(dir.path());
+    let tokenizer = std::fs::read(model.join("tokenizer.json")).unwrap();
+    let out = cli(&[
+        "run",
+        "--model",
+        p(&model),
+        "--context-file",
+        p(&ctx),
+        "--save-state",
+        p(&model.join("tokenizer.json")),
+    ]);
+    expect_error(&out, &["is a file of the model directory"]);
+    assert_eq!(
+        std::fs::read(model.join("tokenizer.json")).unwrap(),
+        tokenizer
+    );
+}
+
+#[test]
+fn a_state_path_another_run_is_writing_is_refused_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = text_file(dir.path());
+    let state = dir.path().join("s.ltmstate");
+    let args = [
+        "run",
+        "--model",
+        "random-features",
+        "--context-file",
+        p(&ctx),
+        "--save-state",
+        p(&state),
+    ];
+    let held = ltm_engine::output_path::OutputPath::claim(&state, &[]).unwrap();
+    let out = cli(&args);
+    let me = format!("another ltm-engine run (pid {})", std::process::id());
+    expect_error(&out, &[&me, "is writing", p(&state)]);
+    assert!(!state.exists());
+    drop(held);
+    expect_ok(&cli(&args));
+    assert!(state.exists());
+}
+
+/// Whether process `pid` holds a `flock` on the file of inode `ino` (read off
+/// `/proc/locks`, which looks without taking the lock itself).
+fn holds_flock(pid: u32, ino: u64) -> bool {
+    let locks = std::fs::read_to_string("/proc/locks").unwrap_or_default();
+    locks.lines().any(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        f.len() > 5
+            && f[1] == "FLOCK"
+            && f[4] == pid.to_string()
+            && f[5].rsplit(':').next() == Some(&ino.to_string())
+    })
+}
+
+#[test]
+fn a_run_holds_its_state_path_from_the_start_to_the_final_save() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = text_file(dir.path());
+    let state = dir.path().join("s.state");
+    let lock = dir.path().join(".s.state.lock");
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gdn-tiny");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ltm-engine"))
+        .args([
+            "run",
+            "--model",
+            p(&model),
+            "--context-file",
+            p(&ctx),
+            "--save-state",
+            p(&state),
+            "--checkpoint-every",
+            "200",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut seen = false;
+    let start = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        assert!(start.elapsed().as_secs() < 60, "the run took over 60 s");
+        if let Ok(meta) = std::fs::metadata(&lock) {
+            seen |= holds_flock(child.id(), meta.ino());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    let out = child.wait_with_output().unwrap();
+    expect_ok(&out);
+    assert!(seen, "the run never held a lock on {}", lock.display());
+    assert!(state.exists());
+    assert!(!lock.exists(), "the lock file was left behind");
+}
+
+#[test]
+fn a_full_disk_is_found_before_the_run_naming_the_space_needed() {
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = text_file(dir.path());
+    let state = dir.path().join("s.ltmstate");
+    // The random-feature model's state: 4 heads of 64 × 64 f32, plus a header.
+    let state_bytes = 4 * 64 * 64 * 4;
+    let run = |free: usize, checkpoints: bool| {
+        let mut args = vec![
+            "run",
+            "--model",
+            "random-features",
+            "--context-file",
+            p(&ctx),
+            "--save-state",
+            p(&state),
+        ];
+        if checkpoints {
+            args.extend(["--checkpoint-every", "1000"]);
+        }
+        Command::new(env!("CARGO_BIN_EXE_ltm-engine"))
+            .args(&args)
+            .env("LTM_FAULT", format!("free-bytes:{free}"))
+            .output()
+            .unwrap()
+    };
+    let err = expect_error(
+        &run(1000, false),
+        &["s.ltmstate", "bytes free", "only 1000"],
+    );
+    assert!(!state.exists(), "{err}");
+    // Room for one state file, not for a checkpoint beside the last.
+    let room = state_bytes + state_bytes / 2;
+    expect_error(&run(room, true), &["checkpoint", &format!("only {room}")]);
+    assert!(!state.exists());
+    expect_ok(&run(room, false));
+    assert!(state.exists());
+}
+
+#[test]
+fn model_files_that_are_not_bounded_regular_files_are_refused_naming_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = text_file(dir.path());
+    let run = |model: &Path| {
+        cli_with_deadline(&[
+            "run",
+            "--model",
+            p(model),
+            "--context-file",
+            p(&ctx),
+            "--max-tokens",
+            "8",
+        ])
+    };
+    let model = model_copy(dir.path());
+    expect_ok(&run(&model));
+
+    let config = model.join("config.json");
+    let original = std::fs::read(&config).unwrap();
+    std::fs::remove_file(&config).unwrap();
+    mkfifo(&config);
+    expect_error(&run(&model), &["config.json", "FIFO"]);
+    std::fs::remove_file(&config).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", &config).unwrap();
+    expect_error(
+        &run(&model),
+        &["config.json", "/dev/zero", "character device"],
+    );
+    std::fs::remove_file(&config).unwrap();
+    // Valid JSON, padded with spaces past the limit.
+    let mut padded = original.clone();
+    padded.resize(5 << 20, b' ');
+    std::fs::write(&config, &padded).unwrap();
+    expect_error(&run(&model), &["config.json", "5242880 bytes", "4194304"]);
+    std::fs::write(&config, &original).unwrap();
+
+    let tokenizer = model.join("tokenizer.json");
+    std::fs::remove_file(&tokenizer).unwrap();
+    std::os::unix::fs::symlink(dir.path().join("gone.json"), &tokenizer).unwrap();
+    expect_error(
+        &run(&model),
+        &[
+            "tokenizer.json",
+            "is a symlink to",
+            "gone.json",
+            "does not exist",
+        ],
+    );
+    std::fs::remove_file(&tokenizer).unwrap();
+
+    let index = model.join("model.safetensors.index.json");
+    let _listener = std::os::unix::net::UnixListener::bind(&index).unwrap();
+    expect_error(&run(&model), &["model.safetensors.index.json", "socket"]);
+}
+
+#[test]
+fn a_language_model_state_that_is_a_fifo_is_refused_without_waiting() {
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = text_file(dir.path());
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gdn-tiny");
+    let fifo = dir.path().join("state.fifo");
+    mkfifo(&fifo);
+    let out = cli_with_deadline(&[
+        "run",
+        "--model",
+        p(&model),
+        "--context-file",
+        p(&ctx),
+        "--load-state",
+        p(&fifo),
+    ]);
+    expect_error(&out, &["state.fifo", "FIFO"]);
 }

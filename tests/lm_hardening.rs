@@ -350,7 +350,11 @@ fn a_checkpointed_model_run_killed_again_and_again_resumes_to_the_same_state() {
         .args(base(&whole))
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // Kill times from a seed printed here, so a failure can be replayed.
     let seed = std::time::SystemTime::now()
@@ -389,7 +393,11 @@ fn a_checkpointed_model_run_killed_again_and_again_resumes_to_the_same_state() {
             kills += 1;
         } else {
             let out = child.wait_with_output().unwrap();
-            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
             finished = Some(save.clone());
         }
         if save.exists() {

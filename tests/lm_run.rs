@@ -143,14 +143,13 @@ fn checkpoints_and_resume_equal_one_run_bit_for_bit() {
     assert!(ok, "{err}");
     assert_eq!(b["tokens"], 900);
     assert_eq!(b["checkpoints"], 3);
-    std::fs::copy(&partial, &resumed).unwrap();
     let (ok, c, err) = run(&[
         &common[..],
         &[
             "--checkpoint-every",
             "300",
             "--load-state",
-            p(&resumed),
+            p(&partial),
             "--resume",
             "--save-state",
             p(&resumed),
@@ -214,7 +213,7 @@ fn a_state_is_refused_by_another_model_and_another_text() {
         p(&state),
         "--resume",
         "--save-state",
-        p(&state),
+        p(&dir.path().join("next.state")),
     ]);
     assert!(!ok, "{err}");
     assert!(
@@ -249,6 +248,11 @@ fn state_files_refuse_every_damaged_byte_of_the_header() {
     assert_eq!(back, state);
     assert_eq!(back_pos, pos);
     let good = std::fs::read(&path).unwrap();
+    // What the free-space check before a run asks for is what a save writes.
+    assert_eq!(
+        good.len() as u64,
+        ltm_engine::lm::state_file::file_bytes(&model)
+    );
     let header = 8 + 4 + 8 + 24 + 8 + 4 + 8 + 4 + 8 + 8 + 8 + 8 + 4;
     for i in 0..good.len() {
         // Every header byte, and a sample of payload bytes.

@@ -31,6 +31,11 @@ fn round_trip_keeps_values_and_tokens() {
     let loaded = load_state(&path, &config).unwrap();
     assert_eq!(loaded, state);
     assert_eq!(loaded.tokens_seen(), 123_456_789_000);
+    // What the free-space check before a run asks for is what a save writes.
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().len(),
+        ltm_engine::state_file::file_bytes(&state)
+    );
     // Nothing but the file itself is left behind.
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
 }

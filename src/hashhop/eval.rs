@@ -137,7 +137,7 @@ pub fn eval(
             "--max-queries must be at least 1 (leave it out to score every query)".into(),
         ));
     }
-    crate::limits::regular_file(prompt)?;
+    crate::input_file::regular_file(prompt)?;
     let mut targets = read_targets(targets_path)?;
     if let Some(n) = options.max_queries {
         targets.truncate(n);

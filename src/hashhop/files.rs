@@ -26,8 +26,8 @@ pub fn read_targets(path: impl AsRef<Path>) -> Result<Vec<Target>> {
         path: path.to_path_buf(),
         problem,
     };
-    crate::limits::regular_file(path)?;
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let bytes =
+        crate::input_file::read_bounded(path, "targets file", crate::input_file::TARGETS_JSON_MAX)?;
     let map: serde_json::Map<String, serde_json::Value> =
         serde_json::from_slice(&bytes).map_err(|e| {
             bad(format!(

@@ -86,7 +86,11 @@ const MAX_DIM: u64 = 1 << 20;
 impl GdnConfig {
     /// Reads and checks `path` (a model directory's `config.json`).
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let text = crate::input_file::read_bounded_string(
+            path,
+            "config.json",
+            crate::input_file::CONFIG_JSON_MAX,
+        )?;
         Self::parse(&text).map_err(|problem| Error::File {
             path: path.to_path_buf(),
             problem,

@@ -85,7 +85,7 @@ impl LanguageModel {
             }
         };
         let tokenizer_path = dir.join("tokenizer.json");
-        let tokenizer = if tokenizer_path.exists() {
+        let tokenizer = if crate::input_file::present(&tokenizer_path)? {
             Some(ModelTokenizer::load(&tokenizer_path, config.vocab_size)?)
         } else {
             None

@@ -46,6 +46,12 @@ pub struct SourcePosition {
     pub nll_tokens: u64,
 }
 
+/// The most bytes of a file [`save_model_state`] writes for a state of `model` (a
+/// state without its last hidden vector takes that much less).
+pub fn file_bytes(model: &LanguageModel) -> u64 {
+    HEADER_LEN as u64 + model.state_bytes() as u64 + 4
+}
+
 /// Saves `state` of `model` atomically: an earlier file at `path` stays whole until
 /// the new one is complete.
 pub fn save_model_state(
@@ -126,11 +132,7 @@ pub fn load_model_state(
         path: path.to_path_buf(),
         problem,
     };
-    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let meta = file.metadata().map_err(|e| Error::io(path, e))?;
-    if !meta.is_file() {
-        return Err(bad("not a regular file".into()));
-    }
+    let (file, meta) = crate::input_file::open_regular(path)?;
     let mut r = BufReader::with_capacity(1 << 20, file);
     let mut header = [0u8; HEADER_LEN];
     let got = read_up_to(&mut r, &mut header).map_err(|e| Error::io(path, e))?;

@@ -318,6 +318,10 @@ impl<'m> StreamModel for LmStream<'_, 'm> {
         save_model_state(path, self.session.model(), &state, self.position)
     }
 
+    fn saved_bytes(&self) -> u64 {
+        super::state_file::file_bytes(self.session.model())
+    }
+
     fn finish(&mut self) -> Result<u64> {
         if self.options.segment_tokens.is_some() && self.seg.1 > 0 {
             self.segments.push(segment(self.seg));

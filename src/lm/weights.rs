@@ -15,6 +15,7 @@ use safetensors::{Dtype, SafeTensors};
 
 use super::config::GdnConfig;
 use crate::error::{Error, Result};
+use crate::input_file::{present, read_bounded_string, INDEX_JSON_MAX};
 use crate::tensor::{shape_string, DType};
 
 /// One layer's weights, several of the checkpoint's matrices stacked row-wise so that
@@ -178,9 +179,8 @@ impl WeightFiles {
         let index_path = dir.join("model.safetensors.index.json");
         let mut files = Vec::new();
         let mut index = BTreeMap::new();
-        if index_path.exists() {
-            let text =
-                std::fs::read_to_string(&index_path).map_err(|e| Error::io(&index_path, e))?;
+        if present(&index_path)? {
+            let text = read_bounded_string(&index_path, "safetensors index", INDEX_JSON_MAX)?;
             let bad = |problem: String| Error::File {
                 path: index_path.clone(),
                 problem,
@@ -226,7 +226,7 @@ impl WeightFiles {
                     }
                 }
             }
-        } else if single.exists() {
+        } else if present(&single)? {
             return Self::single(single.clone(), FileBytes::Mapped(map_file(&single)?));
         } else {
             return Err(Error::File {
@@ -443,14 +443,7 @@ fn is_matrix(shape: &[usize]) -> bool {
 }
 
 fn map_file(path: &Path) -> Result<memmap2::Mmap> {
-    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let meta = file.metadata().map_err(|e| Error::io(path, e))?;
-    if !meta.is_file() {
-        return Err(Error::File {
-            path: path.to_path_buf(),
-            problem: "not a regular file".into(),
-        });
-    }
+    let (file, _) = crate::input_file::open_regular(path)?;
     // SAFETY: the mapping is read-only; a checkpoint changed under a running engine
     // is outside what it promises (as for any memory-mapped model file).
     unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))

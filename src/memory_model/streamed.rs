@@ -128,6 +128,10 @@ impl StreamModel for MemoryStream<'_> {
         save_state(path, self.model.memory_config(), self.model.state())
     }
 
+    fn saved_bytes(&self) -> u64 {
+        crate::state_file::file_bytes(self.model.state())
+    }
+
     fn finish(&mut self) -> Result<u64> {
         self.writer.finish(self.model)?;
         let tail = self.writer.tokens() - self.tokens;

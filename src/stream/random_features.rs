@@ -164,6 +164,10 @@ impl StreamModel for RandomFeatureStream<'_> {
         save_state(path, &self.config, self.state)
     }
 
+    fn saved_bytes(&self) -> u64 {
+        crate::state_file::file_bytes(self.state)
+    }
+
     fn finish(&mut self) -> Result<u64> {
         Ok(0)
     }

@@ -14,7 +14,11 @@ impl ModelTokenizer {
     /// Reads `path`; fails if it is not a tokenizer or can produce ids at or above
     /// `vocab_size` (the model's embedding rows).
     pub fn load(path: &Path, vocab_size: usize) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let text = crate::input_file::read_bounded_string(
+            path,
+            "tokenizer.json",
+            crate::input_file::TOKENIZER_JSON_MAX,
+        )?;
         Self::parse(&text, vocab_size).map_err(|problem| Error::File {
             path: path.to_path_buf(),
             problem,

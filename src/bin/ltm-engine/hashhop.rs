@@ -121,9 +121,16 @@ fn run_generate(a: GenerateArgs) -> ltm_engine::Result<()> {
 }
 
 fn run_eval(a: EvalArgs) -> ltm_engine::Result<()> {
-    if let Some(path) = &a.answers {
-        ltm_engine::atomic_file::check_writable(path)?;
-    }
+    let _answers = match &a.answers {
+        Some(path) => Some(ltm_engine::output_path::OutputPath::claim(
+            path,
+            &[
+                ("the context file", &a.context_file),
+                ("the targets file", &a.targets),
+            ],
+        )?),
+        None => None,
+    };
     let mut model = ModelConfig::with_state_bytes_and_heads(a.state_bytes, a.heads)?;
     model.active = a.active;
     model.beta = a.beta;

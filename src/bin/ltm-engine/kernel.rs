@@ -30,7 +30,10 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> ltm_engine::Result<()> {
-    ltm_engine::atomic_file::check_writable(&args.output)?;
+    let _output = ltm_engine::output_path::OutputPath::claim(
+        &args.output,
+        &[("the input (--input)", &args.input)],
+    )?;
     let report = run_kernel_file(
         &args.input,
         &args.output,

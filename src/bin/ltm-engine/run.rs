@@ -1,10 +1,11 @@
 use std::io::{IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use ltm_engine::memory_model::codec::Decoded;
 use ltm_engine::memory_model::{check_query, MemoryModel, ModelConfig};
 use ltm_engine::model::{Model, RandomFeatureModel};
+use ltm_engine::output_path::OutputPath;
 use ltm_engine::state_file::load_state;
 use ltm_engine::stream::{
     check_resume, stream, ContextFile, Format, Observer, Progress, RandomFeatureStream,
@@ -112,9 +113,12 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> ltm_engine::Result<()> {
-    if let Some(path) = &args.save_state {
-        ltm_engine::atomic_file::check_writable(path)?;
-    }
+    // Held to the end of the run, so no other run writes the same state meanwhile.
+    let output = match &args.save_state {
+        Some(path) => Some(claim_output(path, &args)?),
+        None => None,
+    };
+    let output = output.as_ref();
     let lm = matches!(args.model, ModelChoice::Dir(_));
     let options = StreamOptions {
         window_tokens: args.window_tokens.unwrap_or(StreamOptions::DEFAULT_WINDOW),
@@ -135,12 +139,15 @@ pub fn run(args: Args) -> ltm_engine::Result<()> {
     };
     let mut bar = ProgressLine::new(!args.json && std::io::stderr().is_terminal());
     if let ModelChoice::Dir(dir) = &args.model {
-        return crate::run_lm::run(dir, &args, &options, &mut bar);
+        return crate::run_lm::run(dir, &args, &options, output, &mut bar);
     }
     args.lm.refuse_without_model()?;
     let (summary, answers) = match args.model {
-        ModelChoice::Memory => run_memory_model(&args, &options, &mut bar)?,
-        ModelChoice::RandomFeatures => (run_random_features(&args, &options, &mut bar)?, vec![]),
+        ModelChoice::Memory => run_memory_model(&args, &options, output, &mut bar)?,
+        ModelChoice::RandomFeatures => (
+            run_random_features(&args, &options, output, &mut bar)?,
+            vec![],
+        ),
         ModelChoice::Dir(_) => unreachable!("model directories returned above"),
     };
     if let Some(c) = summary.capacity.as_ref().filter(|c| c.over_capacity) {
@@ -173,6 +180,27 @@ pub fn run(args: Args) -> ltm_engine::Result<()> {
     Ok(())
 }
 
+/// Claims `--save-state` for this run: not one of the run's inputs (the context, the
+/// state loaded, a file of the model directory), writable, and written by no other
+/// run. The state loaded is refused too: a run that fails or is stopped midway would
+/// have replaced it with a checkpoint of another run, and it is the user's input;
+/// a resumed run saves to a new path.
+fn claim_output(path: &Path, args: &Args) -> ltm_engine::Result<OutputPath> {
+    let mut inputs: Vec<(&str, PathBuf)> = vec![("the context file", args.context_file.clone())];
+    if let Some(loaded) = &args.load_state {
+        inputs.push(("the state loaded (--load-state)", loaded.clone()));
+    }
+    if let ModelChoice::Dir(dir) = &args.model {
+        // Every file there, not only those a load reads now: a model directory's
+        // files belong to the model.
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            inputs.push(("a file of the model directory", entry.path()));
+        }
+    }
+    let inputs: Vec<(&str, &Path)> = inputs.iter().map(|(w, p)| (*w, p.as_path())).collect();
+    OutputPath::claim(path, &inputs)
+}
+
 /// An answer the check symbol did not confirm is no answer: a prefix never written
 /// reads noise that decodes to some word all the same. The guess is kept apart.
 fn answer_json(query: &str, d: &Decoded) -> serde_json::Value {
@@ -198,6 +226,7 @@ fn answer_text(d: &Decoded) -> String {
 fn run_memory_model(
     args: &Args,
     options: &StreamOptions,
+    output: Option<&OutputPath>,
     bar: &mut ProgressLine,
 ) -> ltm_engine::Result<(StreamSummary, Vec<(String, Decoded)>)> {
     for q in &args.query {
@@ -225,7 +254,7 @@ fn run_memory_model(
         check_resume(&file, model.state(), path)?;
     }
     let mut streamed = model.streamer(options.window_tokens)?;
-    let summary = stream_and_save(&file, &mut streamed, options, args, bar)?;
+    let summary = stream_and_save(&file, &mut streamed, options, output, bar)?;
     let prefixes: Vec<&str> = args.query.iter().map(String::as_str).collect();
     let answers = model
         .next_words(&prefixes)?
@@ -240,6 +269,7 @@ fn run_memory_model(
 fn run_random_features(
     args: &Args,
     options: &StreamOptions,
+    output: Option<&OutputPath>,
     bar: &mut ProgressLine,
 ) -> ltm_engine::Result<StreamSummary> {
     if !args.query.is_empty() {
@@ -260,22 +290,26 @@ fn run_random_features(
         check_resume(&file, &state, path)?;
     }
     let mut streamed = RandomFeatureStream::new(&model, backend.as_ref(), &mut state);
-    stream_and_save(&file, &mut streamed, options, args, bar)
+    stream_and_save(&file, &mut streamed, options, output, bar)
 }
 
-/// The one streaming path of every model: the scheduler, then the final state saved by
-/// the model with its place in the context (as its checkpoints are).
+/// The one streaming path of every model: the free space for the state checked, the
+/// scheduler, then the final state saved by the model with its place in the context
+/// (as its checkpoints are).
 pub fn stream_and_save<M: StreamModel>(
     file: &ContextFile,
     model: &mut M,
     options: &StreamOptions,
-    args: &Args,
+    output: Option<&OutputPath>,
     bar: &mut ProgressLine,
 ) -> ltm_engine::Result<M::Summary> {
+    if let Some(out) = output {
+        out.check_space(model.saved_bytes(), options.checkpoint_every.is_some())?;
+    }
     let summary = stream(file, model, options, bar)?;
     bar.finish();
-    if let Some(path) = &args.save_state {
-        model.save(path)?;
+    if let Some(out) = output {
+        model.save(out.path())?;
     }
     Ok(summary)
 }

@@ -8,6 +8,7 @@ use ltm_engine::limits::check_alloc;
 use ltm_engine::lm::state_file::{load_model_state, SourcePosition};
 use ltm_engine::lm::stream::{LmStream, LmStreamOptions, LmStreamSummary};
 use ltm_engine::lm::{LanguageModel, Logits, ModelSession, ModelTokenizer, Sampler, Sampling};
+use ltm_engine::output_path::OutputPath;
 use ltm_engine::stream::{ContextFile, Format, StreamOptions};
 use ltm_engine::tokenize::incremental::IncrementalText;
 use ltm_engine::Error;
@@ -67,6 +68,7 @@ pub fn run(
     dir: &Path,
     args: &Args,
     options: &StreamOptions,
+    output: Option<&OutputPath>,
     bar: &mut ProgressLine,
 ) -> ltm_engine::Result<()> {
     if !args.query.is_empty() {
@@ -138,7 +140,7 @@ pub fn run(
         segment_tokens: args.lm.segment_tokens,
     };
     let mut streamed = LmStream::new(&mut session, &mut position, lm);
-    let summary = stream_and_save(&file, &mut streamed, options, args, bar)?;
+    let summary = stream_and_save(&file, &mut streamed, options, output, bar)?;
     drop(streamed);
     let state_tokens = session.tokens();
     if args.save_state.is_some()
