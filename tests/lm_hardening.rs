@@ -414,3 +414,54 @@ fn a_checkpointed_model_run_killed_again_and_again_resumes_to_the_same_state() {
         "the chain killed {kills} times differs from one run"
     );
 }
+
+/// A copy of gdn-tiny whose output head is scaled by `factor` (finite weights whose
+/// logits overflow f32).
+fn overflowing_model(dir: &Path, factor: f32) -> PathBuf {
+    let model = dir.join("overflow");
+    std::fs::create_dir_all(&model).unwrap();
+    for f in ["config.json", "tokenizer.json"] {
+        std::fs::copy(fixture("gdn-tiny").join(f), model.join(f)).unwrap();
+    }
+    let mut bytes = std::fs::read(fixture("gdn-tiny/model.safetensors")).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    let offsets = &header["lm_head.weight"]["data_offsets"];
+    let (a, b) = (
+        8 + n + offsets[0].as_u64().unwrap() as usize,
+        8 + n + offsets[1].as_u64().unwrap() as usize,
+    );
+    for w in bytes[a..b].chunks_mut(4) {
+        let x = f32::from_le_bytes(w.try_into().unwrap()) * factor;
+        assert!(x.is_finite());
+        w.copy_from_slice(&x.to_le_bytes());
+    }
+    std::fs::write(model.join("model.safetensors"), bytes).unwrap();
+    model
+}
+
+#[test]
+fn scores_that_overflow_are_an_error_not_a_null_perplexity() {
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = dir.path().join("ctx.txt");
+    std::fs::write(&ctx, prose()).unwrap();
+    // 1e37: finite logits, a mean NLL whose exponential overflows f64; 1e38: logits
+    // that overflow f32 themselves.
+    for (factor, needle) in [(1e37f32, "no finite perplexity"), (1e38, "not finite")] {
+        let model = overflowing_model(&dir.path().join(factor.to_string()), factor);
+        let out = cli(&[
+            "run",
+            "--model",
+            p(&model),
+            "--context-file",
+            p(&ctx),
+            "--json",
+        ]);
+        expect_error(&out, &[needle]);
+        assert!(
+            out.stdout.is_empty(),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+}

@@ -287,6 +287,16 @@ impl<'m> StreamModel for LmStream<'_, 'm> {
             // vector), so a resumed run computes it exactly as an uninterrupted one does;
             // on a GPU the head and the log-softmax run there and only the scores come back.
             self.session.feed_scored(ids, &mut self.nll)?;
+            // A NaN or infinite score would make the perplexity null in the summary:
+            // finite weights and states can still overflow, and that is an error.
+            if let Some(i) = self.nll.iter().position(|x| !x.is_finite()) {
+                return Err(Error::Config(format!(
+                    "the model scored token {} of the stream as {}: its logits are not finite \
+                     (the weights or the state overflow f32), so no perplexity can be given",
+                    position.nll_tokens + i as u64,
+                    -self.nll[i]
+                )));
+            }
             let seg = &mut self.seg;
             for &x in &self.nll {
                 position.nll_sum += x;
@@ -323,6 +333,14 @@ impl<'m> StreamModel for LmStream<'_, 'm> {
     }
 
     fn finish(&mut self) -> Result<u64> {
+        let p = &*self.position;
+        if p.nll_tokens > 0 && !(p.nll_sum / p.nll_tokens as f64).exp().is_finite() {
+            return Err(Error::Config(format!(
+                "a mean NLL of {} nats over {} tokens has no finite perplexity (e^x past f64)",
+                p.nll_sum / p.nll_tokens as f64,
+                p.nll_tokens
+            )));
+        }
         if self.options.segment_tokens.is_some() && self.seg.1 > 0 {
             self.segments.push(segment(self.seg));
             self.seg = (0.0, 0, self.position.nll_tokens);
