@@ -191,10 +191,7 @@ fn read_header(path: &Path, bytes: &[u8]) -> Result<Header> {
         problem: format!("not a valid safetensors file: {problem}"),
     };
     let (len, meta) = SafeTensors::read_metadata(bytes).map_err(|e| bad(e.to_string()))?;
-    // The crate keeps the last of two entries of one name (and then sees a gap or an
-    // overlap, unless both describe the same bytes): refused by name either way.
-    let text = std::str::from_utf8(&bytes[8..8 + len]).map_err(|e| bad(e.to_string()))?;
-    crate::strict_json::parse(text).map_err(|e| bad(format!("header: {e}")))?;
+    crate::safetensors_io::check_unique_names(path, bytes)?;
     Ok(Header { len, meta })
 }
 
@@ -382,7 +379,7 @@ impl WeightFiles {
                     None => Ok(Vec::new()),
                 };
             }
-            to_f32(view.dtype(), bytes).map_err(|i| non_finite(i))
+            to_f32(view.dtype(), bytes).map_err(non_finite)
         };
         let embeddings = take("model.embeddings.weight")?;
         let mut layers = Vec::with_capacity(config.layers);
@@ -603,6 +600,10 @@ fn to_f32(dtype: Dtype, bytes: &[u8]) -> std::result::Result<Vec<f32>, usize> {
                 for (x, c) in o.iter_mut().zip(b.chunks_exact(width)) {
                     *x = f(c);
                 }
+                // As in scan_exponents: a fold that vectorises, then the position.
+                if !o.iter().fold(false, |acc, x| acc | !x.is_finite()) {
+                    return None;
+                }
                 o.iter().position(|x| !x.is_finite()).map(|i| n * STEP + i)
             })
             .min();
@@ -618,28 +619,32 @@ fn to_f32(dtype: Dtype, bytes: &[u8]) -> std::result::Result<Vec<f32>, usize> {
 /// The index of the first value of `bytes` (f32, f16 or bf16, little-endian) whose
 /// exponent bits are all ones (NaN or infinity), on all cores, without converting.
 fn first_non_finite(dtype: Dtype, bytes: &[u8]) -> Option<usize> {
-    let scan = |width: usize, all_ones: u32| {
-        bytes
-            .par_chunks(STEP * width)
-            .enumerate()
-            .filter_map(|(n, b)| {
-                b.chunks_exact(width)
-                    .position(|c| {
-                        let bits = match width {
-                            2 => u16::from_le_bytes([c[0], c[1]]) as u32,
-                            _ => u32::from_le_bytes([c[0], c[1], c[2], c[3]]),
-                        };
-                        bits & all_ones == all_ones
-                    })
-                    .map(|i| n * STEP + i)
-            })
-            .min()
-    };
     match dtype {
-        Dtype::F16 => scan(2, 0x7c00),
-        Dtype::BF16 => scan(2, 0x7f80),
-        _ => scan(4, 0x7f80_0000),
+        Dtype::F16 => scan_exponents::<2>(bytes, 0x7c00),
+        Dtype::BF16 => scan_exponents::<2>(bytes, 0x7f80),
+        _ => scan_exponents::<4>(bytes, 0x7f80_0000),
     }
+}
+
+/// [`first_non_finite`] for values of `W` bytes whose exponent is `all_ones`. The
+/// width is a constant and the first pass a fold without early exit, so that it
+/// vectorises; the position is looked for only in a chunk with a bad value.
+fn scan_exponents<const W: usize>(bytes: &[u8], all_ones: u32) -> Option<usize> {
+    let bad = |c: &[u8]| {
+        let mut le = [0u8; 4];
+        le[..W].copy_from_slice(c);
+        u32::from_le_bytes(le) & all_ones == all_ones
+    };
+    bytes
+        .par_chunks(STEP * W)
+        .enumerate()
+        .filter_map(|(n, b)| {
+            if !b.chunks_exact(W).fold(false, |acc, c| acc | bad(c)) {
+                return None;
+            }
+            b.chunks_exact(W).position(bad).map(|i| n * STEP + i)
+        })
+        .min()
 }
 
 #[cfg(test)]
