@@ -1163,3 +1163,96 @@ fn a_resumed_position_past_its_window_is_refused() {
         );
     }
 }
+
+/// Offsets of the integer fields of a model state file's header (after the magic):
+/// version, fingerprint, six shape fields, tokens, last-hidden flag, bytes, CRC,
+/// window start, tokens past, NLL sum, NLL tokens.
+const STATE_FIELDS: [(usize, usize); 16] = [
+    (8, 4),
+    (12, 8),
+    (20, 4),
+    (24, 4),
+    (28, 4),
+    (32, 4),
+    (36, 4),
+    (40, 4),
+    (44, 8),
+    (52, 4),
+    (56, 8),
+    (64, 4),
+    (68, 8),
+    (76, 8),
+    (84, 8),
+    (92, 8),
+];
+
+#[test]
+fn state_header_fields_at_their_limits_with_valid_checksums() {
+    limit_memory();
+    let model = LanguageModel::load(fixture("gdn-gva"), Device::Cpu).unwrap();
+    let inside = SourcePosition {
+        bytes: 90,
+        crc32: 1,
+        window_start: 40,
+        tokens_past: 2,
+        nll_sum: 1.0,
+        nll_tokens: 3,
+    };
+    let (_d, path, loaded) = saved_state(&model, &[1, 40, 41, 900], inside, |_| {});
+    assert_eq!(loaded.unwrap(), inside);
+    let good = std::fs::read(&path).unwrap();
+    let limits: [u64; 9] = [
+        0,
+        1,
+        3,
+        1 << 31,
+        u32::MAX as u64,
+        1 << 53,
+        (1 << 53) + 1,
+        1 << 63,
+        u64::MAX,
+    ];
+    let (mut refused, mut loaded_ok) = (0, 0);
+    for &(at, width) in &STATE_FIELDS {
+        for value in limits {
+            let mut bytes = good.clone();
+            let le = value.to_le_bytes();
+            bytes[at..at + width].copy_from_slice(&le[..width]);
+            if at == 84 {
+                // The NLL sum is an f64: its limits as floats.
+                let x = [
+                    0.0,
+                    1.0,
+                    -0.0,
+                    f64::MAX,
+                    -1.0,
+                    f64::NAN,
+                    f64::INFINITY,
+                    1e-300,
+                    3.0,
+                ][limits.iter().position(|&v| v == value).unwrap()];
+                bytes[at..at + 8].copy_from_slice(&x.to_le_bytes());
+            }
+            let crc = crc32fast::hash(&bytes[..100]);
+            bytes[100..104].copy_from_slice(&crc.to_le_bytes());
+            std::fs::write(&path, &bytes).unwrap();
+            match load_model_state(&path, &model) {
+                Err(e) => {
+                    assert!(e.to_string().contains("s.state"), "{e}");
+                    refused += 1;
+                }
+                Ok((state, p)) => {
+                    // Whatever loads is consistent: a position inside its window
+                    // and within the tokens fed, a finite tally.
+                    assert!(state.tokens <= 1 << 53 && p.tokens_past <= state.tokens);
+                    assert!(p.nll_tokens <= state.tokens && p.nll_sum.is_finite());
+                    assert!(p.nll_sum >= 0.0 && p.window_start <= p.bytes);
+                    assert_eq!(p.tokens_past == 0, p.window_start == p.bytes);
+                    loaded_ok += 1;
+                }
+            }
+        }
+    }
+    eprintln!("model state headers: {refused} refused, {loaded_ok} loaded");
+    assert!(refused > 100 && loaded_ok > 0);
+}

@@ -25,6 +25,10 @@ const MAGIC: &[u8; 8] = b"LTMLMST1";
 pub const FORMAT_VERSION: u32 = 1;
 const HEADER_LEN: usize = 8 + 4 + 8 + 6 * 4 + 8 + 4 + 8 + 4 + 8 + 8 + 8 + 8 + 4;
 
+/// Most tokens a state may have fed: far beyond any text, low enough that a session's
+/// counts add up without overflow and print exactly as JSON numbers.
+const MAX_TOKENS: u64 = 1 << 53;
+
 /// Where a state stands in the text it was read from: what `--resume` checks and
 /// continues, and the running perplexity tally.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -193,6 +197,11 @@ pub fn load_model_state(
         if found != want {
             return Err(bad(format!("{name} is {found}, this model has {want}")));
         }
+    }
+    if tokens > MAX_TOKENS {
+        return Err(bad(format!(
+            "tokens is {tokens}; expected at most {MAX_TOKENS}"
+        )));
     }
     if has_last > 1 || (has_last == 1) != (tokens > 0) {
         return Err(bad(format!(
