@@ -206,6 +206,52 @@ fn plain_file_name(shard: &str) -> bool {
         && !shard.starts_with('.')
 }
 
+/// Each shard holds exactly the tensors the index lists under it: a tensor the index
+/// puts in a shard that lacks it is blamed on that shard, one that two shards hold
+/// names both.
+fn check_shards(
+    files: &[(PathBuf, FileBytes, Header)],
+    index: &BTreeMap<String, usize>,
+    index_path: &Path,
+) -> Result<()> {
+    for (name, &i) in index {
+        let (path, _, header) = &files[i];
+        if header.meta.info(name).is_none() {
+            return Err(Error::File {
+                path: path.clone(),
+                problem: format!(
+                    "does not hold tensor `{}`, which {} lists under this file",
+                    crate::limits::cut(name),
+                    index_path.display()
+                ),
+            });
+        }
+    }
+    for (i, (path, _, header)) in files.iter().enumerate() {
+        for name in header.meta.offset_keys() {
+            let shown = crate::limits::cut(&name);
+            let problem = match index.get(&name) {
+                Some(&j) if j == i => continue,
+                // Every shard holds what the index lists under it (checked above).
+                Some(&j) => format!(
+                    "tensor `{shown}` is in this file and in {}, which {} lists it under",
+                    files[j].0.display(),
+                    index_path.display()
+                ),
+                None => format!(
+                    "holds tensor `{shown}`, which {} does not list",
+                    index_path.display()
+                ),
+            };
+            return Err(Error::File {
+                path: path.clone(),
+                problem,
+            });
+        }
+    }
+    Ok(())
+}
+
 impl WeightFiles {
     /// Maps `dir/model.safetensors`, or every shard named in
     /// `dir/model.safetensors.index.json`.
@@ -225,9 +271,8 @@ impl WeightFiles {
         }
     }
 
-    /// The shards an index names, each checked to hold exactly the tensors the index
-    /// lists under it: a tensor the index puts in a shard that lacks it, or that two
-    /// shards hold, is named with the shard(s) at fault.
+    /// The shards an index names: plain files of the directory, each checked against
+    /// the index ([`check_shards`]).
     fn sharded(dir: &Path, index_path: PathBuf) -> Result<Self> {
         let text = std::fs::read_to_string(&index_path).map_err(|e| Error::io(&index_path, e))?;
         let bad = |problem: String| Error::File {
@@ -276,47 +321,14 @@ impl WeightFiles {
             let header = read_header(&path, &bytes)?;
             files.push((path, bytes, header));
         }
-        for (name, &i) in &index {
-            let (path, _, header) = &files[i];
-            if header.meta.info(name).is_none() {
-                return Err(Error::File {
-                    path: path.clone(),
-                    problem: format!(
-                        "does not hold tensor `{}`, which {} lists under this file",
-                        crate::limits::cut(name),
-                        index_path.display()
-                    ),
-                });
-            }
-        }
-        for (i, (path, _, header)) in files.iter().enumerate() {
-            for name in header.meta.offset_keys() {
-                let shown = crate::limits::cut(&name);
-                let problem = match index.get(&name) {
-                    Some(&j) if j == i => continue,
-                    // Every shard holds what the index lists under it (checked above).
-                    Some(&j) => format!(
-                        "tensor `{shown}` is in this file and in {}, which {} lists it under",
-                        files[j].0.display(),
-                        index_path.display()
-                    ),
-                    None => format!(
-                        "holds tensor `{shown}`, which {} does not list",
-                        index_path.display()
-                    ),
-                };
-                return Err(Error::File {
-                    path: path.clone(),
-                    problem,
-                });
-            }
-        }
+        check_shards(&files, &index, &index_path)?;
         Ok(WeightFiles {
             files,
             index,
             source: index_path,
         })
     }
+
     /// One safetensors file held in memory; `path` only names it in messages.
     pub fn from_bytes(path: PathBuf, bytes: Vec<u8>) -> Result<Self> {
         Self::single(path, FileBytes::Owned(bytes))
