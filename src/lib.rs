@@ -61,6 +61,7 @@ pub mod state;
 pub mod state_file;
 pub mod stream;
 pub mod streamable;
+pub mod strict_json;
 pub mod synthetic;
 pub mod tensor;
 pub mod tokenize;

@@ -98,6 +98,7 @@ pub fn read_kernel_inputs(
         path: path.to_path_buf(),
         problem: format!("not a valid safetensors file: {e}"),
     })?;
+    check_unique_names(path, &map)?;
     check_names(path, st.names())?;
     let get = |name: &str| -> Result<TensorView<'_>> {
         st.tensor(name).map_err(|_| Error::MissingTensor {
@@ -198,6 +199,23 @@ pub fn write_kernel_outputs(
     write_bytes_atomically(path, &bytes)
 }
 
+/// Refuses a header (of `bytes`, a file the safetensors crate has accepted) that
+/// names a tensor twice: the crate keeps one of the two entries silently, and accepts
+/// the file when both describe the same bytes.
+pub(crate) fn check_unique_names(path: &Path, bytes: &[u8]) -> Result<()> {
+    let header = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")) as usize;
+    let text = std::str::from_utf8(&bytes[8..8 + header]).map_err(|e| Error::File {
+        path: path.to_path_buf(),
+        problem: format!("not a valid safetensors file: {e}"),
+    })?;
+    crate::strict_json::parse(text)
+        .map(drop)
+        .map_err(|e| Error::File {
+            path: path.to_path_buf(),
+            problem: format!("not a valid safetensors file: header: {e}"),
+        })
+}
+
 /// Every tensor a kernel input file may hold.
 const KNOWN_TENSORS: [&str; 6] = ["q", "k", "v", "beta", "g", "initial_state"];
 
@@ -259,5 +277,46 @@ fn rank_error(name: &str, expected: &str, found: &[usize]) -> Error {
         tensor: name.into(),
         expected: format!("rank {} {expected}", expected.matches(',').count() + 1),
         found: format!("rank {} {}", found.len(), shape_string(found)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tensor_named_twice_in_the_header_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("in.safetensors");
+        let one = [0u8; 4];
+        let views = ["q", "k", "v", "beta", "g"].map(|n| {
+            let shape = if ["q", "k", "v"].contains(&n) {
+                vec![1, 1, 1, 1]
+            } else {
+                vec![1, 1, 1]
+            };
+            (n, TensorView::new(Dtype::F32, shape, &one).unwrap())
+        });
+        let good = safetensors::serialize(views, None).unwrap();
+        std::fs::write(&path, &good).unwrap();
+        assert!(read_kernel_inputs(&path, 64, None).is_ok());
+        // `g` again with its own entry: the crate keeps one and reads the file.
+        let n = u64::from_le_bytes(good[..8].try_into().unwrap()) as usize;
+        let header = std::str::from_utf8(&good[8..8 + n]).unwrap();
+        let value: serde_json::Value = serde_json::from_str(header).unwrap();
+        let twice = format!("{{\"g\":{},{}", value["g"], &header[1..]);
+        let bytes = [
+            &(twice.len() as u64).to_le_bytes(),
+            twice.as_bytes(),
+            &good[8 + n..],
+        ]
+        .concat();
+        assert!(SafeTensors::deserialize(&bytes).is_ok());
+        std::fs::write(&path, &bytes).unwrap();
+        let e = read_kernel_inputs(&path, 64, None).unwrap_err().to_string();
+        assert!(
+            e.contains("\"g\" appears twice") && e.contains("in.safetensors"),
+            "{e}"
+        );
     }
 }

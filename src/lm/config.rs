@@ -57,31 +57,70 @@ pub struct GdnConfig {
 }
 
 /// Fields that do not change what inference computes (training switches, fused-kernel
-/// choices, bookkeeping written by `transformers`).
-const INERT_FIELDS: &[&str] = &[
-    "architectures",
-    "attn_mode",
-    "dtype",
-    "torch_dtype",
-    "fuse_cross_entropy",
-    "fuse_linear_cross_entropy",
-    "fuse_norm",
-    "fuse_swiglu",
-    "initializer_range",
-    "max_position_embeddings",
-    "pad_token_id",
-    "transformers_version",
-    "use_cache",
-    "use_l2warp",
-    "output_attentions",
-    "output_hidden_states",
-    "return_dict",
+/// choices, bookkeeping written by `transformers`), with the type each must still have.
+const INERT_FIELDS: &[(&str, Inert)] = &[
+    ("architectures", Inert::List),
+    ("attn_mode", Inert::Text),
+    ("dtype", Inert::Text),
+    ("torch_dtype", Inert::Text),
+    ("fuse_cross_entropy", Inert::Switch),
+    ("fuse_linear_cross_entropy", Inert::Switch),
+    ("fuse_norm", Inert::Switch),
+    ("fuse_swiglu", Inert::Switch),
+    ("initializer_range", Inert::NonNegative),
+    ("max_position_embeddings", Inert::Whole),
+    ("pad_token_id", Inert::Whole),
+    ("transformers_version", Inert::Text),
+    ("use_cache", Inert::Switch),
+    ("use_l2warp", Inert::Switch),
+    ("output_attentions", Inert::Switch),
+    ("output_hidden_states", Inert::Switch),
+    ("return_dict", Inert::Switch),
 ];
+
+/// The type of an inert field: a number where a switch belongs is a damaged file,
+/// whatever this engine does with the field.
+#[derive(Clone, Copy)]
+enum Inert {
+    List,
+    Text,
+    Switch,
+    NonNegative,
+    Whole,
+}
+
+impl Inert {
+    fn fits(self, v: &Value) -> bool {
+        v.is_null()
+            || match self {
+                Inert::List => v.is_array(),
+                Inert::Text => v.is_string(),
+                Inert::Switch => v.is_boolean(),
+                Inert::NonNegative => v.as_f64().is_some_and(|x| x >= 0.0),
+                Inert::Whole => v.is_u64(),
+            }
+    }
+
+    fn expected(self) -> &'static str {
+        match self {
+            Inert::List => "a list",
+            Inert::Text => "a string",
+            Inert::Switch => "true or false",
+            Inert::NonNegative => "a number from 0",
+            Inert::Whole => "a whole number from 0",
+        }
+    }
+}
 
 /// Largest dimension accepted from a config: far above any published model, low
 /// enough that products of a few of them cannot overflow or ask for absurd memory
 /// before the weights are checked against them.
 const MAX_DIM: u64 = 1 << 20;
+
+/// Largest width of the query/key or of the value projection (`H·K`, `HV·V`): 16 times
+/// that of the largest published Gated DeltaNet, and one window of a session's
+/// activations at this width still fits in a few hundred MB.
+const MAX_WIDTH: u64 = 1 << 16;
 
 impl GdnConfig {
     /// Reads and checks `path` (a model directory's `config.json`).
@@ -121,8 +160,7 @@ impl GdnConfig {
 
     /// Parses the text of a `config.json`; the error says which field is wrong and why.
     pub fn parse(text: &str) -> std::result::Result<Self, String> {
-        let value: Value =
-            serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))?;
+        let value = crate::strict_json::parse(text).map_err(|e| format!("not valid JSON: {e}"))?;
         let Value::Object(fields) = value else {
             return Err("expected a JSON object at the top level".into());
         };
@@ -137,6 +175,14 @@ impl GdnConfig {
     /// `HV · V`: the width of the value projection and of the layer's output.
     pub fn value_width(&self) -> usize {
         self.value_heads * self.value_dim
+    }
+
+    /// Bytes of one sequence's state: per layer the memory `[HV, K, V]` and the conv
+    /// cache `[2·Dk + Dv, W]`, then the last hidden vector, all f32.
+    pub fn state_bytes(&self) -> u64 {
+        let memory = (self.value_width() * self.head_dim) as u64;
+        let conv = ((2 * self.key_width() + self.value_width()) * self.conv_size) as u64;
+        4 * (self.layers as u64 * (memory + conv) + self.hidden_size as u64)
     }
 
     /// Value heads per query/key head.
@@ -172,14 +218,17 @@ struct Fields<'a>(&'a Map<String, Value>);
 impl Fields<'_> {
     fn config(&self) -> std::result::Result<GdnConfig, String> {
         self.check_known()?;
-        match self.0.get("model_type").and_then(Value::as_str) {
-            Some("gated_deltanet") => {}
+        match self.0.get("model_type") {
+            Some(Value::String(t)) if t == "gated_deltanet" => {}
+            None | Some(Value::Null) => {
+                return Err("model_type is missing (expected \"gated_deltanet\")".into())
+            }
             Some(other) => {
                 return Err(format!(
-                    "model_type is \"{other}\"; only \"gated_deltanet\" is supported"
+                    "model_type is {}; only \"gated_deltanet\" is supported",
+                    cut(&other.to_string())
                 ))
             }
-            None => return Err("model_type is missing (expected \"gated_deltanet\")".into()),
         }
         self.require_null("attn", "hybrid attention layers are not supported")?;
         self.require_null(
@@ -224,37 +273,58 @@ impl Fields<'_> {
         let value_dim_f = head_dim as f64 * expand_v;
         if expand_v <= 0.0 || value_dim_f < 1.0 || value_dim_f > MAX_DIM as f64 {
             return Err(format!(
-                "expand_v is {expand_v}: head_dim · expand_v must be between 1 and {MAX_DIM}"
+                "expand_v is {expand_v:?}: head_dim · expand_v must be between 1 and {MAX_DIM}"
             ));
         }
         // fla takes int(head_dim * expand_v) and insists it is whole.
         if value_dim_f.fract() != 0.0 {
             return Err(format!(
-                "expand_v is {expand_v}: head_dim · expand_v = {value_dim_f} is not a whole number"
+                "expand_v is {expand_v:?}: head_dim · expand_v = {value_dim_f:?} is not a whole number"
             ));
         }
         let value_dim = value_dim_f as usize;
+        // The widths of the stacked projections and of one window's activations follow
+        // from these products; bounding them keeps every size derived from the config
+        // far from overflow and every buffer of a session modest.
+        for (name, width) in [
+            ("num_heads · head_dim", heads as u64 * head_dim as u64),
+            (
+                "num_v_heads · head_dim · expand_v",
+                value_heads as u64 * value_dim as u64,
+            ),
+        ] {
+            if width > MAX_WIDTH {
+                return Err(format!(
+                    "{name} is {width}; at most {MAX_WIDTH} is supported"
+                ));
+            }
+        }
         let conv_size = self.dim("conv_size", Some(4))?;
         if conv_size > 64 {
-            return Err(format!("conv_size is {conv_size}; at most 64 is supported"));
+            return Err(format!("conv_size is {conv_size}; expected 1 to 64"));
         }
         let norm_eps = self.number_or("norm_eps", 1e-6)?;
-        if norm_eps <= 0.0 || norm_eps >= 1.0 {
+        // The norms run in f32: an epsilon that rounds to zero (or to a subnormal)
+        // there lets an all-zero row divide by zero.
+        if !(norm_eps > 0.0 && norm_eps <= 1.0 && norm_eps as f32 >= f32::MIN_POSITIVE) {
             return Err(format!(
-                "norm_eps is {norm_eps}; expected a small positive number"
+                "norm_eps is {norm_eps:?}; expected a number from {:e} to 1 (positive in f32)",
+                f32::MIN_POSITIVE
             ));
         }
         let intermediate_size = match self.0.get("intermediate_size") {
             None | Some(Value::Null) => {
                 let ratio = self.number_or("hidden_ratio", 4.0)?;
-                if ratio <= 0.0 || ratio >= 1024.0 {
+                // modules/mlp.py: int(D · ratio · 2/3), rounded up to a multiple of 256.
+                let raw = (hidden_size as f64 * ratio * 2.0 / 3.0).floor();
+                let size = (raw / 256.0).ceil() * 256.0;
+                if !(ratio > 0.0 && (1.0..=MAX_DIM as f64).contains(&size)) {
                     return Err(format!(
-                        "hidden_ratio is {ratio}; expected a positive number"
+                        "hidden_ratio is {ratio:?}; with hidden_size {hidden_size} it gives an MLP \
+                         of {size:?} (expected 1 to {MAX_DIM})"
                     ));
                 }
-                // modules/mlp.py: int(D · ratio · 2/3), rounded up to a multiple of 256.
-                let raw = (hidden_size as f64 * ratio * 2.0 / 3.0) as u64;
-                (raw.div_ceil(256) * 256) as usize
+                size as usize
             }
             Some(_) => self.dim("intermediate_size", None)?,
         };
@@ -321,10 +391,12 @@ impl Fields<'_> {
             .0
             .keys()
             .map(String::as_str)
-            .filter(|k| !k.starts_with('_') && !USED.contains(k) && !INERT_FIELDS.contains(k))
+            .filter(|k| {
+                !k.starts_with('_') && !USED.contains(k) && !INERT_FIELDS.iter().any(|f| f.0 == *k)
+            })
             .collect();
         if unknown.is_empty() {
-            Ok(())
+            self.check_inert()
         } else {
             Err(format!(
                 "unknown field(s) {}: this engine does not know what they change, so it \
@@ -332,6 +404,22 @@ impl Fields<'_> {
                 unknown.join(", ")
             ))
         }
+    }
+
+    fn check_inert(&self) -> std::result::Result<(), String> {
+        for &(name, kind) in INERT_FIELDS {
+            match self.0.get(name) {
+                Some(v) if !kind.fits(v) => {
+                    return Err(format!(
+                        "{name} is {}; expected {} or null",
+                        cut(&v.to_string()),
+                        kind.expected()
+                    ))
+                }
+                _ => {}
+            }
+        }
+        Ok(())
     }
 
     fn require_null(&self, name: &str, why: &str) -> std::result::Result<(), String> {
@@ -366,10 +454,12 @@ impl Fields<'_> {
     fn number_or(&self, name: &str, default: f64) -> std::result::Result<f64, String> {
         match self.0.get(name) {
             None | Some(Value::Null) => Ok(default),
-            Some(v) => v
-                .as_f64()
-                .filter(|x| x.is_finite())
-                .ok_or_else(|| format!("{name} is {}; expected a number", cut(&v.to_string()))),
+            Some(v) => v.as_f64().filter(|x| x.is_finite()).ok_or_else(|| {
+                format!(
+                    "{name} is {}; expected a finite number",
+                    cut(&v.to_string())
+                )
+            }),
         }
     }
 
@@ -407,5 +497,117 @@ mod tests {
         assert!(GdnConfig::fla_defaults(0, 24, 6, 256, 32_000)
             .unwrap_err()
             .contains("hidden_size"));
+    }
+
+    /// The fixture's config with `field` set to the JSON text `value`.
+    fn with(field: &str, value: &str) -> std::result::Result<GdnConfig, String> {
+        let text = include_str!("../../tests/fixtures/gdn-tiny/config.json");
+        let mut fields: Map<String, Value> = serde_json::from_str(text).unwrap();
+        fields.insert(field.into(), serde_json::from_str(value).unwrap());
+        GdnConfig::parse(&Value::Object(fields).to_string())
+    }
+
+    #[test]
+    fn an_epsilon_that_vanishes_in_f32_is_refused() {
+        assert_eq!(with("norm_eps", "1e-5").unwrap().norm_eps, 1e-5);
+        for bad in ["1e-300", "1e-40", "0", "-0.0", "-1e-6", "2", "1e308"] {
+            let e = with("norm_eps", bad).unwrap_err();
+            assert!(
+                e.starts_with("norm_eps is") && e.contains("to 1"),
+                "{bad}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn numbers_at_their_types_limits_are_refused_by_field_and_range() {
+        let dims = [
+            "hidden_size",
+            "num_hidden_layers",
+            "num_heads",
+            "head_dim",
+            "vocab_size",
+            "conv_size",
+            "intermediate_size",
+            "num_v_heads",
+        ];
+        let limits = [
+            "0",
+            "-1",
+            "2147483648",
+            "9007199254740992",
+            "18446744073709551616",
+            "1e308",
+            "-0.0",
+            "1e-300",
+            "4.5",
+            "\"8\"",
+            "true",
+            "[4]",
+            "{}",
+        ];
+        for field in dims {
+            for v in limits {
+                let e = with(field, v).unwrap_err();
+                assert!(
+                    e.starts_with(field) && e.contains(" to "),
+                    "{field} = {v}: {e}"
+                );
+            }
+        }
+        for field in ["expand_v", "hidden_ratio"] {
+            for v in ["0", "-1", "1e308", "-0.0", "1e-300", "\"2\"", "null"] {
+                if v == "null" {
+                    // null means fla's default (the fixture's MLP width comes from
+                    // hidden_ratio, its intermediate_size being null).
+                    assert!(with(field, v).is_ok(), "{field} = null");
+                    continue;
+                }
+                let e = with(field, v).unwrap_err();
+                assert!(e.starts_with(field), "{field} = {v}: {e}");
+            }
+        }
+        // The product of two fields in range can still be too wide.
+        let mut fields: Map<String, Value> =
+            serde_json::from_str(include_str!("../../tests/fixtures/gdn-tiny/config.json"))
+                .unwrap();
+        fields.insert("num_heads".into(), 1024.into());
+        fields.insert("head_dim".into(), 1024.into());
+        let e = GdnConfig::parse(&Value::Object(fields).to_string()).unwrap_err();
+        assert!(e.contains("num_heads · head_dim is 1048576"), "{e}");
+    }
+
+    #[test]
+    fn a_tiny_hidden_ratio_cannot_give_an_empty_mlp() {
+        let text = include_str!("../../tests/fixtures/gdn-tiny/config.json");
+        let mut fields: Map<String, Value> = serde_json::from_str(text).unwrap();
+        fields.insert("hidden_ratio".into(), serde_json::json!(1e-300));
+        let e = GdnConfig::parse(&Value::Object(fields).to_string()).unwrap_err();
+        assert!(
+            e.contains("hidden_ratio is 1e-300") && e.contains("MLP of 0"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn wrong_types_duplicates_and_deep_nesting_are_errors() {
+        let e = with("model_type", "7").unwrap_err();
+        assert!(e.contains("model_type is 7"), "{e}");
+        let e = with("use_cache", "3").unwrap_err();
+        assert!(e.contains("use_cache is 3; expected true or false"), "{e}");
+        let e = with("pad_token_id", "-1").unwrap_err();
+        assert!(e.contains("pad_token_id is -1"), "{e}");
+        let e = with("initializer_range", "\"x\"").unwrap_err();
+        assert!(e.contains("initializer_range"), "{e}");
+        assert!(with("_comment", "{\"anything\": [1]}").is_ok());
+        let text = include_str!("../../tests/fixtures/gdn-tiny/config.json");
+        // serde_json alone would keep the second value and run a 2-layer model.
+        let twice = text.replacen('{', "{\"num_hidden_layers\": 2,", 1);
+        assert!(serde_json::from_str::<Value>(&twice).is_ok());
+        let e = GdnConfig::parse(&twice).unwrap_err();
+        assert!(e.contains("\"num_hidden_layers\" appears twice"), "{e}");
+        let deep = format!("{{\"_x\": {}", "[".repeat(200_000));
+        let e = GdnConfig::parse(&deep).unwrap_err();
+        assert!(e.contains("recursion limit"), "{e}");
     }
 }

@@ -84,6 +84,13 @@ impl LanguageModel {
                 (weights, digest, None)
             }
         };
+        // Every session allocates a state of this size: refused here rather than
+        // failing at the first session (the config bounds keep it from overflowing;
+        // the weights, checked first, say what is wrong with a mistaken config).
+        crate::limits::check_alloc(
+            &format!("one sequence's state of the model in {}", dir.display()),
+            Some(config.state_bytes()),
+        )?;
         let tokenizer_path = dir.join("tokenizer.json");
         let tokenizer = if crate::input_file::present(&tokenizer_path)? {
             Some(ModelTokenizer::load(&tokenizer_path, config.vocab_size)?)

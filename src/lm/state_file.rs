@@ -25,6 +25,10 @@ const MAGIC: &[u8; 8] = b"LTMLMST1";
 pub const FORMAT_VERSION: u32 = 1;
 const HEADER_LEN: usize = 8 + 4 + 8 + 6 * 4 + 8 + 4 + 8 + 4 + 8 + 8 + 8 + 8 + 4;
 
+/// Most tokens a state may have fed: far beyond any text, low enough that a session's
+/// counts add up without overflow and print exactly as JSON numbers.
+const MAX_TOKENS: u64 = 1 << 53;
+
 /// Where a state stands in the text it was read from: what `--resume` checks and
 /// continues, and the running perplexity tally.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -196,22 +200,17 @@ pub fn load_model_state(
             return Err(bad(format!("{name} is {found}, this model has {want}")));
         }
     }
+    if tokens > MAX_TOKENS {
+        return Err(bad(format!(
+            "tokens is {tokens}; expected at most {MAX_TOKENS}"
+        )));
+    }
     if has_last > 1 || (has_last == 1) != (tokens > 0) {
         return Err(bad(format!(
             "inconsistent header: {tokens} tokens but last-hidden flag {has_last}"
         )));
     }
-    if !(position.nll_sum.is_finite() && position.nll_sum >= 0.0)
-        || position.nll_tokens > tokens
-        || position.tokens_past > tokens
-        || position.window_start > position.bytes
-        || (position.tokens_past == 0) != (position.window_start == position.bytes)
-    {
-        return Err(bad(format!(
-            "inconsistent header: NLL sum {} over {} tokens of {tokens}",
-            position.nll_sum, position.nll_tokens
-        )));
-    }
+    check_position(&position, tokens).map_err(bad)?;
     let c = model.config();
     let per_layer = model.memory_config().state_len() + fields[4] as usize;
     let values = c.layers * per_layer + if has_last == 1 { c.hidden_size } else { 0 };
@@ -255,6 +254,25 @@ pub fn load_model_state(
             "payload checksum mismatch: the file is corrupted".into()
         ));
     }
+    // A checksum proves the bytes are those written, not that they are numbers: a
+    // state that went non-finite (or a crafted one) would turn every later output
+    // into NaN without a word.
+    for (l, layer) in layers.iter().enumerate() {
+        let values = layer.memory.values().iter().chain(&layer.conv);
+        if let Some(i) = values.into_iter().position(|v| !v.is_finite()) {
+            return Err(bad(format!(
+                "non-finite value at layer {l}, element {i} (of its memory, then its conv cache)"
+            )));
+        }
+    }
+    if let Some(i) = last_hidden
+        .as_ref()
+        .and_then(|h| h.iter().position(|v| !v.is_finite()))
+    {
+        return Err(bad(format!(
+            "non-finite value in the last hidden vector, element {i}"
+        )));
+    }
     let state = ModelState {
         model: fingerprint,
         layers,
@@ -262,6 +280,51 @@ pub fn load_model_state(
         tokens,
     };
     Ok((state, position))
+}
+
+/// Every field of the position against its range and the others; the message names
+/// the field, its value and what it must be.
+fn check_position(p: &SourcePosition, tokens: u64) -> std::result::Result<(), String> {
+    if !(p.nll_sum.is_finite() && p.nll_sum >= 0.0) {
+        return Err(format!(
+            "NLL sum is {:?}; expected a finite number from 0",
+            p.nll_sum
+        ));
+    }
+    if p.nll_tokens > tokens {
+        return Err(format!(
+            "NLL tokens is {}; expected at most the {tokens} tokens fed",
+            p.nll_tokens
+        ));
+    }
+    if p.nll_tokens == 0 && p.nll_sum != 0.0 {
+        return Err(format!(
+            "NLL sum is {:?} over 0 tokens; expected 0",
+            p.nll_sum
+        ));
+    }
+    if p.window_start > p.bytes {
+        return Err(format!(
+            "window start is {}; expected at most the {} bytes read",
+            p.window_start, p.bytes
+        ));
+    }
+    // Tokens past a window's start: the state stands inside the window [start,
+    // bytes), which is read again on --resume, and at most all the tokens fed.
+    if p.tokens_past > tokens {
+        return Err(format!(
+            "tokens past the window start is {}; expected at most the {tokens} tokens fed",
+            p.tokens_past
+        ));
+    }
+    if (p.tokens_past == 0) != (p.window_start == p.bytes) {
+        return Err(format!(
+            "tokens past the window start is {} with a window of bytes {}..{}; expected 0 \
+             exactly when the window is empty",
+            p.tokens_past, p.window_start, p.bytes
+        ));
+    }
+    Ok(())
 }
 
 fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {

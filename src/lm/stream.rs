@@ -262,6 +262,18 @@ impl<'m> StreamModel for LmStream<'_, 'm> {
         _observer: &mut dyn Observer,
     ) -> Result<Fed> {
         let len = piece.ids.len();
+        // A saved state stands strictly inside this window (a state at a window's end
+        // records 0): more tokens than the window holds would silently skip text.
+        if self.skip > 0 && self.skip >= (len - piece.at) as u64 {
+            return Err(Error::StateFile {
+                path: self.loaded_from(),
+                problem: format!(
+                    "it stands {} tokens into the window of bytes {}..{}, which holds only {len} \
+                     tokens: its position is damaged",
+                    self.skip, piece.start, piece.end
+                ),
+            });
+        }
         let skipped = self.skip.min((len - piece.at) as u64) as usize;
         piece.at += skipped;
         self.skip -= skipped as u64;

@@ -93,6 +93,32 @@ impl Weights {
 
 /// The names and shapes a config implies, in file order: what a checkpoint must hold.
 pub fn expected_tensors(c: &GdnConfig) -> Vec<(String, Vec<usize>)> {
+    expected_iter(c).collect()
+}
+
+/// [`expected_tensors`] one at a time: a config's layer count comes from a file, and
+/// the list is checked against the headers as it is made, so a config asking for a
+/// million layers fails at the first one the files lack instead of first listing them.
+fn expected_iter(c: &GdnConfig) -> impl Iterator<Item = (String, Vec<usize>)> + '_ {
+    let embeddings = (
+        "model.embeddings.weight".to_string(),
+        vec![c.vocab_size, c.hidden_size],
+    );
+    let tail = [
+        Some(("model.norm.weight".to_string(), vec![c.hidden_size])),
+        (!c.tie_word_embeddings).then(|| {
+            (
+                "lm_head.weight".to_string(),
+                vec![c.vocab_size, c.hidden_size],
+            )
+        }),
+    ];
+    std::iter::once(embeddings)
+        .chain((0..c.layers).flat_map(move |l| layer_tensors(c, l)))
+        .chain(tail.into_iter().flatten())
+}
+
+fn layer_tensors(c: &GdnConfig, l: usize) -> Vec<(String, Vec<usize>)> {
     let (d, dk, dv, hv, v) = (
         c.hidden_size,
         c.key_width(),
@@ -100,34 +126,28 @@ pub fn expected_tensors(c: &GdnConfig) -> Vec<(String, Vec<usize>)> {
         c.value_heads,
         c.value_dim,
     );
-    let mut out = vec![("model.embeddings.weight".to_string(), vec![c.vocab_size, d])];
-    for l in 0..c.layers {
-        let p = |s: &str| format!("model.layers.{l}.{s}");
-        out.push((p("attn_norm.weight"), vec![d]));
-        out.push((p("attn.q_proj.weight"), vec![dk, d]));
-        out.push((p("attn.k_proj.weight"), vec![dk, d]));
-        out.push((p("attn.v_proj.weight"), vec![dv, d]));
-        if c.use_gate {
-            out.push((p("attn.g_proj.weight"), vec![dv, d]));
-        }
-        out.push((p("attn.a_proj.weight"), vec![hv, d]));
-        out.push((p("attn.b_proj.weight"), vec![hv, d]));
-        out.push((p("attn.q_conv1d.weight"), vec![dk, 1, c.conv_size]));
-        out.push((p("attn.k_conv1d.weight"), vec![dk, 1, c.conv_size]));
-        out.push((p("attn.v_conv1d.weight"), vec![dv, 1, c.conv_size]));
-        out.push((p("attn.A_log"), vec![hv]));
-        out.push((p("attn.dt_bias"), vec![hv]));
-        out.push((p("attn.o_norm.weight"), vec![v]));
-        out.push((p("attn.o_proj.weight"), vec![d, dv]));
-        out.push((p("mlp_norm.weight"), vec![d]));
-        out.push((p("mlp.gate_proj.weight"), vec![c.intermediate_size, d]));
-        out.push((p("mlp.up_proj.weight"), vec![c.intermediate_size, d]));
-        out.push((p("mlp.down_proj.weight"), vec![d, c.intermediate_size]));
+    let p = |s: &str| format!("model.layers.{l}.{s}");
+    let mut out = Vec::with_capacity(18);
+    out.push((p("attn_norm.weight"), vec![d]));
+    out.push((p("attn.q_proj.weight"), vec![dk, d]));
+    out.push((p("attn.k_proj.weight"), vec![dk, d]));
+    out.push((p("attn.v_proj.weight"), vec![dv, d]));
+    if c.use_gate {
+        out.push((p("attn.g_proj.weight"), vec![dv, d]));
     }
-    out.push(("model.norm.weight".into(), vec![d]));
-    if !c.tie_word_embeddings {
-        out.push(("lm_head.weight".into(), vec![c.vocab_size, d]));
-    }
+    out.push((p("attn.a_proj.weight"), vec![hv, d]));
+    out.push((p("attn.b_proj.weight"), vec![hv, d]));
+    out.push((p("attn.q_conv1d.weight"), vec![dk, 1, c.conv_size]));
+    out.push((p("attn.k_conv1d.weight"), vec![dk, 1, c.conv_size]));
+    out.push((p("attn.v_conv1d.weight"), vec![dv, 1, c.conv_size]));
+    out.push((p("attn.A_log"), vec![hv]));
+    out.push((p("attn.dt_bias"), vec![hv]));
+    out.push((p("attn.o_norm.weight"), vec![v]));
+    out.push((p("attn.o_proj.weight"), vec![d, dv]));
+    out.push((p("mlp_norm.weight"), vec![d]));
+    out.push((p("mlp.gate_proj.weight"), vec![c.intermediate_size, d]));
+    out.push((p("mlp.up_proj.weight"), vec![c.intermediate_size, d]));
+    out.push((p("mlp.down_proj.weight"), vec![d, c.intermediate_size]));
     out
 }
 
@@ -151,10 +171,13 @@ impl std::ops::Deref for FileBytes {
 /// The memory-mapped weight files of a model directory.
 pub struct WeightFiles {
     /// Each file with its header, parsed and checked once at open (safetensors'
-    /// `read_metadata`: offsets inside the file, no overlaps).
+    /// `read_metadata`: offsets inside the file, contiguous, no overlaps; and no name
+    /// given twice).
     files: Vec<(PathBuf, FileBytes, Header)>,
     /// Tensor name → index into `files`.
     index: BTreeMap<String, usize>,
+    /// What names the tensors: the one file, or the shards' index.
+    source: PathBuf,
 }
 
 /// A safetensors header: its length in bytes and the tensors it describes.
@@ -164,11 +187,70 @@ struct Header {
 }
 
 fn read_header(path: &Path, bytes: &[u8]) -> Result<Header> {
-    let (len, meta) = SafeTensors::read_metadata(bytes).map_err(|e| Error::File {
+    let bad = |problem: String| Error::File {
         path: path.to_path_buf(),
-        problem: format!("not a valid safetensors file: {e}"),
-    })?;
+        problem: format!("not a valid safetensors file: {problem}"),
+    };
+    let (len, meta) = SafeTensors::read_metadata(bytes).map_err(|e| bad(e.to_string()))?;
+    crate::safetensors_io::check_unique_names(path, bytes)?;
     Ok(Header { len, meta })
+}
+
+/// A shard's name as the index gives it, if it is a plain file name of the model
+/// directory (no folder, no parent, not absolute, not hidden).
+fn plain_file_name(shard: &str) -> bool {
+    let mut parts = Path::new(shard).components();
+    matches!(
+        (parts.next(), parts.next()),
+        (Some(std::path::Component::Normal(_)), None)
+    ) && !shard.contains(['/', '\\'])
+        && !shard.starts_with('.')
+}
+
+/// Each shard holds exactly the tensors the index lists under it: a tensor the index
+/// puts in a shard that lacks it is blamed on that shard, one that two shards hold
+/// names both.
+fn check_shards(
+    files: &[(PathBuf, FileBytes, Header)],
+    index: &BTreeMap<String, usize>,
+    index_path: &Path,
+) -> Result<()> {
+    for (name, &i) in index {
+        let (path, _, header) = &files[i];
+        if header.meta.info(name).is_none() {
+            return Err(Error::File {
+                path: path.clone(),
+                problem: format!(
+                    "does not hold tensor `{}`, which {} lists under this file",
+                    crate::limits::cut(name),
+                    index_path.display()
+                ),
+            });
+        }
+    }
+    for (i, (path, _, header)) in files.iter().enumerate() {
+        for name in header.meta.offset_keys() {
+            let shown = crate::limits::cut(&name);
+            let problem = match index.get(&name) {
+                Some(&j) if j == i => continue,
+                // Every shard holds what the index lists under it (checked above).
+                Some(&j) => format!(
+                    "tensor `{shown}` is in this file and in {}, which {} lists it under",
+                    files[j].0.display(),
+                    index_path.display()
+                ),
+                None => format!(
+                    "holds tensor `{shown}`, which {} does not list",
+                    index_path.display()
+                ),
+            };
+            return Err(Error::File {
+                path: path.clone(),
+                problem,
+            });
+        }
+    }
+    Ok(())
 }
 
 impl WeightFiles {
@@ -177,65 +259,68 @@ impl WeightFiles {
     pub fn open(dir: &Path) -> Result<Self> {
         let single = dir.join("model.safetensors");
         let index_path = dir.join("model.safetensors.index.json");
-        let mut files = Vec::new();
-        let mut index = BTreeMap::new();
         if present(&index_path)? {
-            let text = read_bounded_string(&index_path, "safetensors index", INDEX_JSON_MAX)?;
-            let bad = |problem: String| Error::File {
-                path: index_path.clone(),
-                problem,
-            };
-            let value: serde_json::Value =
-                serde_json::from_str(&text).map_err(|e| bad(format!("not valid JSON: {e}")))?;
-            let map = value
-                .get("weight_map")
-                .and_then(|m| m.as_object())
-                .ok_or_else(|| bad("no \"weight_map\" object".into()))?;
-            let mut shard_of: BTreeMap<String, usize> = BTreeMap::new();
-            for (name, shard) in map {
-                let shard = shard
-                    .as_str()
-                    .ok_or_else(|| bad(format!("weight_map[\"{name}\"] is not a file name")))?;
-                if shard.contains('/') || shard.contains('\\') || shard.starts_with('.') {
-                    return Err(bad(format!(
-                        "weight_map[\"{name}\"] = \"{shard}\" is not a plain file name in the model directory"
-                    )));
-                }
-                let next = shard_of.len();
-                let i = *shard_of.entry(shard.to_string()).or_insert(next);
-                index.insert(name.clone(), i);
-            }
-            let mut shards: Vec<(String, usize)> = shard_of.into_iter().collect();
-            shards.sort_by_key(|s| s.1);
-            for (shard, _) in shards {
-                let path = dir.join(&shard);
-                let bytes = FileBytes::Mapped(map_file(&path)?);
-                let header = read_header(&path, &bytes)?;
-                files.push((path.clone(), bytes, header));
-            }
-            for (i, (path, _, header)) in files.iter().enumerate() {
-                for name in header.meta.tensors().keys() {
-                    if index.get(name) != Some(&i) {
-                        return Err(Error::File {
-                            path: path.clone(),
-                            problem: format!(
-                                "holds tensor `{name}`, which {} does not list under this file",
-                                index_path.display()
-                            ),
-                        });
-                    }
-                }
-            }
+            Self::sharded(dir, index_path)
         } else if present(&single)? {
-            return Self::single(single.clone(), FileBytes::Mapped(map_file(&single)?));
+            Self::single(single.clone(), FileBytes::Mapped(map_file(&single)?))
         } else {
-            return Err(Error::File {
+            Err(Error::File {
                 path: dir.to_path_buf(),
                 problem: "no model.safetensors or model.safetensors.index.json in this directory"
                     .into(),
-            });
+            })
         }
-        Ok(WeightFiles { files, index })
+    }
+
+    /// The shards an index names: plain files of the directory, each checked against
+    /// the index ([`check_shards`]).
+    fn sharded(dir: &Path, index_path: PathBuf) -> Result<Self> {
+        let text = read_bounded_string(&index_path, "safetensors index", INDEX_JSON_MAX)?;
+        let bad = |problem: String| Error::File {
+            path: index_path.clone(),
+            problem,
+        };
+        let value =
+            crate::strict_json::parse(&text).map_err(|e| bad(format!("not valid JSON: {e}")))?;
+        let map = value
+            .get("weight_map")
+            .and_then(|m| m.as_object())
+            .ok_or_else(|| bad("no \"weight_map\" object".into()))?;
+        let mut index = BTreeMap::new();
+        let mut shard_of: BTreeMap<String, usize> = BTreeMap::new();
+        for (name, shard) in map {
+            let name_shown = crate::limits::cut(name);
+            let shard = shard
+                .as_str()
+                .ok_or_else(|| bad(format!("weight_map[\"{name_shown}\"] is not a file name")))?;
+            if !plain_file_name(shard) {
+                return Err(bad(format!(
+                    "weight_map[\"{name_shown}\"] = \"{}\" is not a plain file name in the model directory",
+                    crate::limits::cut(shard)
+                )));
+            }
+            let next = shard_of.len();
+            let i = *shard_of.entry(shard.to_string()).or_insert(next);
+            index.insert(name.clone(), i);
+        }
+        let mut shards: Vec<(String, usize)> = shard_of.into_iter().collect();
+        shards.sort_by_key(|s| s.1);
+        let mut files = Vec::with_capacity(shards.len());
+        for (shard, _) in shards {
+            let path = dir.join(&shard);
+            // The name is a file of this directory; it may be a link to a file elsewhere
+            // (the Hugging Face cache links each snapshot's files to its blobs), which
+            // `map_file` still requires to be a bounded regular file.
+            let bytes = FileBytes::Mapped(map_file(&path)?);
+            let header = read_header(&path, &bytes)?;
+            files.push((path, bytes, header));
+        }
+        check_shards(&files, &index, &index_path)?;
+        Ok(WeightFiles {
+            files,
+            index,
+            source: index_path,
+        })
     }
 
     /// One safetensors file held in memory; `path` only names it in messages.
@@ -247,13 +332,14 @@ impl WeightFiles {
         let header = read_header(&path, &bytes)?;
         let index = header
             .meta
-            .tensors()
-            .keys()
-            .map(|n| (n.clone(), 0))
+            .offset_keys()
+            .into_iter()
+            .map(|n| (n, 0))
             .collect();
         Ok(WeightFiles {
-            files: vec![(path, bytes, header)],
+            files: vec![(path.clone(), bytes, header)],
             index,
+            source: path,
         })
     }
 
@@ -274,65 +360,32 @@ impl WeightFiles {
     }
 
     fn load_with(&self, config: &GdnConfig, matrices: bool) -> Result<(Weights, u64)> {
-        let expected = expected_tensors(config);
-        let wanted: BTreeSet<&str> = expected.iter().map(|(n, _)| n.as_str()).collect();
-        let unknown: Vec<&str> = self
-            .index
-            .keys()
-            .map(String::as_str)
-            .filter(|n| {
-                let tied_head = config.tie_word_embeddings && *n == "lm_head.weight";
-                !(wanted.contains(n) || tied_head)
-            })
-            .collect();
-        if !unknown.is_empty() {
-            let shown: Vec<&str> = unknown.iter().take(8).copied().collect();
-            return Err(Error::File {
-                path: self.files[0].0.clone(),
-                problem: format!(
-                    "{} tensor(s) the config does not describe: {}{}",
-                    unknown.len(),
-                    shown.join(", "),
-                    if unknown.len() > shown.len() {
-                        ", …"
-                    } else {
-                        ""
-                    }
-                ),
-            });
-        }
-        let mut needed = Some(0u64);
-        for (name, dims) in &expected {
-            let view = self.view(name)?;
-            if view.shape() != dims.as_slice() {
-                return Err(Error::Shape {
-                    tensor: name.clone(),
-                    expected: shape_string(dims),
-                    found: shape_string(view.shape()),
-                });
-            }
-            if !matrices && is_matrix(dims) {
-                continue;
-            }
-            let bytes = dims
-                .iter()
-                .try_fold(4u64, |acc, &d| acc.checked_mul(d as u64));
-            needed = needed.zip(bytes).and_then(|(a, b)| a.checked_add(b));
-        }
-        let what = format!("the weights of {} as f32", self.files[0].0.display());
+        let needed = self.check(config, matrices)?;
+        let what = format!("the weights of {} as f32", self.source.display());
         crate::limits::check_alloc(&what, needed)?;
 
         let mut digest = crate::hash::Fnv1a::new();
         let mut take = |name: &str| -> Result<Vec<f32>> {
-            let view = self.view(name)?;
+            let (path, view) = self.view(name)?;
             let bytes = view.data();
             digest.write(name.as_bytes());
             digest.write(format!("{:?}{:?}", view.dtype(), view.shape()).as_bytes());
             digest.write(&crc32fast::hash(bytes).to_le_bytes());
+            let non_finite = |i: usize| Error::File {
+                path: path.to_path_buf(),
+                problem: format!(
+                    "tensor `{name}`: non-finite value (NaN or infinity) at element {i}"
+                ),
+            };
             if !matrices && is_matrix(view.shape()) {
-                return Ok(Vec::new());
+                // A device takes these bytes as they are: checked here, in the pass
+                // that reads them for the digest anyway.
+                return match first_non_finite(view.dtype(), bytes) {
+                    Some(i) => Err(non_finite(i)),
+                    None => Ok(Vec::new()),
+                };
             }
-            to_f32(name, view.dtype(), bytes)
+            to_f32(view.dtype(), bytes).map_err(non_finite)
         };
         let embeddings = take("model.embeddings.weight")?;
         let mut layers = Vec::with_capacity(config.layers);
@@ -355,10 +408,16 @@ impl WeightFiles {
             let conv = (0..w * channels)
                 .map(|i| conv_cw[(i % channels) * w + i / channels])
                 .collect();
-            let decay_rate = take(&p("attn.A_log"))?
-                .into_iter()
-                .map(|a| -a.exp())
-                .collect();
+            let a_log = p("attn.A_log");
+            let decay_rate: Vec<f32> = take(&a_log)?.into_iter().map(|a| -a.exp()).collect();
+            if let Some(i) = decay_rate.iter().position(|r| !r.is_finite()) {
+                return Err(Error::File {
+                    path: self.view(&a_log)?.0.to_path_buf(),
+                    problem: format!(
+                        "tensor `{a_log}`: element {i} gives a decay rate -exp(A_log) that is infinite in f32"
+                    ),
+                });
+            }
             let dt_bias = take(&p("attn.dt_bias"))?;
             let o_norm = take(&p("attn.o_norm.weight"))?;
             let o_proj = take(&p("attn.o_proj.weight"))?;
@@ -397,42 +456,116 @@ impl WeightFiles {
     /// One tensor as stored: its element type, shape and little-endian bytes (no
     /// conversion; for a device that keeps the checkpoint's dtype).
     pub fn raw(&self, name: &str) -> Result<(DType, Vec<usize>, &[u8])> {
-        let view = self.view(name)?;
-        let dtype = match view.dtype() {
-            Dtype::F32 => DType::F32,
-            Dtype::F16 => DType::F16,
-            Dtype::BF16 => DType::BF16,
-            other => {
-                return Err(Error::DType {
-                    tensor: name.to_string(),
-                    found: format!("{other:?}"),
-                })
-            }
-        };
-        Ok((dtype, view.shape().to_vec(), view.data()))
+        let (_, view) = self.view(name)?;
+        Ok((
+            dtype_of(name, view.dtype())?,
+            view.shape().to_vec(),
+            view.data(),
+        ))
     }
 
-    fn view(&self, name: &str) -> Result<safetensors::tensor::TensorView<'_>> {
-        let missing = || Error::MissingTensor {
-            tensor: name.to_string(),
-            path: self.files[0].0.clone(),
+    /// Checks the headers against `config` before anything is allocated: every
+    /// tensor it implies is there, with its shape and a dtype this engine reads, and
+    /// the files hold nothing else. Returns the bytes the f32 copies will take (`None`
+    /// when that overflows). Each step of the walk meets a distinct tensor of the
+    /// files or fails, so it costs what the files hold, whatever the config asks for.
+    fn check(&self, config: &GdnConfig, matrices: bool) -> Result<Option<u64>> {
+        let mut needed = Some(0u64);
+        let mut found = 0usize;
+        for (name, dims) in expected_iter(config) {
+            let (_, info) = self.info(&name)?;
+            if info.shape != dims {
+                return Err(Error::Shape {
+                    tensor: name,
+                    expected: shape_string(&dims),
+                    found: shape_string(&info.shape),
+                });
+            }
+            dtype_of(&name, info.dtype)?;
+            found += 1;
+            if !matrices && is_matrix(&dims) {
+                continue;
+            }
+            let bytes = dims
+                .iter()
+                .try_fold(4u64, |acc, &d| acc.checked_mul(d as u64));
+            needed = needed.zip(bytes).and_then(|(a, b)| a.checked_add(b));
+        }
+        let tied_head = config.tie_word_embeddings && self.index.contains_key("lm_head.weight");
+        if found + usize::from(tied_head) == self.index.len() {
+            return Ok(needed);
+        }
+        // Every name the config implies was found, so this list is no longer than the
+        // files' own.
+        let wanted: BTreeSet<String> = expected_iter(config).map(|(n, _)| n).collect();
+        let unknown: Vec<&str> = self
+            .index
+            .keys()
+            .map(String::as_str)
+            .filter(|n| !(wanted.contains(*n) || (tied_head && *n == "lm_head.weight")))
+            .collect();
+        let shown: Vec<String> = unknown
+            .iter()
+            .take(8)
+            .map(|n| crate::limits::cut(n))
+            .collect();
+        Err(Error::File {
+            path: self.files[self.index[unknown[0]]].0.clone(),
+            problem: format!(
+                "{} tensor(s) the config does not describe: {}{}",
+                unknown.len(),
+                shown.join(", "),
+                if unknown.len() > shown.len() {
+                    ", …"
+                } else {
+                    ""
+                }
+            ),
+        })
+    }
+
+    /// The header entry of `name` and the file it is in; a missing tensor is blamed on
+    /// what names the tensors (the file, or the index), or on the shard the index
+    /// puts it in.
+    fn info(&self, name: &str) -> Result<(&Path, &safetensors::tensor::TensorInfo)> {
+        let missing = |path: &Path| Error::MissingTensor {
+            tensor: crate::limits::cut(name),
+            path: path.to_path_buf(),
         };
-        let &i = self.index.get(name).ok_or_else(missing)?;
-        let (path, bytes, header) = &self.files[i];
-        let info = header.meta.info(name).ok_or_else(missing)?;
+        let &i = self.index.get(name).ok_or_else(|| missing(&self.source))?;
+        let (path, _, header) = &self.files[i];
+        let info = header.meta.info(name).ok_or_else(|| missing(path))?;
+        Ok((path, info))
+    }
+
+    fn view(&self, name: &str) -> Result<(&Path, safetensors::tensor::TensorView<'_>)> {
+        let (path, info) = self.info(name)?;
+        let (_, bytes, header) = &self.files[self.index[name]];
         // read_metadata checked the offsets against the file's length at open.
         let start = 8 + header.len;
         let (a, b) = info.data_offsets;
         let data = bytes.get(start + a..start + b).ok_or_else(|| Error::File {
-            path: path.clone(),
+            path: path.to_path_buf(),
             problem: format!("tensor `{name}` lies outside the file"),
         })?;
-        safetensors::tensor::TensorView::new(info.dtype, info.shape.clone(), data).map_err(|e| {
-            Error::File {
-                path: path.clone(),
+        let view = safetensors::tensor::TensorView::new(info.dtype, info.shape.clone(), data)
+            .map_err(|e| Error::File {
+                path: path.to_path_buf(),
                 problem: format!("tensor `{name}`: {e}"),
-            }
-        })
+            })?;
+        Ok((path, view))
+    }
+}
+
+fn dtype_of(name: &str, dtype: Dtype) -> Result<DType> {
+    match dtype {
+        Dtype::F32 => Ok(DType::F32),
+        Dtype::F16 => Ok(DType::F16),
+        Dtype::BF16 => Ok(DType::BF16),
+        other => Err(Error::DType {
+            tensor: name.to_string(),
+            found: format!("{other:?}"),
+        }),
     }
 }
 
@@ -449,31 +582,68 @@ fn map_file(path: &Path) -> Result<memmap2::Mmap> {
     unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))
 }
 
-/// Little-endian f32, f16 or bf16 bytes to f32 values, on all cores.
-fn to_f32(name: &str, dtype: Dtype, bytes: &[u8]) -> Result<Vec<f32>> {
-    const STEP: usize = 1 << 16;
-    let convert = |width: usize, f: fn(&[u8]) -> f32| -> Vec<f32> {
+/// Values per task of the parallel conversions and checks.
+const STEP: usize = 1 << 16;
+
+/// Little-endian f32, f16 or bf16 bytes (the dtype checked already) to f32 values, on
+/// all cores; `Err` holds the index of the first value that is not finite, found in
+/// the same pass while the values are in cache.
+fn to_f32(dtype: Dtype, bytes: &[u8]) -> std::result::Result<Vec<f32>, usize> {
+    let convert = |width: usize, f: fn(&[u8]) -> f32| -> std::result::Result<Vec<f32>, usize> {
         let mut out = vec![0.0f32; bytes.len() / width];
-        out.par_chunks_mut(STEP)
+        let bad = out
+            .par_chunks_mut(STEP)
             .zip(bytes.par_chunks(STEP * width))
-            .for_each(|(o, b)| {
+            .enumerate()
+            .filter_map(|(n, (o, b))| {
                 for (x, c) in o.iter_mut().zip(b.chunks_exact(width)) {
                     *x = f(c);
                 }
-            });
-        out
+                // As in scan_exponents: a fold that vectorises, then the position.
+                if !o.iter().fold(false, |acc, x| acc | !x.is_finite()) {
+                    return None;
+                }
+                o.iter().position(|x| !x.is_finite()).map(|i| n * STEP + i)
+            })
+            .min();
+        bad.map_or(Ok(out), Err)
     };
-    Ok(match dtype {
-        Dtype::F32 => convert(4, |c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+    match dtype {
         Dtype::F16 => convert(2, |c| f16::from_le_bytes([c[0], c[1]]).to_f32()),
         Dtype::BF16 => convert(2, |c| bf16::from_le_bytes([c[0], c[1]]).to_f32()),
-        other => {
-            return Err(Error::DType {
-                tensor: name.to_string(),
-                found: format!("{other:?}"),
-            })
-        }
-    })
+        _ => convert(4, |c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+    }
+}
+
+/// The index of the first value of `bytes` (f32, f16 or bf16, little-endian) whose
+/// exponent bits are all ones (NaN or infinity), on all cores, without converting.
+fn first_non_finite(dtype: Dtype, bytes: &[u8]) -> Option<usize> {
+    match dtype {
+        Dtype::F16 => scan_exponents::<2>(bytes, 0x7c00),
+        Dtype::BF16 => scan_exponents::<2>(bytes, 0x7f80),
+        _ => scan_exponents::<4>(bytes, 0x7f80_0000),
+    }
+}
+
+/// [`first_non_finite`] for values of `W` bytes whose exponent is `all_ones`. The
+/// width is a constant and the first pass a fold without early exit, so that it
+/// vectorises; the position is looked for only in a chunk with a bad value.
+fn scan_exponents<const W: usize>(bytes: &[u8], all_ones: u32) -> Option<usize> {
+    let bad = |c: &[u8]| {
+        let mut le = [0u8; 4];
+        le[..W].copy_from_slice(c);
+        u32::from_le_bytes(le) & all_ones == all_ones
+    };
+    bytes
+        .par_chunks(STEP * W)
+        .enumerate()
+        .filter_map(|(n, b)| {
+            if !b.chunks_exact(W).fold(false, |acc, c| acc | bad(c)) {
+                return None;
+            }
+            b.chunks_exact(W).position(bad).map(|i| n * STEP + i)
+        })
+        .min()
 }
 
 #[cfg(test)]
