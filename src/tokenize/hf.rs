@@ -35,6 +35,8 @@ pub struct ModelTokenizer {
     path: PathBuf,
     /// Tokens the post-processor adds to every text (`<s>`).
     overhead: usize,
+    /// The model's embedding rows: every id must be below.
+    vocab_size: usize,
     /// FNV-1a of the file's bytes: part of the model's fingerprint.
     digest: u64,
 }
@@ -68,6 +70,17 @@ impl ModelTokenizer {
                 "the tokenizer has {size} tokens, more than the model's vocab_size of {vocab_size}"
             ));
         }
+        // Ids need not be dense: an added token may claim any.
+        if let Some((token, id)) = inner
+            .get_vocab(true)
+            .into_iter()
+            .find(|&(_, id)| id as usize >= vocab_size)
+        {
+            let token: String = token.chars().take(40).collect();
+            return Err(format!(
+                "token {token:?} has id {id}, beyond the model's vocab_size of {vocab_size}"
+            ));
+        }
         use tokenizers::PostProcessor;
         let overhead = inner
             .get_post_processor()
@@ -82,6 +95,7 @@ impl ModelTokenizer {
             inner,
             path: PathBuf::from("tokenizer.json"),
             overhead,
+            vocab_size,
             digest: crate::hash::fnv1a(text.as_bytes()),
         };
         tokenizer.probe()?;
@@ -163,6 +177,20 @@ impl ModelTokenizer {
                      {TOKENS_PER_BYTE} a byte: it multiplies its input",
                     encoding.len(),
                     text.len()
+                ),
+                true,
+            ));
+        }
+        // The post-processor's ids are only seen here.
+        if let Some(id) = encoding
+            .get_ids()
+            .iter()
+            .find(|&&id| id as usize >= self.vocab_size)
+        {
+            return Err((
+                format!(
+                    "the tokenizer gave id {id}, beyond the model's vocab_size of {}",
+                    self.vocab_size
                 ),
                 true,
             ));
