@@ -155,6 +155,27 @@ mod tests {
         assert!(e.contains("declares a trie"), "{e}");
     }
 
+    /// A table that replaces `a` by `xyz` (at `at` in its strings, 0 for a good
+    /// table): the root's children at 256 ^ byte, the leaf of `a` pointing at the unit
+    /// that holds the string's offset.
+    fn a_to_xyz(at: u32) -> Vec<u8> {
+        let mut trie = vec![0u32; 512];
+        trie[0] = 256 << 10;
+        trie[256 ^ 97] = 97 | 1 << 8 | 1 << 10;
+        trie[(256 ^ 97) ^ 1] = at;
+        let mut table = 2048u32.to_le_bytes().to_vec();
+        table.extend(trie.iter().flat_map(|u| u.to_le_bytes()));
+        table.extend_from_slice(b"xyz\0");
+        table
+    }
+
+    #[test]
+    fn growth_is_the_longest_replacement_per_key_byte() {
+        assert_eq!(check(&b64(&a_to_xyz(0))), Ok(3));
+        assert_eq!(check(&b64(&a_to_xyz(1))), Ok(2));
+        assert!(check(&b64(&a_to_xyz(10))).unwrap_err().contains("outside"));
+    }
+
     #[test]
     fn a_trie_pointing_outside_is_refused() {
         let e = check(&b64(&[4, 0, 0, 0, 0xFF, 0xFF, 0xFF, 0xFF])).unwrap_err();
