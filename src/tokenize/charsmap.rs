@@ -86,7 +86,7 @@ fn walk(trie: &[usize], strings: &[u8]) -> Result<u64, String> {
 /// Standard base64 with `=` padding, as the tables are written.
 fn decode_base64(text: &str) -> Option<Vec<u8>> {
     let bytes = text.as_bytes();
-    if bytes.len() % 4 != 0 {
+    if !bytes.len().is_multiple_of(4) {
         return None;
     }
     let pad = bytes.iter().rev().take_while(|&&b| b == b'=').count();
