@@ -98,6 +98,16 @@ fn a_vocabulary_without_the_high_bytes_is_refused_as_dropping_text() {
     assert!(e.contains("drops"), "{e}");
 }
 
+#[test]
+fn merges_far_beyond_the_vocabulary_are_refused_before_the_crate_reads_them() {
+    let mut v = good();
+    v["model"]["merges"] = json!(vec![["a", "b"]; 16 * 4096 + 1]);
+    let e = parse(&v)
+        .err()
+        .expect("65,537 merges for 4,096 tokens were accepted");
+    assert!(e.contains("`model.merges` has 65537 merges"), "{e}");
+}
+
 /// The test binary runs `name` again in a child process with output capture off,
 /// so what a panic hook prints reaches the child's stderr.
 fn stderr_of_child(name: &str) -> String {

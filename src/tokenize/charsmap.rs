@@ -9,6 +9,10 @@
 /// 6 bytes whole, else each character (at most 4 bytes).
 const MAX_KEY: usize = 5;
 
+/// Units of a trie: 1 MiB of table, six times SentencePiece's NFKC table (T5's: 44,288
+/// units), and a bound on the walk's work (255 lookups a unit).
+const MAX_UNITS: usize = 1 << 18;
+
 /// Checks the base64 text of a `precompiled_charsmap`; returns the most bytes of
 /// output one byte of input can become through it.
 pub(crate) fn check(base64: &str) -> Result<u64, String> {
@@ -18,6 +22,11 @@ pub(crate) fn check(base64: &str) -> Result<u64, String> {
         .ok_or("shorter than its 4-byte header")?;
     // As the crate reads it: `size / 4` units, then the strings.
     let units = u32::from_le_bytes(*size) as usize / 4;
+    if units > MAX_UNITS {
+        return Err(format!(
+            "declares a trie of {units} units, more than {MAX_UNITS}"
+        ));
+    }
     if units == 0 || units > rest.len() / 4 {
         return Err(format!(
             "declares a trie of {units} units, but holds {} bytes",

@@ -126,8 +126,12 @@ fn walk(v: &Value, path: &str, depth: usize) -> Result<(), String> {
     }
 }
 
-/// The model: its vocabulary at most the model's embedding rows, a merge per token at
-/// most (each merge makes a token of the vocabulary), the rest as [`walk`] bounds it.
+/// Merges per token of the vocabulary: each makes a token, and files converted from
+/// tiktoken reach some tokens by several (Llama 3: 280,147 merges for 128,000 tokens).
+pub const MERGES_PER_TOKEN: usize = 16;
+
+/// The model: its vocabulary at most the model's embedding rows, at most
+/// [`MERGES_PER_TOKEN`] merges a token, the rest as [`walk`] bounds it.
 fn check_model(model: &Value, vocab_size: usize) -> Result<(), String> {
     let map = model.as_object().ok_or("`model` is not an object")?;
     let mut entries = 0;
@@ -167,9 +171,10 @@ fn check_model(model: &Value, vocab_size: usize) -> Result<(), String> {
         .get("merges")
         .and_then(Value::as_array)
         .map_or(0, Vec::len);
-    if merges > entries {
+    if merges > MERGES_PER_TOKEN * entries {
         return Err(format!(
-            "`model.merges` has {merges} merges, more than the {entries} tokens of `model.vocab`"
+            "`model.merges` has {merges} merges, more than {MERGES_PER_TOKEN} for each of the \
+             {entries} tokens of `model.vocab`"
         ));
     }
     Ok(())
