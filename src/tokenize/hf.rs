@@ -10,6 +10,8 @@
 
 use std::path::{Path, PathBuf};
 
+use tokenizers::PostProcessor;
+
 use crate::error::{Error, Result};
 
 use super::{hf_limits, quiet};
@@ -81,7 +83,6 @@ impl ModelTokenizer {
                 "token {token:?} has id {id}, beyond the model's vocab_size of {vocab_size}"
             ));
         }
-        use tokenizers::PostProcessor;
         let overhead = inner
             .get_post_processor()
             .map_or(0, |p| p.added_tokens(false));
