@@ -192,6 +192,12 @@ impl LanguageModel {
         h.write(b"ltm-engine/gated-deltanet-lm/v1");
         h.write(format!("{config:?}").as_bytes());
         h.write(&weight_digest.to_le_bytes());
+        // A state holds what the model made of ids, which mean other text under
+        // another tokenizer.
+        if let Some(t) = &tokenizer {
+            h.write(b"tokenizer.json");
+            h.write(&t.digest().to_le_bytes());
+        }
         let fingerprint = h.finish();
         let memory = MemoryConfig::new(config.value_heads, config.head_dim, config.value_dim)
             .with_scale(1.0 / (config.head_dim as f32).sqrt())
@@ -255,8 +261,9 @@ impl LanguageModel {
         })
     }
 
-    /// A digest of the config and every weight's bytes: state files carry it, so a
-    /// state is never loaded into another model.
+    /// A digest of the config, every weight's bytes and the tokenizer's: state files
+    /// carry it, so a state is never loaded into another model, nor resumed with
+    /// another tokenizer.
     pub fn fingerprint(&self) -> u64 {
         self.fingerprint
     }

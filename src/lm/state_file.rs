@@ -182,7 +182,9 @@ pub fn load_model_state(
     };
     if fingerprint != model.fingerprint() {
         return Err(bad(format!(
-            "written by another model (fingerprint {fingerprint:016x}; {} has {:016x})",
+            "written by another model, or the same weights with another tokenizer.json \
+             (fingerprint {fingerprint:016x}; {} has {:016x}: config, weights or tokenizer \
+             differ)",
             model.name(),
             model.fingerprint()
         )));

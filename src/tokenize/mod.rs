@@ -21,9 +21,12 @@
 //! id it feeds, and so its outputs and states, for any text with a non-ASCII letter,
 //! punctuation or a line break. [`Policy`] names the three, with one way to count.
 
+mod charsmap;
 pub mod hashed;
 pub mod hf;
+pub mod hf_limits;
 pub mod incremental;
+mod quiet;
 pub mod words;
 
 use crate::error::{Error, Result};
