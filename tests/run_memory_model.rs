@@ -70,9 +70,10 @@ fn a_resumed_run_equals_one_run() {
     let dir = tempfile::tempdir().unwrap();
     let ctx = dir.path().join("pairs.txt");
     write_pairs(&ctx, 3000, &mut common::rng("resume-memory"));
-    let (whole, part) = (
+    let (whole, part, rest_state) = (
         dir.path().join("whole.ltmstate"),
         dir.path().join("part.ltmstate"),
+        dir.path().join("rest.ltmstate"),
     );
     let (ok, all, err) = run(&["--context-file", p(&ctx), "--save-state", p(&whole)]);
     assert!(ok, "{err}");
@@ -98,7 +99,7 @@ fn a_resumed_run_equals_one_run() {
         p(&part),
         "--resume",
         "--save-state",
-        p(&part),
+        p(&rest_state),
         "--window-bytes",
         "1000",
         "--checkpoint-every",
@@ -113,7 +114,7 @@ fn a_resumed_run_equals_one_run() {
     let config = memory_config();
     let (a, b) = (
         load_state(&whole, &config).unwrap(),
-        load_state(&part, &config).unwrap(),
+        load_state(&rest_state, &config).unwrap(),
     );
     assert_eq!(a.tokens_seen(), b.tokens_seen());
     assert!(

@@ -295,6 +295,7 @@ fn bad_state_files_fail_and_stay_untouched() {
         }),
     ];
     cases.push(("magic", b"not a state at all".to_vec()));
+    let out = dir.path().join("out.ltmstate");
     for (needle, bytes) in cases {
         std::fs::write(&state, &bytes).unwrap();
         let (ok, _, err) = run(&[
@@ -303,12 +304,13 @@ fn bad_state_files_fail_and_stay_untouched() {
             "--load-state",
             p(&state),
             "--save-state",
-            p(&state),
+            p(&out),
         ]);
         assert!(
             !ok && err.contains("s.ltmstate") && err.contains(needle),
             "{needle}: {err}"
         );
+        assert!(!out.exists(), "{needle}: a state was saved");
         assert_eq!(
             std::fs::read(&state).unwrap(),
             bytes,
