@@ -1,10 +1,10 @@
 //! Capacity of the built-in memory model: writes N random `KEY = VALUE` pairs (16-letter
 //! hashes, as HashHop's) into states of several sizes, reads back a sample spread over
 //! the write order, and prints recall overall, for the oldest and the newest tenth of
-//! the pairs, beside the prediction of the capacity formula (README, "Capacity").
+//! the pairs, beside the prediction of the capacity formula (docs/memory-model.md, "Capacity").
 //!
 //! ```sh
-//! cargo run --release --example capacity                        # the README's table
+//! cargo run --release --example capacity                        # the table of docs/memory-model.md
 //! cargo run --release --example capacity -- --mib 8 --load 0.5,1,2 --beta 1,0.3,0.1
 //! ```
 //!

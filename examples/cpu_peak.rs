@@ -1,5 +1,6 @@
-//! Measures this CPU's peak f32 FMA rate on every core, the ceiling the README's
-//! arithmetic floor is computed from. `cargo run --release --example cpu_peak`
+//! Measures this CPU's peak f32 FMA rate on every core, the ceiling the arithmetic
+//! floors of docs/benchmarks.md and docs/language-models.md are computed from.
+//! `cargo run --release --example cpu_peak`
 
 use std::time::Instant;
 

@@ -1,10 +1,13 @@
 //! A retrieval loop on a trained model: read a long document once, keep its state,
 //! and answer each question from a fresh copy of that state (so questions never see
-//! each other). `cargo run --release --example lm_chat -- MODEL_DIR [DOCUMENT] [TOKENS]`,
-//! then type questions, one per line.
+//! each other). `cargo run --release --example lm_chat -- MODEL_DIR [DOCUMENT] [TOKENS]`:
+//! MODEL_DIR a Gated DeltaNet checkpoint directory, DOCUMENT a text file (default: a
+//! built-in sentence about Vim), TOKENS the tokens generated per answer (default 30).
+//! Questions are read from stdin, one per line, typed or piped (`echo "To start Vim," |
+//! …`); each answer is the question continued by the model, greedy.
 //!
-//! With no terminal input it answers one built-in question and exits, so it also runs
-//! unattended (CI runs it on the fixture model).
+//! When stdin gives no question (`</dev/null`, an empty pipe) it answers one built-in
+//! question and exits, so it also runs unattended (CI runs it on the fixture model).
 
 use std::io::{BufRead, IsTerminal, Write};
 
@@ -37,21 +40,30 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let stdin = std::io::stdin();
     let interactive = stdin.is_terminal();
-    let questions: Box<dyn Iterator<Item = String>> = if interactive {
-        Box::new(stdin.lock().lines().map_while(Result::ok))
-    } else {
-        Box::new(std::iter::once("To start Vim,".to_string()))
-    };
     let mut out = std::io::stdout().lock();
-    for question in questions {
+    let mut answer = |question: &str| -> Result<(), Box<dyn std::error::Error>> {
         let mut answer = model.resume(after_document.clone())?;
         let mut sampler = Sampler::new(Sampling::default())?;
         let ids = answer.generate(
-            &tokenizer.encode(&question, false)?,
+            &tokenizer.encode(question, false)?,
             answer_tokens,
             &mut sampler,
         )?;
         writeln!(out, "{question}{}", tokenizer.decode(&ids)?)?;
+        out.flush()?;
+        Ok(())
+    };
+    let mut asked = 0;
+    for line in stdin.lock().lines() {
+        let question = line?;
+        if question.trim().is_empty() {
+            continue;
+        }
+        answer(&question)?;
+        asked += 1;
+    }
+    if asked == 0 && !interactive {
+        answer("To start Vim,")?;
     }
     Ok(())
 }

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Re-measures the README's CPU numbers in one go; run it on a quiet machine.
+# Re-measures the CPU numbers of docs/benchmarks.md (and HashHop's 100M run, docs/hashhop.md)
+# in one go; run it on a quiet machine.
 # Writes everything under ${OUT:-measure-out}/ and prints a summary.
 #   bash scripts/measure-cpu.sh            # benches, 1M and 100M-token runs
 #   ANCHOR=1 bash scripts/measure-cpu.sh   # also the flash-linear-attention anchor

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The language-model numbers of the README, side by side in one run (quiet machine):
+# The language-model numbers of docs/language-models.md, side by side in one run (quiet machine):
 #  1. this CPU's FMA peak (examples/cpu_peak.rs);
 #  2. gdn-tiny prefill, ours vs flash-linear-attention's own PyTorch model on the same
 #     4,096 tokens of the same text, windows of 512, alternating rounds, medians;

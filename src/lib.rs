@@ -80,3 +80,11 @@ pub use tensor::{DType, Data};
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
+
+/// The Rust snippets of the pages under `docs/`, doctests like the README's.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/library.md")]
+#[doc = include_str!("../docs/language-models.md")]
+#[doc = include_str!("../docs/memory-model.md")]
+#[doc = include_str!("../docs/benchmarks.md")]
+pub struct DocsDoctests;
