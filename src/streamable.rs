@@ -127,7 +127,7 @@ pub struct StreamOptions {
 }
 
 impl StreamOptions {
-    /// Chosen by measurement (README): smaller windows keep the buffers in cache,
+    /// Chosen by measurement (docs/command-line.md): smaller windows keep the buffers in cache,
     /// larger ones only cost memory.
     pub const DEFAULT_WINDOW: usize = 4096;
 

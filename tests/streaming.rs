@@ -123,7 +123,7 @@ fn two_runs_joined_by_a_state_file_equal_one_run() {
     assert!(o == whole_o, "joined outputs differ from one run");
 }
 
-/// The README's rule for random features: a first run cut on a multiple of the chunk
+/// The rule in docs/command-line.md for random features: a first run cut on a multiple of the chunk
 /// (64), whatever the window, resumes bit for bit; cut elsewhere, the chunk boundaries
 /// of the rest move and the result agrees within f32 rounding.
 #[test]

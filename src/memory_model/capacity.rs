@@ -1,4 +1,4 @@
-//! The capacity formula of the README ("Capacity"): the recall expected of `N` pairs
+//! The capacity formula of docs/memory-model.md ("Capacity"): the recall expected of `N` pairs
 //! written into `R` rows at write strength β. `run` reports it beside the pairs it
 //! wrote, so a state too small for its file says so instead of answering garbage.
 
@@ -31,7 +31,7 @@ fn erfc(x: f64) -> f64 {
     }
 }
 
-/// Expected recall of N pairs in R rows with write strength β (see README).
+/// Expected recall of N pairs in R rows with write strength β (see docs/memory-model.md).
 pub fn recall(n: f64, r: f64, beta: f64) -> f64 {
     let steps = 400;
     let e_inf = beta / (2.0 - beta);
@@ -55,7 +55,7 @@ pub fn recall(n: f64, r: f64, beta: f64) -> f64 {
     total / steps as f64
 }
 
-/// Pairs per row at which the formula predicts about 97% recall: the load the README
+/// Pairs per row at which the formula predicts about 97% recall: the load docs/memory-model.md
 /// calls the capacity.
 pub const FULL_LOAD: f64 = 1.0;
 
@@ -73,7 +73,7 @@ mod tests {
 
     #[test]
     fn the_formula_matches_the_readme_table() {
-        // N / R → the README's "formula" column.
+        // N / R → the "formula" column of docs/memory-model.md.
         for (load, want) in [(0.5, 1.0), (1.0, 0.971), (2.0, 0.403), (4.0, 0.138)] {
             let got = recall(load * 100_000.0, 100_000.0, 0.25);
             assert!((got - want).abs() < 0.01, "N/R = {load}: {got} vs {want}");

@@ -61,11 +61,11 @@ impl ModelConfig {
     pub const DEFAULT_STATE_BYTES: u64 = 256 << 20;
     /// Heads unless set otherwise.
     pub const DEFAULT_HEADS: usize = 2;
-    /// Rows per key (`s`) unless set otherwise: see the README's table of `s`.
+    /// Rows per key (`s`) unless set otherwise: see the table of `s` in docs/memory-model.md.
     pub const DEFAULT_ACTIVE: usize = 16;
     /// Words of line context per key unless set otherwise.
     pub const DEFAULT_CONTEXT: usize = 2;
-    /// Write strength unless set otherwise: chosen by the capacity measurements (README).
+    /// Write strength unless set otherwise: chosen by the capacity measurements (docs/memory-model.md).
     pub const DEFAULT_BETA: f32 = 0.25;
     /// Seed unless set otherwise (`ltm-mem` in ASCII).
     pub const DEFAULT_SEED: u64 = 0x006c_746d_2d6d_656d;
