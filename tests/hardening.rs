@@ -6,35 +6,8 @@ use std::process::{Command, Output};
 
 use safetensors::tensor::{Dtype, TensorView};
 
-fn cli(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ltm-engine"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-/// Exit status 1 with one `error:` message that contains every needle: not a panic
-/// (101), an abort (134) or a signal.
-fn expect_error(out: &Output, needles: &[&str]) -> String {
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(out.status.code(), Some(1), "status {:?}: {err}", out.status);
-    assert!(err.starts_with("error: "), "{err}");
-    assert!(!err.contains("panicked"), "{err}");
-    for n in needles {
-        assert!(err.contains(n), "`{n}` missing from: {err}");
-    }
-    err
-}
-
-fn expect_ok(out: &Output) -> String {
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.success(), "status {:?}: {err}", out.status);
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn p(path: &Path) -> &str {
-    path.to_str().unwrap()
-}
+mod common;
+use common::cli::{cli, expect_error, expect_ok, p};
 
 fn write_safetensors(path: &Path, tensors: &[(&str, Vec<usize>, Vec<u8>)]) {
     let views: Vec<(&str, TensorView<'_>)> = tensors

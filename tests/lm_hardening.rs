@@ -5,40 +5,20 @@
 //! generation is bounded and still reported when interrupted.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ltm_engine::lm::LanguageModel;
 use ltm_engine::tokenize::incremental::IncrementalText;
 use ltm_engine::Device;
 
+mod common;
+use common::cli::{cli, expect_error, p};
+
 fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")
         .join(name)
-}
-
-fn p(path: &Path) -> &str {
-    path.to_str().unwrap()
-}
-
-fn cli(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ltm-engine"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-/// Exit status 1 and one `error:` line holding every needle; never a panic or signal.
-fn expect_error(out: &Output, needles: &[&str]) -> String {
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(out.status.code(), Some(1), "status {:?}: {err}", out.status);
-    assert!(err.contains("error: "), "{err}");
-    assert!(!err.contains("panicked"), "{err}");
-    for n in needles {
-        assert!(err.contains(n), "`{n}` missing from: {err}");
-    }
-    err
 }
 
 /// Some kilobytes of prose: the fixtures' own documentation.

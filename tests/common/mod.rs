@@ -1,6 +1,8 @@
 //! Shared test helpers: fresh random inputs and normalised error measures.
 #![allow(dead_code)]
 
+pub mod cli;
+
 use half::bf16;
 use ltm_engine::{ForwardInputs, MemoryConfig, State};
 use rand::rngs::StdRng;
