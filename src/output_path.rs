@@ -125,8 +125,9 @@ fn free_bytes(path: &Path) -> Option<u64> {
     {
         use std::os::unix::ffi::OsStrExt;
         let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
-        // SAFETY: a valid NUL-terminated path and a zeroed struct statvfs fills.
+        // SAFETY: all-zero bytes are a valid `statvfs` (plain integers).
         let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
+        // SAFETY: a valid NUL-terminated path and a struct statvfs to fill.
         if unsafe { libc::statvfs(c.as_ptr(), &mut s) } != 0 {
             return None;
         }

@@ -250,6 +250,7 @@ pub(crate) struct SharedMut<'a> {
 // sequence, head and value slice here; its own query rows in the attention baseline),
 // and the buffer outlives the tasks.
 unsafe impl Send for SharedMut<'_> {}
+// SAFETY: as for Send: shared references hand out only disjoint ranges.
 unsafe impl Sync for SharedMut<'_> {}
 
 impl<'a> SharedMut<'a> {

@@ -205,7 +205,9 @@ macro_rules! pod {
         // implicit padding (the tests check size = sum of fields and the C layout);
         // every bit pattern is a valid value; passed to kernels by value.
         unsafe impl Zeroable for $t {}
+        // SAFETY: as above: no padding, every bit pattern valid.
         unsafe impl Pod for $t {}
+        // SAFETY: as above: the kernel's C layout, passed by value.
         unsafe impl DeviceRepr for $t {}
     )*};
 }
