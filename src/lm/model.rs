@@ -12,8 +12,14 @@ use crate::hash::SplitMix64;
 use crate::tensor::DType;
 
 use super::config::GdnConfig;
+use super::cpu::CpuRunner;
+use super::cuda::session::CudaModelSession;
 use super::cuda::DeviceModel;
+use super::desc::ModelDesc;
 use super::matrices::Matrices;
+use super::readers::gated_deltanet::GatedDeltaNetReader;
+use super::readers::Reader;
+use super::runner::Runner;
 use super::session::ModelSession;
 use super::state::ModelState;
 use super::tokenizer::ModelTokenizer;
@@ -40,6 +46,8 @@ fn model_backend(device: Device, config: &GdnConfig) -> Result<Box<dyn Backend>>
 /// A causal language model of Gated DeltaNet layers, ready to run sequences.
 pub struct LanguageModel {
     config: GdnConfig,
+    /// The model as data, which the forward walks.
+    desc: ModelDesc,
     /// f32 on the host for the CPU forward; `None` when the model is on a device.
     weights: Option<Weights>,
     memory: MemoryConfig,
@@ -202,7 +210,9 @@ impl LanguageModel {
         let memory = MemoryConfig::new(config.value_heads, config.head_dim, config.value_dim)
             .with_scale(1.0 / (config.head_dim as f32).sqrt())
             .with_model(fingerprint);
+        let desc = GatedDeltaNetReader(&config).desc();
         Ok(LanguageModel {
+            desc,
             config,
             weights,
             memory,
@@ -217,6 +227,19 @@ impl LanguageModel {
     /// The model's configuration.
     pub fn config(&self) -> &GdnConfig {
         &self.config
+    }
+
+    /// The model as data: its blocks and what differs between architectures.
+    pub fn desc(&self) -> &ModelDesc {
+        &self.desc
+    }
+
+    /// The sequence in `state` on this model's device.
+    pub(crate) fn runner(&self, state: ModelState) -> Result<Box<dyn Runner<'_> + '_>> {
+        if let (Some(dev), Some(cuda)) = (&self.device, self.backend.as_cuda()) {
+            return Ok(Box::new(CudaModelSession::new(self, dev, cuda, state)?));
+        }
+        Ok(Box::new(CpuRunner::new(self, state)?))
     }
 
     /// The weights in f32 on the host, which the CPU forward runs; `None` when the

@@ -18,6 +18,7 @@ use crate::backend::cuda::CudaBackend;
 use crate::error::{Error, Result};
 use crate::tensor::DType;
 
+use super::block::BlockWeights;
 use super::config::GdnConfig;
 use super::kernels::{module_of, LmDims, LmLaunch};
 use super::matrices::{Matrices, Matrix};
@@ -45,19 +46,8 @@ fn count_download(counter: &AtomicU64, n: usize) {
     counter.fetch_add(n as u64, Ordering::Relaxed);
 }
 
-/// One layer's weights on the device.
-pub(crate) struct DeviceLayer {
-    pub attn_norm: DeviceBuffer,
-    pub in_proj: DeviceBuffer,
-    pub conv_taps: DeviceBuffer,
-    pub decay_rate: DeviceBuffer,
-    pub dt_bias: DeviceBuffer,
-    pub o_norm: DeviceBuffer,
-    pub o_proj: DeviceBuffer,
-    pub mlp_norm: DeviceBuffer,
-    pub gate_up: DeviceBuffer,
-    pub down: DeviceBuffer,
-}
+/// One layer's weights on the device: matrices in the model's dtype, vectors in f32.
+pub(crate) type DeviceLayer = BlockWeights<DeviceBuffer, DeviceBuffer>;
 
 /// A model's weights, kernels and cuBLAS handle on one device.
 pub struct DeviceModel {
@@ -117,14 +107,8 @@ impl DeviceModel {
                 + weights
                     .layers
                     .iter()
-                    .map(|l| {
-                        l.attn_norm.len()
-                            + l.conv.len()
-                            + l.decay_rate.len()
-                            + l.dt_bias.len()
-                            + l.o_norm.len()
-                            + l.mlp_norm.len()
-                    })
+                    .flat_map(|l| l.vectors())
+                    .map(Vec::len)
                     .sum::<usize>());
         let bytes = matrices.bytes() + small;
         if bytes > free {
@@ -144,17 +128,25 @@ impl DeviceModel {
             .iter()
             .zip(&matrices.layers)
             .map(|(w, m)| {
+                // The vectors from the f32 weights, the matrices from their bytes: one
+                // walk over the fields of each.
+                let vectors = w.try_map(
+                    |_, _| Ok::<_, Error>(()),
+                    |name, v| upload_f32(backend, name, v),
+                )?;
+                let matrices =
+                    m.try_map(|name, x| upload_matrix(backend, name, x), |_, _| Ok(()))?;
                 Ok(DeviceLayer {
-                    attn_norm: upload_f32(backend, "attn_norm", &w.attn_norm)?,
-                    in_proj: upload_matrix(backend, "in_proj", &m.in_proj)?,
-                    conv_taps: upload_f32(backend, "conv taps", &w.conv)?,
-                    decay_rate: upload_f32(backend, "decay rate", &w.decay_rate)?,
-                    dt_bias: upload_f32(backend, "dt_bias", &w.dt_bias)?,
-                    o_norm: upload_f32(backend, "o_norm", &w.o_norm)?,
-                    o_proj: upload_matrix(backend, "o_proj", &m.o_proj)?,
-                    mlp_norm: upload_f32(backend, "mlp_norm", &w.mlp_norm)?,
-                    gate_up: upload_matrix(backend, "gate_up", &m.gate_up)?,
-                    down: upload_matrix(backend, "down", &m.down)?,
+                    attn_norm: vectors.attn_norm,
+                    in_proj: matrices.in_proj,
+                    conv: vectors.conv,
+                    decay_rate: vectors.decay_rate,
+                    dt_bias: vectors.dt_bias,
+                    o_norm: vectors.o_norm,
+                    o_proj: matrices.o_proj,
+                    mlp_norm: vectors.mlp_norm,
+                    gate_up: matrices.gate_up,
+                    down: matrices.down,
                 })
             })
             .collect::<Result<Vec<_>>>()?;

@@ -18,9 +18,11 @@ use crate::tensor::DType;
 
 use super::super::kernels::{self as k, AddNormBufs, ConvBufs};
 use super::super::model::LanguageModel;
+use super::super::runner::Runner;
 use super::super::sample::Sampler;
 use super::super::session::Logits;
 use super::super::state::{LayerState, ModelState};
+use super::super::trace::TraceHook;
 use super::{count_download, DeviceModel, IDS_DOWNLOADED, LOGITS_DOWNLOADED};
 
 /// Buffers of one window's activations, sized once for `rows` tokens.
@@ -128,11 +130,6 @@ impl<'m> CudaModelSession<'m> {
             logits: Vec::new(),
             picked: None,
         })
-    }
-
-    /// Tokens fed so far.
-    pub fn tokens(&self) -> u64 {
-        self.tokens
     }
 
     /// The workspace for windows of up to `rows` tokens (allocated once per size).
@@ -352,7 +349,7 @@ impl<'m> CudaModelSession<'m> {
                 }
                 let b = ConvBufs {
                     proj,
-                    taps: lw.conv_taps.ptr(s),
+                    taps: lw.conv.ptr(s),
                     cache,
                     decay_rate: lw.decay_rate.ptr(s),
                     dt_bias: lw.dt_bias.ptr(s),
@@ -530,5 +527,47 @@ impl<'m> CudaModelSession<'m> {
             last_hidden,
             tokens: self.tokens,
         })
+    }
+}
+
+impl<'m> Runner<'m> for CudaModelSession<'m> {
+    fn tokens(&self) -> u64 {
+        self.tokens
+    }
+
+    // The device has no separate decode path: one token is a window of one row.
+    fn forward(&mut self, ids: &[u32], want: Logits, _decode: bool) -> Result<&[f32]> {
+        CudaModelSession::forward(self, ids, want)
+    }
+
+    fn forward_scored(&mut self, ids: &[u32], nll: &mut Vec<f64>) -> Result<()> {
+        CudaModelSession::forward_scored(self, ids, nll)
+    }
+
+    fn next_logits(&mut self) -> Result<Option<&[f32]>> {
+        CudaModelSession::next_logits(self)
+    }
+
+    fn snapshot(&self) -> Result<ModelState> {
+        CudaModelSession::snapshot(self)
+    }
+
+    fn into_state(self: Box<Self>) -> Result<ModelState> {
+        CudaModelSession::snapshot(&self)
+    }
+
+    /// The device's activations stay there: the hook sees nothing.
+    fn set_trace(&mut self, _hook: Option<TraceHook<'m>>) {}
+
+    fn picks(&self) -> bool {
+        true
+    }
+
+    fn next_pick(&mut self, sampler: &mut Sampler) -> Result<Option<u32>> {
+        CudaModelSession::next_pick(self, sampler)
+    }
+
+    fn step_pick(&mut self, token: u32, sampler: &mut Sampler) -> Result<u32> {
+        CudaModelSession::step_pick(self, token, sampler)
     }
 }

@@ -1,0 +1,150 @@
+//! `model_type: gated_deltanet`, as flash-linear-attention's `GatedDeltaNetConfig` and
+//! `save_pretrained` write it: the config's fields are read (and refused by name) in
+//! [`GdnConfig`]; here they become a [`ModelDesc`], and the checkpoint's names
+//! (`model.layers.{l}.attn.q_proj.weight`, …) the description's weights.
+
+use super::super::config::GdnConfig;
+use super::super::desc::{
+    Block, ChannelMixer, GatedDeltaNet, ModelDesc, Norm, NormForm, TokenMixer,
+};
+use super::{BlockTensors, Reader, Tensor};
+
+/// fla's Gated DeltaNet: every norm `x̂ · w` with the config's epsilon, pre-norm blocks
+/// of the gated delta rule and a SwiGLU MLP.
+pub struct GatedDeltaNetReader<'c>(pub &'c GdnConfig);
+
+impl GatedDeltaNetReader<'_> {
+    fn norm(&self) -> Norm {
+        Norm {
+            form: NormForm::Weight,
+            eps: self.0.norm_eps,
+        }
+    }
+}
+
+impl Reader for GatedDeltaNetReader<'_> {
+    fn desc(&self) -> ModelDesc {
+        let c = self.0;
+        let mixer = GatedDeltaNet {
+            heads: c.heads,
+            value_heads: c.value_heads,
+            head_dim: c.head_dim,
+            value_dim: c.value_dim,
+            conv_width: c.conv_size,
+            beta_scale: if c.allow_neg_eigval { 2.0 } else { 1.0 },
+            output_gate: c.use_gate.then_some(c.gate_activation),
+            out_norm: self.norm(),
+        };
+        let block = Block {
+            mixer_norm: self.norm(),
+            token_mixer: TokenMixer::GatedDeltaNet(mixer),
+            channel_norm: self.norm(),
+            channel_mixer: ChannelMixer::SwiGlu {
+                intermediate: c.intermediate_size,
+            },
+        };
+        ModelDesc {
+            vocab_size: c.vocab_size,
+            hidden_size: c.hidden_size,
+            blocks: vec![block; c.layers],
+            final_norm: self.norm(),
+            tied_head: c.tie_word_embeddings,
+        }
+    }
+
+    fn embeddings(&self) -> Tensor {
+        let c = self.0;
+        (
+            "model.embeddings.weight".into(),
+            vec![c.vocab_size, c.hidden_size],
+        )
+    }
+
+    fn block(&self, l: usize) -> BlockTensors {
+        let c = self.0;
+        let (d, dk, dv, hv, i) = (
+            c.hidden_size,
+            c.key_width(),
+            c.value_width(),
+            c.value_heads,
+            c.intermediate_size,
+        );
+        let p = |s: &str, shape: Vec<usize>| (format!("model.layers.{l}.{s}"), shape);
+        let mut in_proj = vec![
+            p("attn.q_proj.weight", vec![dk, d]),
+            p("attn.k_proj.weight", vec![dk, d]),
+            p("attn.v_proj.weight", vec![dv, d]),
+        ];
+        if c.use_gate {
+            in_proj.push(p("attn.g_proj.weight", vec![dv, d]));
+        }
+        in_proj.push(p("attn.a_proj.weight", vec![hv, d]));
+        in_proj.push(p("attn.b_proj.weight", vec![hv, d]));
+        let w = c.conv_size;
+        BlockTensors {
+            attn_norm: vec![p("attn_norm.weight", vec![d])],
+            in_proj,
+            conv: vec![
+                p("attn.q_conv1d.weight", vec![dk, 1, w]),
+                p("attn.k_conv1d.weight", vec![dk, 1, w]),
+                p("attn.v_conv1d.weight", vec![dv, 1, w]),
+            ],
+            decay_rate: vec![p("attn.A_log", vec![hv])],
+            dt_bias: vec![p("attn.dt_bias", vec![hv])],
+            o_norm: vec![p("attn.o_norm.weight", vec![c.value_dim])],
+            o_proj: vec![p("attn.o_proj.weight", vec![d, dv])],
+            mlp_norm: vec![p("mlp_norm.weight", vec![d])],
+            gate_up: vec![
+                p("mlp.gate_proj.weight", vec![i, d]),
+                p("mlp.up_proj.weight", vec![i, d]),
+            ],
+            down: vec![p("mlp.down_proj.weight", vec![d, i])],
+        }
+    }
+
+    fn final_norm(&self) -> Tensor {
+        ("model.norm.weight".into(), vec![self.0.hidden_size])
+    }
+
+    fn head(&self) -> Option<Tensor> {
+        let c = self.0;
+        (!c.tie_word_embeddings)
+            .then(|| ("lm_head.weight".into(), vec![c.vocab_size, c.hidden_size]))
+    }
+
+    fn layers(&self) -> usize {
+        self.0.layers
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lm::readers::tensors;
+
+    #[test]
+    fn the_description_carries_every_option_of_the_config() {
+        let mut c = GdnConfig::fla_defaults(64, 3, 2, 16, 100).unwrap();
+        c.allow_neg_eigval = true;
+        c.use_gate = false;
+        c.tie_word_embeddings = true;
+        let d = GatedDeltaNetReader(&c).desc();
+        assert_eq!(d.blocks.len(), 3);
+        assert!(d.tied_head);
+        let TokenMixer::GatedDeltaNet(m) = d.blocks[0].token_mixer;
+        assert_eq!(m.beta_scale, 2.0);
+        assert_eq!(m.output_gate, None);
+        assert_eq!(
+            m.in_proj_width(),
+            2 * c.key_width() + c.value_width() + 2 * c.value_heads
+        );
+        assert_eq!(d.final_norm.eps, c.norm_eps);
+        // Tied: no head tensor; the names run embeddings, blocks, then the final norm.
+        let names: Vec<String> = tensors(&GatedDeltaNetReader(&c)).map(|t| t.0).collect();
+        assert_eq!(names.first().unwrap(), "model.embeddings.weight");
+        assert_eq!(names.last().unwrap(), "model.norm.weight");
+        assert_eq!(names.len(), 2 + 3 * 17, "no g_proj without the gate");
+        assert_eq!(names[1], "model.layers.0.attn_norm.weight");
+        assert_eq!(names[17], "model.layers.0.mlp.down_proj.weight");
+    }
+}
