@@ -54,13 +54,18 @@ pub enum NormAt {
     Final,
 }
 
-/// Which rows of the window the final norm and the head run over.
+/// Which rows a norm and the head run over.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum HeadRows {
-    /// The last row.
-    Last,
-    /// Every row.
+pub enum Rows {
+    /// Every row of the window.
     All,
+    /// The window's last row.
+    Last,
+    /// The window's first `n` rows (scoring: the last row predicts past the window).
+    Leading(usize),
+    /// The sequence's last hidden vector, kept between windows (the next token's
+    /// logits before any window of this call).
+    LastHidden,
 }
 
 /// A product `to (+)= from · wᵀ` of `rows × in_dim` by `[out_dim, in_dim]`.
@@ -89,8 +94,9 @@ pub trait Ops {
     /// `Residual ← embeddings[ids]`: the window is these rows.
     fn embed(&mut self, ids: &[u32]) -> Result<()>;
     /// `Normed ← rms_norm(Residual)` with the weight at `at` (whose form the loader has
-    /// folded in), over the rows of `rows` (every row inside the blocks).
-    fn norm(&mut self, at: NormAt, norm: &Norm, rows: HeadRows) -> Result<()>;
+    /// folded in), over `rows` (every row inside the blocks). The final norm also
+    /// sizes what the head writes.
+    fn norm(&mut self, at: NormAt, norm: &Norm, rows: Rows) -> Result<()>;
     /// One matrix product.
     fn linear(&mut self, p: Product) -> Result<()>;
     /// `Proj → Mixed`: the short convolution with its l2-norms and gates (β, decay),
@@ -105,8 +111,8 @@ pub trait Ops {
     /// The blocks are done: the last row of `Residual` is the sequence's last hidden
     /// vector, and the window's rows count as fed.
     fn end_window(&mut self) -> Result<()>;
-    /// `logits ← Normed · headᵀ` over the rows of `rows`.
-    fn head(&mut self, rows: HeadRows) -> Result<()>;
+    /// `logits ← Normed · headᵀ` over `rows` (those the final norm ran over).
+    fn head(&mut self, rows: Rows) -> Result<()>;
     /// Shows `act` to the trace hook, if one is set, as `stage` of block `layer`.
     fn trace(&mut self, stage: TraceStage, layer: usize, act: Act);
 }
@@ -128,7 +134,7 @@ pub fn layers<O: Ops + ?Sized>(
 /// One pre-norm block.
 fn block<O: Ops + ?Sized>(ops: &mut O, d: usize, l: usize, b: &Block, decode: bool) -> Result<()> {
     ops.trace(TraceStage::Residual, l, Act::Residual);
-    ops.norm(NormAt::Mixer(l), &b.mixer_norm, HeadRows::All)?;
+    ops.norm(NormAt::Mixer(l), &b.mixer_norm, Rows::All)?;
     ops.trace(TraceStage::AttnNorm, l, Act::Normed);
     match &b.token_mixer {
         TokenMixer::GatedDeltaNet(m) => {
@@ -163,7 +169,7 @@ fn block<O: Ops + ?Sized>(ops: &mut O, d: usize, l: usize, b: &Block, decode: bo
         }
     }
     ops.trace(TraceStage::ResidualMid, l, Act::Residual);
-    ops.norm(NormAt::Channel(l), &b.channel_norm, HeadRows::All)?;
+    ops.norm(NormAt::Channel(l), &b.channel_norm, Rows::All)?;
     ops.trace(TraceStage::MlpNorm, l, Act::Normed);
     match b.channel_mixer {
         ChannelMixer::SwiGlu { intermediate } => {
@@ -205,7 +211,7 @@ pub fn window<O: Ops + ?Sized>(
     ops: &mut O,
     desc: &ModelDesc,
     ids: &[u32],
-    rows: Option<HeadRows>,
+    rows: Option<Rows>,
     decode: bool,
 ) -> Result<()> {
     ops.embed(ids)?;
@@ -219,8 +225,8 @@ pub fn window<O: Ops + ?Sized>(
     Ok(())
 }
 
-/// The final norm and the head over the window's `rows`.
-pub fn head<O: Ops + ?Sized>(ops: &mut O, desc: &ModelDesc, rows: HeadRows) -> Result<()> {
+/// The final norm and the head over `rows`.
+pub fn head<O: Ops + ?Sized>(ops: &mut O, desc: &ModelDesc, rows: Rows) -> Result<()> {
     ops.norm(NormAt::Final, &desc.final_norm, rows)?;
     ops.trace(TraceStage::FinalNorm, desc.blocks.len(), Act::Normed);
     ops.head(rows)

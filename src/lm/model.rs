@@ -13,32 +13,28 @@ use crate::tensor::DType;
 
 use super::config::GdnConfig;
 use super::cpu::CpuRunner;
-use super::cuda::session::CudaModelSession;
-use super::cuda::DeviceModel;
+use super::cuda;
 use super::desc::ModelDesc;
 use super::matrices::Matrices;
 use super::readers::gated_deltanet::GatedDeltaNetReader;
 use super::readers::Reader;
-use super::runner::Runner;
+use super::runner::{Placement, Runner};
 use super::session::ModelSession;
 use super::state::ModelState;
 use super::tokenizer::ModelTokenizer;
 use super::weights::{expected_tensors, LayerWeights, WeightFiles, Weights};
 
 /// The backend a model of `config` runs on: [`backend_for`], except that `auto` means
-/// the CPU where the GPU cannot run this model (no cuBLAS, which the products need; a
-/// shape the kernels do not take, e.g. key heads wider than 128). `cuda` asked for
-/// explicitly fails there instead, saying why, when the model is put on the device.
+/// the CPU where the device cannot run this model ([`super::cuda::can_run`] says why
+/// not). A device asked for explicitly fails there instead, saying why, when the
+/// model is put on it.
 fn model_backend(device: Device, config: &GdnConfig) -> Result<Box<dyn Backend>> {
     let backend = backend_for(device)?;
-    if let (Device::Auto, Some(cuda)) = (device, backend.as_cuda()) {
-        let memory = MemoryConfig::new(config.value_heads, config.head_dim, config.value_dim);
-        let usable = crate::backend::cuda::gemm::cublas_present()
-            && cuda.check_supported(&memory, 1).is_ok()
-            && crate::lm::kernels::LmDims::of(config).check().is_ok();
-        if !usable {
-            return backend_for(Device::Cpu);
-        }
+    if device == Device::Auto
+        && cuda::on_device(backend.as_ref())
+        && !cuda::can_run(backend.as_ref(), config)
+    {
+        return backend_for(Device::Cpu);
     }
     Ok(backend)
 }
@@ -52,8 +48,8 @@ pub struct LanguageModel {
     weights: Option<Weights>,
     memory: MemoryConfig,
     backend: Box<dyn Backend>,
-    /// On CUDA: the weights on the device, where sessions run the whole forward.
-    device: Option<DeviceModel>,
+    /// On a device: the weights there, where sessions run the whole forward.
+    device: Option<Box<dyn Placement>>,
     tokenizer: Option<ModelTokenizer>,
     fingerprint: u64,
     name: String,
@@ -78,8 +74,8 @@ impl LanguageModel {
         // On a device the matrices go up in the checkpoint's own dtype, straight from
         // the mapped files: the host never holds them in f32, nor copies them at all
         // when the checkpoint has one dtype; it converts only the small vectors.
-        let (weights, weight_digest, matrices) = match backend.as_cuda() {
-            Some(_) => {
+        let (weights, weight_digest, matrices) = match cuda::on_device(backend.as_ref()) {
+            true => {
                 let (vectors, digest) = files.load_vectors(&config)?;
                 (
                     vectors,
@@ -87,7 +83,7 @@ impl LanguageModel {
                     Some(Matrices::from_files(&files, &config)?),
                 )
             }
-            None => {
+            false => {
                 let (weights, digest) = files.load(&config)?;
                 (weights, digest, None)
             }
@@ -174,9 +170,8 @@ impl LanguageModel {
             c.hidden_size, c.layers, c.heads, c.value_heads, c.head_dim, c.value_dim
         );
         let backend = model_backend(device, &config)?;
-        let matrices = backend
-            .as_cuda()
-            .map(|_| Matrices::from_weights(&weights, &config, dtype));
+        let matrices = cuda::on_device(backend.as_ref())
+            .then(|| Matrices::from_weights(&weights, &config, dtype));
         Self::assemble(config, weights, seed, None, backend, matrices, name)
     }
 
@@ -192,9 +187,12 @@ impl LanguageModel {
         // On a device the host keeps no weights: every forward, scoring and pick runs
         // there (the tied head is the device's embeddings), and the fingerprint is
         // the files' digest.
-        let (device, weights) = match (backend.as_cuda(), matrices) {
-            (Some(cuda), Some(m)) => (Some(DeviceModel::new(cuda, &config, &weights, &m)?), None),
-            _ => (None, Some(weights)),
+        let (device, weights) = match matrices {
+            Some(m) => (
+                Some(cuda::place(backend.as_ref(), &config, &weights, &m)?),
+                None,
+            ),
+            None => (None, Some(weights)),
         };
         let mut h = Fnv1a::new();
         h.write(b"ltm-engine/gated-deltanet-lm/v1");
@@ -236,10 +234,10 @@ impl LanguageModel {
 
     /// The sequence in `state` on this model's device.
     pub(crate) fn runner(&self, state: ModelState) -> Result<Box<dyn Runner<'_> + '_>> {
-        if let (Some(dev), Some(cuda)) = (&self.device, self.backend.as_cuda()) {
-            return Ok(Box::new(CudaModelSession::new(self, dev, cuda, state)?));
+        match &self.device {
+            Some(device) => device.open(self, state),
+            None => Ok(Box::new(CpuRunner::new(self, state)?)),
         }
-        Ok(Box::new(CpuRunner::new(self, state)?))
     }
 
     /// The weights in f32 on the host, which the CPU forward runs; `None` when the
@@ -249,7 +247,7 @@ impl LanguageModel {
     }
 
     /// Bytes of weights the host holds for this model: all of them in f32 on the
-    /// CPU, none on a device (whose bytes [`DeviceModel::weight_bytes`] counts).
+    /// CPU, none on a device (whose bytes the device model counts).
     pub fn host_weight_bytes(&self) -> usize {
         self.weights.as_ref().map_or(0, |w| 4 * w.len())
     }
@@ -264,9 +262,9 @@ impl LanguageModel {
         self.backend.as_ref()
     }
 
-    /// The weights on the device, where the model runs on CUDA.
-    pub fn device_model(&self) -> Option<&DeviceModel> {
-        self.device.as_ref()
+    /// The weights on a device, where the model runs on one.
+    pub(crate) fn placement(&self) -> Option<&dyn Placement> {
+        self.device.as_deref()
     }
 
     /// The tokenizer of the model directory, if it had one.

@@ -3,6 +3,7 @@
 
 use crate::error::{Error, Result};
 
+use super::model::LanguageModel;
 use super::sample::Sampler;
 use super::session::Logits;
 use super::state::ModelState;
@@ -43,4 +44,17 @@ pub(crate) trait Runner<'m> {
 
 fn no_sampler() -> Error {
     Error::Device("this device has no sampler: tokens are chosen on the host".into())
+}
+
+/// A model's weights placed on a device, where its sequences run whole: the model
+/// holds one where its backend is a device, and asks it for runners.
+pub(crate) trait Placement: Send + Sync {
+    /// The sequence in `state` (checked against `model`) on this device.
+    fn open<'m>(
+        &'m self,
+        model: &'m LanguageModel,
+        state: ModelState,
+    ) -> Result<Box<dyn Runner<'m> + 'm>>;
+    /// Itself, for the device's own accessors ([`LanguageModel::device_model`]).
+    fn as_any(&self) -> &dyn std::any::Any;
 }

@@ -8,7 +8,7 @@ use crate::backend::MemorySession;
 use crate::error::{Error, Result};
 
 use super::desc::ModelDesc;
-use super::forward::{self, HeadRows};
+use super::forward::{self, Rows};
 use super::model::LanguageModel;
 use super::ops::{log_sum_exp, next_token_nll};
 use super::runner::Runner;
@@ -36,6 +36,8 @@ struct Workspace {
     logits: Vec<f32>,
     /// Rows of the current window.
     rows: usize,
+    /// Rows the last norm ran over (the head's).
+    head_rows: usize,
     /// Values of the last head's logits in `logits`.
     logits_len: usize,
     /// Per [`super::forward::Act`], the values its last writer left (what a trace
@@ -99,8 +101,8 @@ impl<'m> CpuRunner<'m> {
         }
         let rows = match want {
             Logits::None => None,
-            Logits::Last => Some(HeadRows::Last),
-            Logits::All => Some(HeadRows::All),
+            Logits::Last => Some(Rows::Last),
+            Logits::All => Some(Rows::All),
         };
         let desc = self.desc;
         forward::window(self, desc, ids, rows, decode)?;
@@ -113,16 +115,12 @@ impl<'m> CpuRunner<'m> {
 
     /// The head over the last hidden vector (the state's, not a window's).
     fn host_next_logits(&mut self) -> Option<&[f32]> {
-        let hidden = self.last_hidden.as_ref()?;
-        let d = self.desc.hidden_size;
-        sized(&mut self.ws.x, d).copy_from_slice(hidden);
-        self.ws.rows = 1;
-        self.ws.lens[forward::Act::Residual as usize] = d;
+        self.last_hidden.as_ref()?;
         let desc = self.desc;
         // Not a window of the forward: the hook sees windows only.
         let hook = self.trace.take();
         // Norm and product of one row: no error is possible on the host.
-        let done = forward::head(self, desc, HeadRows::Last);
+        let done = forward::head(self, desc, Rows::LastHidden);
         self.trace = hook;
         done.ok()?;
         Some(&self.ws.logits[..self.ws.logits_len])

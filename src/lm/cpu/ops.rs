@@ -7,7 +7,7 @@ use crate::error::Result;
 use crate::inputs::ForwardInputs;
 
 use super::super::desc::{GateActivation, GatedDeltaNet, Norm};
-use super::super::forward::{Act, HeadRows, Matrix, NormAt, Ops, Product};
+use super::super::forward::{Act, Matrix, NormAt, Ops, Product, Rows};
 use super::super::linear::matmul_t;
 use super::super::ops::{
     l2_normalize, rms_norm, rms_norm_rows, short_conv, sigmoid, silu, softplus,
@@ -44,7 +44,7 @@ impl Ops for CpuRunner<'_> {
         Ok(())
     }
 
-    fn norm(&mut self, at: NormAt, norm: &Norm, rows: HeadRows) -> Result<()> {
+    fn norm(&mut self, at: NormAt, norm: &Norm, rows: Rows) -> Result<()> {
         let weights = self.weights;
         let w = match at {
             NormAt::Mixer(l) => &weights.layers[l].attn_norm,
@@ -53,16 +53,24 @@ impl Ops for CpuRunner<'_> {
         };
         let (t, d) = (self.ws.rows, self.desc.hidden_size);
         let ws = &mut self.ws;
-        match rows {
-            HeadRows::All => {
-                rms_norm_rows(&ws.x[..t * d], w, norm.eps, sized(&mut ws.h, t * d));
-                ws.lens[Act::Normed as usize] = t * d;
+        let n = match rows {
+            Rows::All | Rows::Leading(_) => {
+                let n = if let Rows::Leading(n) = rows { n } else { t };
+                rms_norm_rows(&ws.x[..n * d], w, norm.eps, sized(&mut ws.h, n * d));
+                n
             }
-            HeadRows::Last => {
+            Rows::Last => {
                 rms_norm(&ws.x[(t - 1) * d..t * d], w, norm.eps, sized(&mut ws.h, d));
-                ws.lens[Act::Normed as usize] = d;
+                1
             }
-        }
+            Rows::LastHidden => {
+                let hidden = self.last_hidden.as_deref().unwrap_or(&[]);
+                rms_norm(hidden, w, norm.eps, sized(&mut ws.h, d));
+                1
+            }
+        };
+        ws.lens[Act::Normed as usize] = n * d;
+        ws.head_rows = n;
         Ok(())
     }
 
@@ -252,12 +260,9 @@ impl Ops for CpuRunner<'_> {
         Ok(())
     }
 
-    fn head(&mut self, rows: HeadRows) -> Result<()> {
+    fn head(&mut self, _rows: Rows) -> Result<()> {
         let (d, vocab) = (self.desc.hidden_size, self.desc.vocab_size);
-        let n = match rows {
-            HeadRows::Last => 1,
-            HeadRows::All => self.ws.rows,
-        };
+        let n = self.ws.head_rows;
         let weights = self.weights;
         let ws = &mut self.ws;
         let logits = sized(&mut ws.logits, n * vocab);

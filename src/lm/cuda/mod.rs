@@ -22,7 +22,12 @@ use super::block::BlockWeights;
 use super::config::GdnConfig;
 use super::kernels::{module_of, LmDims, LmLaunch};
 use super::matrices::{Matrices, Matrix};
+use super::model::LanguageModel;
+use super::runner::{Placement, Runner};
+use super::state::ModelState;
 use super::weights::Weights;
+use crate::backend::Backend;
+use crate::config::MemoryConfig;
 
 /// Logits values (f32) copied from a device to the host by model sessions.
 static LOGITS_DOWNLOADED: AtomicU64 = AtomicU64::new(0);
@@ -44,6 +49,64 @@ pub fn ids_downloaded() -> u64 {
 
 fn count_download(counter: &AtomicU64, n: usize) {
     counter.fetch_add(n as u64, Ordering::Relaxed);
+}
+
+/// Whether `backend` is a CUDA device: a model there keeps its matrices in their dtype
+/// and runs its sequences on the device.
+pub(crate) fn on_device(backend: &dyn Backend) -> bool {
+    backend.as_cuda().is_some()
+}
+
+/// Whether the device behind `backend` can run a model of `config`: cuBLAS present (the
+/// products need it) and a shape the kernels take (e.g. key heads up to 128 wide).
+pub(crate) fn can_run(backend: &dyn Backend, config: &GdnConfig) -> bool {
+    let Some(cuda) = backend.as_cuda() else {
+        return false;
+    };
+    let memory = MemoryConfig::new(config.value_heads, config.head_dim, config.value_dim);
+    crate::backend::cuda::gemm::cublas_present()
+        && cuda.check_supported(&memory, 1).is_ok()
+        && LmDims::of(config).check().is_ok()
+}
+
+/// The model's weights on the device behind `backend` ([`on_device`]).
+pub(crate) fn place(
+    backend: &dyn Backend,
+    config: &GdnConfig,
+    weights: &Weights,
+    matrices: &Matrices,
+) -> Result<Box<dyn Placement>> {
+    let cuda = backend
+        .as_cuda()
+        .ok_or_else(|| Error::Device("a model placed on a device that is not one".into()))?;
+    Ok(Box::new(DeviceModel::new(cuda, config, weights, matrices)?))
+}
+
+impl Placement for DeviceModel {
+    fn open<'m>(
+        &'m self,
+        model: &'m LanguageModel,
+        state: ModelState,
+    ) -> Result<Box<dyn Runner<'m> + 'm>> {
+        let cuda = model
+            .backend()
+            .as_cuda()
+            .ok_or_else(|| Error::Device("a device model on a backend that is not one".into()))?;
+        Ok(Box::new(session::CudaModelSession::new(
+            model, self, cuda, state,
+        )?))
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
+impl LanguageModel {
+    /// The weights on the device, where the model runs on CUDA.
+    pub fn device_model(&self) -> Option<&DeviceModel> {
+        self.placement()?.as_any().downcast_ref()
+    }
 }
 
 /// One layer's weights on the device: matrices in the model's dtype, vectors in f32.
