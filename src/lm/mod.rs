@@ -20,6 +20,7 @@
 pub mod block;
 pub mod config;
 mod cpu;
+#[cfg(feature = "cuda")]
 pub mod cuda;
 pub mod desc;
 pub mod forward;
@@ -29,6 +30,7 @@ pub mod matrices;
 pub mod model;
 pub mod ops;
 pub mod pick;
+mod placement;
 pub mod readers;
 mod runner;
 pub mod sample;

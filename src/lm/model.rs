@@ -13,9 +13,9 @@ use crate::tensor::DType;
 
 use super::config::GdnConfig;
 use super::cpu::CpuRunner;
-use super::cuda;
 use super::desc::ModelDesc;
 use super::matrices::Matrices;
+use super::placement;
 use super::readers::gated_deltanet::GatedDeltaNetReader;
 use super::readers::Reader;
 use super::runner::{Placement, Runner};
@@ -25,14 +25,14 @@ use super::tokenizer::ModelTokenizer;
 use super::weights::{expected_tensors, LayerWeights, WeightFiles, Weights};
 
 /// The backend a model of `config` runs on: [`backend_for`], except that `auto` means
-/// the CPU where the device cannot run this model ([`super::cuda::can_run`] says why
+/// the CPU where the device cannot run this model ([`placement::can_run`] says why
 /// not). A device asked for explicitly fails there instead, saying why, when the
 /// model is put on it.
 fn model_backend(device: Device, config: &GdnConfig) -> Result<Box<dyn Backend>> {
     let backend = backend_for(device)?;
     if device == Device::Auto
-        && cuda::on_device(backend.as_ref())
-        && !cuda::can_run(backend.as_ref(), config)
+        && placement::on_device(backend.as_ref())
+        && !placement::can_run(backend.as_ref(), config)
     {
         return backend_for(Device::Cpu);
     }
@@ -74,7 +74,7 @@ impl LanguageModel {
         // On a device the matrices go up in the checkpoint's own dtype, straight from
         // the mapped files: the host never holds them in f32, nor copies them at all
         // when the checkpoint has one dtype; it converts only the small vectors.
-        let (weights, weight_digest, matrices) = match cuda::on_device(backend.as_ref()) {
+        let (weights, weight_digest, matrices) = match placement::on_device(backend.as_ref()) {
             true => {
                 let (vectors, digest) = files.load_vectors(&config)?;
                 (
@@ -170,7 +170,7 @@ impl LanguageModel {
             c.hidden_size, c.layers, c.heads, c.value_heads, c.head_dim, c.value_dim
         );
         let backend = model_backend(device, &config)?;
-        let matrices = cuda::on_device(backend.as_ref())
+        let matrices = placement::on_device(backend.as_ref())
             .then(|| Matrices::from_weights(&weights, &config, dtype));
         Self::assemble(config, weights, seed, None, backend, matrices, name)
     }
@@ -189,7 +189,7 @@ impl LanguageModel {
         // the files' digest.
         let (device, weights) = match matrices {
             Some(m) => (
-                Some(cuda::place(backend.as_ref(), &config, &weights, &m)?),
+                Some(placement::place(backend.as_ref(), &config, &weights, &m)?),
                 None,
             ),
             None => (None, Some(weights)),
@@ -263,6 +263,7 @@ impl LanguageModel {
     }
 
     /// The weights on a device, where the model runs on one.
+    #[cfg(feature = "cuda")]
     pub(crate) fn placement(&self) -> Option<&dyn Placement> {
         self.device.as_deref()
     }
@@ -350,6 +351,7 @@ mod tests {
                 .join("tests/fixtures")
                 .join(name);
             let model = LanguageModel::load(&dir, Device::Cpu).unwrap();
+            #[cfg(feature = "cuda")]
             assert!(model.device_model().is_none());
             let values: usize = model
                 .expected_tensors()

@@ -56,5 +56,6 @@ pub(crate) trait Placement: Send + Sync {
         state: ModelState,
     ) -> Result<Box<dyn Runner<'m> + 'm>>;
     /// Itself, for the device's own accessors ([`LanguageModel::device_model`]).
+    #[cfg(feature = "cuda")]
     fn as_any(&self) -> &dyn std::any::Any;
 }

@@ -4,6 +4,7 @@
 //! there are no implicit padding bytes). `tests` checks each against the kernel source.
 
 use bytemuck::{Pod, Zeroable};
+#[cfg(feature = "cuda")]
 use cudarc::driver::DeviceRepr;
 
 /// `LmEmbedParams` of `kernels/lm_norm.cu`: embedding gather.
@@ -206,6 +207,7 @@ macro_rules! pod {
         // every bit pattern is a valid value; passed to kernels by value.
         unsafe impl Zeroable for $t {}
         unsafe impl Pod for $t {}
+        #[cfg(feature = "cuda")]
         unsafe impl DeviceRepr for $t {}
     )*};
 }
@@ -220,7 +222,7 @@ pod!(
     LmSampleParams
 );
 
-#[cfg(test)]
+#[cfg(all(test, feature = "cuda"))]
 mod tests {
     use super::*;
     use crate::backend::cuda::c_layout::c_layout;
