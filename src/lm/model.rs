@@ -60,7 +60,24 @@ impl LanguageModel {
     /// it: `config.json`, `model.safetensors` (or shards with an index), and
     /// `tokenizer.json` if present.
     pub fn load(dir: impl AsRef<Path>, device: Device) -> Result<Self> {
-        let dir = dir.as_ref();
+        Self::load_with(dir.as_ref(), &|config| model_backend(device, config))
+    }
+
+    /// [`LanguageModel::load`] on a backend the caller made (the CPU with a chosen
+    /// instruction set, for one): no fallback, the model runs where it is told.
+    pub fn load_on(dir: impl AsRef<Path>, backend: Box<dyn Backend>) -> Result<Self> {
+        let backend = std::cell::Cell::new(Some(backend));
+        Self::load_with(dir.as_ref(), &|_| {
+            backend
+                .take()
+                .ok_or_else(|| Error::Device("the backend was taken already".into()))
+        })
+    }
+
+    fn load_with(
+        dir: &Path,
+        backend_for_config: &dyn Fn(&GdnConfig) -> Result<Box<dyn Backend>>,
+    ) -> Result<Self> {
         if !dir.is_dir() {
             return Err(Error::File {
                 path: dir.to_path_buf(),
@@ -70,7 +87,7 @@ impl LanguageModel {
         }
         let config = GdnConfig::load(&dir.join("config.json"))?;
         let files = WeightFiles::open(dir)?;
-        let backend = model_backend(device, &config)?;
+        let backend = backend_for_config(&config)?;
         // On a device the matrices go up in the checkpoint's own dtype, straight from
         // the mapped files: the host never holds them in f32, nor copies them at all
         // when the checkpoint has one dtype; it converts only the small vectors.

@@ -1,6 +1,9 @@
 //! Shared test helpers: fresh random inputs and normalised error measures.
 #![allow(dead_code)]
 
+pub mod lm;
+pub mod lm_configs;
+
 use half::bf16;
 use ltm_engine::{ForwardInputs, MemoryConfig, State};
 use rand::rngs::StdRng;
