@@ -6,6 +6,10 @@
 //! An instruction set this CPU lacks prints `skipped: …` on stderr instead of passing on
 //! another set. The CUDA tests are `#[ignore]`d: `scripts/gpu-check.sh` runs them, and
 //! without a usable GPU each one fails.
+//!
+//! Models come from the fixtures, from `config.json` files written here, and from a
+//! description made in code (`tests/common/lm_desc.rs`), so the forward is checked
+//! apart from the readers too.
 
 mod common;
 
@@ -14,6 +18,7 @@ use std::path::Path;
 
 use common::lm::{fixture, rel_err, Reference};
 use common::lm_configs::{check_with, every_configuration, Wt};
+use common::lm_desc::{described, reference_over_weights};
 use ltm_engine::backend::cpu::Isa;
 use ltm_engine::lm::{LanguageModel, Logits, Sampler, Sampling};
 use ltm_engine::{Backend, CpuBackend};
@@ -186,6 +191,39 @@ fn configurations_match_a_float64_reference(s: &Subject) {
     });
 }
 
+/// A model described in code (`tests/common/lm_desc.rs`: no reader, no `config.json`)
+/// with random weights, against a float64 forward over the same weights (those the CPU
+/// holds for the same description and seed): prefill, then decode.
+fn a_model_described_in_code_matches_a_float64_forward(s: &Subject) {
+    let desc = described();
+    let model = LanguageModel::random_desc(&desc, 7, s.backend()).unwrap();
+    assert_eq!(model.desc(), &desc);
+    let host = LanguageModel::random_desc(&desc, 7, Box::new(CpuBackend::new())).unwrap();
+    let ids: Vec<u32> = (0..60u32).map(|i| (i * 37 + 5) % 97).collect();
+    let want = reference_over_weights(&desc, host.weights().unwrap(), &ids);
+    let vocab = desc.vocab_size;
+    let scale = want.iter().fold(0.0f64, |m, x| m.max(x.abs()));
+    let err = |got: &[f32], want: &[f64]| {
+        got.iter()
+            .zip(want)
+            .map(|(g, w)| {
+                assert!(g.is_finite(), "non-finite logit");
+                (*g as f64 - w).abs()
+            })
+            .fold(0.0f64, f64::max)
+            / scale
+    };
+    let mut session = model.session().unwrap();
+    let got = session.feed(&ids[..45], Logits::All).unwrap();
+    let e = err(&got, &want[..45 * vocab]);
+    assert!(e < s.tol, "prefill: {e:.2e}");
+    for (t, &id) in ids.iter().enumerate().skip(45) {
+        let got = session.step(id).unwrap().to_vec();
+        let e = err(&got, &want[t * vocab..(t + 1) * vocab]);
+        assert!(e < s.tol, "decode token {t}: {e:.2e}");
+    }
+}
+
 // ---- the instantiations ------------------------------------------------------------------
 
 /// One `#[test]` per case in each device's module, e.g. `cpu_avx2::a_snapshot_resumes_where_it_stopped`.
@@ -224,4 +262,5 @@ suite!(
     fixtures_match_flash_linear_attention,
     a_snapshot_resumes_where_it_stopped,
     configurations_match_a_float64_reference,
+    a_model_described_in_code_matches_a_float64_forward,
 );

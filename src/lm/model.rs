@@ -16,7 +16,7 @@ use super::cpu::CpuRunner;
 use super::desc::ModelDesc;
 use super::matrices::Matrices;
 use super::placement;
-use super::readers::gated_deltanet::GatedDeltaNetReader;
+use super::readers::gated_deltanet::{config_of, GatedDeltaNetReader};
 use super::readers::Reader;
 use super::runner::{Placement, Runner};
 use super::session::ModelSession;
@@ -146,6 +146,16 @@ impl LanguageModel {
     /// [`LanguageModel::random`] whose matrices a device keeps in `dtype` (bf16 for a
     /// benchmark at a trained model's precision); the CPU runs the f32 values.
     pub fn random_in(config: GdnConfig, seed: u64, device: Device, dtype: DType) -> Result<Self> {
+        let backend = model_backend(device, &config)?;
+        Self::random_with(config, seed, backend, dtype)
+    }
+
+    fn random_with(
+        config: GdnConfig,
+        seed: u64,
+        backend: Box<dyn Backend>,
+        dtype: DType,
+    ) -> Result<Self> {
         let mut rng = SplitMix64::new(seed);
         let mut fill = |n: usize, scale: f32| -> Vec<f32> {
             (0..n)
@@ -186,10 +196,17 @@ impl LanguageModel {
             "random gated-deltanet (D={}, L={}, H={}, HV={}, K={}, V={})",
             c.hidden_size, c.layers, c.heads, c.value_heads, c.head_dim, c.value_dim
         );
-        let backend = model_backend(device, &config)?;
         let matrices = placement::on_device(backend.as_ref())
             .then(|| Matrices::from_weights(&weights, &config, dtype));
         Self::assemble(config, weights, seed, None, backend, matrices, name)
+    }
+
+    /// A model described in code (no reader, no `config.json`) with random weights as
+    /// [`LanguageModel::random`] makes them, on `backend`. The description must be one
+    /// the gated_deltanet runtime holds ([`config_of`] says why not).
+    pub fn random_desc(desc: &ModelDesc, seed: u64, backend: Box<dyn Backend>) -> Result<Self> {
+        let config = config_of(desc)?;
+        Self::random_with(config, seed, backend, DType::F32)
     }
 
     fn assemble(

@@ -3,6 +3,7 @@
 
 pub mod lm;
 pub mod lm_configs;
+pub mod lm_desc;
 
 use half::bf16;
 use ltm_engine::{ForwardInputs, MemoryConfig, State};

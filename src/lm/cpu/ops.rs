@@ -3,7 +3,7 @@
 
 use rayon::prelude::*;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::inputs::ForwardInputs;
 
 use super::super::desc::{GateActivation, GatedDeltaNet, Norm};
@@ -91,7 +91,11 @@ impl Ops for CpuRunner<'_> {
             (Act::Normed, Act::Mlp) => (&ws.h, sized(&mut ws.mlp, t * p.out_dim)),
             (Act::Mixed, Act::Residual) => (&ws.o, &mut ws.x[..t * p.out_dim]),
             (Act::Act, Act::Residual) => (&ws.act, &mut ws.x[..t * p.out_dim]),
-            (from, to) => unreachable!("no product {from:?} → {to:?} in the forward"),
+            (from, to) => {
+                return Err(Error::Config(format!(
+                    "the CPU has no product from {from:?} to {to:?}"
+                )))
+            }
         };
         matmul_t(
             &x[..t * p.in_dim],

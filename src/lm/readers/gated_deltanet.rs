@@ -3,9 +3,11 @@
 //! [`GdnConfig`]; here they become a [`ModelDesc`], and the checkpoint's names
 //! (`model.layers.{l}.attn.q_proj.weight`, …) the description's weights.
 
+use crate::error::{Error, Result};
+
 use super::super::config::GdnConfig;
 use super::super::desc::{
-    Block, ChannelMixer, GatedDeltaNet, ModelDesc, Norm, NormForm, TokenMixer,
+    Block, ChannelMixer, GateActivation, GatedDeltaNet, ModelDesc, Norm, NormForm, TokenMixer,
 };
 use super::{BlockTensors, Reader, Tensor};
 
@@ -117,6 +119,58 @@ impl Reader for GatedDeltaNetReader<'_> {
     }
 }
 
+/// The config a description made in code amounts to (no `config.json`): every block
+/// the same gated-delta-rule block with a SwiGLU MLP, as this runtime holds them, its
+/// numbers through the same checks as a file's. A description this reader would not
+/// give back as it is (blocks that differ, a `1 + w` norm, β scaled otherwise than by 1
+/// or 2) is refused, naming what.
+pub fn config_of(desc: &ModelDesc) -> Result<GdnConfig> {
+    let refuse = |what: &str| Error::Config(format!("a Gated DeltaNet description {what}"));
+    let first = desc
+        .blocks
+        .first()
+        .ok_or_else(|| refuse("with no blocks"))?;
+    let TokenMixer::GatedDeltaNet(m) = &first.token_mixer;
+    let ChannelMixer::SwiGlu { intermediate } = first.channel_mixer;
+    let beta = if m.beta_scale == 1.0 || m.beta_scale == 2.0 {
+        m.beta_scale == 2.0
+    } else {
+        let s = m.beta_scale;
+        return Err(refuse(&format!("with β scaled by {s} (1 or 2 only)")));
+    };
+    let fields = serde_json::json!({
+        "model_type": "gated_deltanet",
+        "hidden_size": desc.hidden_size,
+        "num_hidden_layers": desc.blocks.len(),
+        "num_heads": m.heads,
+        "num_v_heads": m.value_heads,
+        "head_dim": m.head_dim,
+        "expand_v": m.value_dim as f64 / m.head_dim.max(1) as f64,
+        "conv_size": m.conv_width,
+        "norm_eps": desc.final_norm.eps,
+        "intermediate_size": intermediate,
+        "vocab_size": desc.vocab_size,
+        "tie_word_embeddings": desc.tied_head,
+        "use_gate": m.output_gate.is_some(),
+        "output_gate_activation": match m.output_gate {
+            Some(GateActivation::Sigmoid) => "sigmoid",
+            _ => "swish",
+        },
+        "allow_neg_eigval": beta,
+    });
+    let config =
+        GdnConfig::parse(&fields.to_string()).map_err(|e| refuse(&format!("whose {e}")))?;
+    // Whatever the config cannot say (blocks that differ, norm forms, epsilons per norm)
+    // shows as a difference here.
+    if GatedDeltaNetReader(&config).desc() != *desc {
+        return Err(refuse(
+            "with blocks that differ, a `1 + w` norm, or norms of several epsilons: the \
+             gated_deltanet runtime holds uniform blocks with `w` norms of one epsilon",
+        ));
+    }
+    Ok(config)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -146,5 +200,32 @@ mod tests {
         assert_eq!(names.len(), 2 + 3 * 17, "no g_proj without the gate");
         assert_eq!(names[1], "model.layers.0.attn_norm.weight");
         assert_eq!(names[17], "model.layers.0.mlp.down_proj.weight");
+    }
+
+    #[test]
+    fn a_description_made_in_code_gives_back_its_config_or_says_why_not() {
+        let mut c = GdnConfig::fla_defaults(64, 2, 2, 16, 100).unwrap();
+        c.allow_neg_eigval = true;
+        c.gate_activation = GateActivation::Sigmoid;
+        let desc = GatedDeltaNetReader(&c).desc();
+        assert_eq!(config_of(&desc).unwrap(), c);
+        let mut offset = desc.clone();
+        offset.blocks[1].mixer_norm.form = NormForm::OnePlusWeight;
+        assert!(config_of(&offset)
+            .unwrap_err()
+            .to_string()
+            .contains("1 + w"));
+        let mut beta = desc.clone();
+        let TokenMixer::GatedDeltaNet(m) = &mut beta.blocks[0].token_mixer;
+        m.beta_scale = 3.0;
+        assert!(config_of(&beta)
+            .unwrap_err()
+            .to_string()
+            .contains("β scaled by 3"));
+        let empty = ModelDesc {
+            blocks: Vec::new(),
+            ..desc
+        };
+        assert!(config_of(&empty).is_err());
     }
 }
