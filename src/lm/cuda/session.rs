@@ -1,5 +1,5 @@
-//! One sequence through a model on the device: the forward of `lm::session` with every
-//! activation in device memory. Per window only the token ids go up (from pinned host
+//! One sequence through a model on the device: the operations of `lm::forward` with
+//! every activation in device memory. Per window only the token ids go up (from pinned host
 //! buffers, on a copy stream of their own, so the next window's ids travel while this
 //! one computes) and only the logits asked for come down. The layers' memories are
 //! device-resident sessions and their conv caches device buffers, for the whole stream;
