@@ -226,6 +226,8 @@ impl<'m> CudaModelSession<'m> {
     pub fn forward(&mut self, ids: &[u32], want: Logits) -> Result<&[f32]> {
         let t = ids.len();
         self.logits.clear();
+        // Ids staged by a scored call that failed before its embedding are not these.
+        self.staged = None;
         if t == 0 {
             return Ok(&self.logits);
         }
