@@ -47,7 +47,11 @@ fn main() {
         }
     }
 
-    let compiled = match find_nvcc() {
+    // Cargo sets CARGO_FEATURE_CUDA for a build with the `cuda` feature; without it
+    // nothing would load the kernels.
+    let cuda = std::env::var_os("CARGO_FEATURE_CUDA").is_some();
+    let compiled = match find_nvcc().filter(|_| cuda) {
+        None if !cuda => Vec::new(),
         None => {
             let why = "no nvcc found ($NVCC, $CUDA_HOME/bin, PATH)";
             if require {

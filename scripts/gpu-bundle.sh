@@ -6,6 +6,7 @@
 #   backend_suite  the shared suite (tests/backend_suite.rs); its CUDA cases are the ignored ones
 #   session_copies the device-resident session copies the state only at open/snapshot/hand-back
 #   lm_gpu         language models on CUDA (cuBLAS products, the model forward)
+#   lm_suite       the language models' shared suite (tests/lm_suite.rs); its CUDA cases are the ignored ones
 #   gpu_bench      examples/gpu_bench.rs
 #   lm_gpu_bench   examples/lm_gpu_bench.rs (cuBLAS rate, 1.3B-class prefill, stream, decode)
 #   gpu-check.sh   what to run there:  bash gpu-bundle/gpu-check.sh
@@ -25,7 +26,7 @@ mkdir -p "$bundle"
 
 cargo build --release --bin ltm-engine --example gpu_bench --example lm_gpu_bench
 cp target/release/ltm-engine target/release/examples/gpu_bench target/release/examples/lm_gpu_bench "$bundle/"
-for test in gpu_forward backend_suite session_copies lm_gpu; do
+for test in gpu_forward backend_suite session_copies lm_gpu lm_suite; do
     test_exe=$(cargo test --release --test "$test" --no-run --message-format=json 2>/dev/null |
         python3 -c '
 import json, sys
@@ -46,7 +47,7 @@ python3 -m pip download -q --no-deps --only-binary=:all: -d "$bundle/wheels" "$f
     echo "nvcc: $("$NVCC" -V | tail -n1)"
     echo "rustc: $(rustc -V)"
 } > "$bundle/BUILD"
-strip "$bundle/ltm-engine" "$bundle/gpu_bench" "$bundle/lm_gpu_bench" "$bundle/gpu_forward" "$bundle/backend_suite" "$bundle/session_copies" "$bundle/lm_gpu" 2>/dev/null || true
+strip "$bundle/ltm-engine" "$bundle/gpu_bench" "$bundle/lm_gpu_bench" "$bundle/gpu_forward" "$bundle/backend_suite" "$bundle/session_copies" "$bundle/lm_gpu" "$bundle/lm_suite" 2>/dev/null || true
 "$bundle/ltm-engine" info
 du -sh "$bundle"
 echo "gpu-bundle: ready; on the GPU machine: bash gpu-bundle/gpu-check.sh"

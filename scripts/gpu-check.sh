@@ -78,10 +78,11 @@ run_tests() {
     fi
 }
 
-# 0. Language models on the GPU (tests/lm_gpu.rs, tests/session_copies.rs; then
-#    examples/lm_gpu_bench.rs). Nothing else uses the GPU meanwhile.
+# 0. Language models on the GPU (tests/lm_gpu.rs, tests/session_copies.rs, the CUDA
+#    instantiation of tests/lm_suite.rs; then examples/lm_gpu_bench.rs). Nothing else
+#    uses the GPU meanwhile.
 log "## language models on the GPU"
-run_tests 130 session_copies lm_gpu
+run_tests 160 session_copies lm_gpu lm_suite
 log '```'
 grep -E "on the GPU|session on the device|gemm (F32|F16|BF16)|bf16|F16|BF16|1M tokens|panicked" "$out/gpu-tests.log" \
     | grep -v "^stack" | head -n 40 | tee -a "$report"

@@ -19,6 +19,7 @@ use std::io::Write;
 
 use common::*;
 use ltm_engine::backend::cpu::Isa;
+#[cfg(feature = "cuda")]
 use ltm_engine::backend::cuda::CudaBackend;
 use ltm_engine::backend::{sparse_backend_for, SparseBackend, SparseKeys, SparseWrites};
 use ltm_engine::reference::recurrent_forward;
@@ -33,6 +34,7 @@ use rand::Rng;
 #[derive(Clone, Copy, Debug)]
 enum Target {
     Cpu(Isa),
+    #[cfg(feature = "cuda")]
     Cuda,
 }
 
@@ -68,6 +70,7 @@ const CPU_TOL: Tolerances = Tolerances {
     read: 1e-5,
 };
 
+#[cfg(feature = "cuda")]
 const CUDA_TOL: Tolerances = Tolerances {
     reference: 1e-4,
     // f32-accurate tensor-core products differ by ~1e-5 between chunkings (measured up
@@ -130,6 +133,7 @@ fn subject(target: Target) -> Option<Subject> {
                 tol: CPU_TOL,
             })
         }
+        #[cfg(feature = "cuda")]
         Target::Cuda => {
             let backend = CudaBackend::new(0)
                 .unwrap_or_else(|e| panic!("this test needs a usable CUDA device: {e}"))
@@ -1039,6 +1043,7 @@ macro_rules! suite {
                 super::run(super::Target::Cpu(super::Isa::Portable), super::$case);
             })*
         }
+        #[cfg(feature = "cuda")]
         mod cuda {
             $(#[test]
             #[ignore = "needs a CUDA GPU"]

@@ -8,8 +8,11 @@
 //! `#[ignore]`d (`scripts/gpu-check.sh` runs them); without a GPU each fails. One CPU
 //! test checks the bf16 conversion the GPU tests use.
 
-use std::path::{Path, PathBuf};
+mod common;
 
+use std::path::Path;
+
+use common::lm::{fixture, reference_f32, reference_ids, rel_err};
 use ltm_engine::backend::cuda::{CudaBackend, GemmShape};
 use std::sync::{Mutex, MutexGuard};
 
@@ -92,46 +95,6 @@ fn cublas_projections_match_a_float64_product() {
 }
 
 // ---- the model on the device -------------------------------------------------------------
-
-fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
-}
-
-fn reference_f32(name: &str, tensor: &str) -> Vec<f32> {
-    let bytes = std::fs::read(fixture(name).join("reference.safetensors")).unwrap();
-    let st = SafeTensors::deserialize(&bytes).unwrap();
-    let t = st.tensor(tensor).unwrap();
-    assert_eq!(t.dtype(), safetensors::Dtype::F32);
-    t.data()
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect()
-}
-
-fn reference_ids(name: &str, tensor: &str) -> Vec<u32> {
-    let bytes = std::fs::read(fixture(name).join("reference.safetensors")).unwrap();
-    let st = SafeTensors::deserialize(&bytes).unwrap();
-    st.tensor(tensor)
-        .unwrap()
-        .data()
-        .chunks_exact(8)
-        .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as u32)
-        .collect()
-}
-
-/// `max |got − want| / max |want|`; NaN anywhere fails.
-fn rel_err(got: &[f32], want: &[f32]) -> f64 {
-    assert_eq!(got.len(), want.len(), "lengths differ");
-    let scale = want.iter().fold(0.0f64, |m, &x| m.max((x as f64).abs()));
-    let mut worst = 0.0f64;
-    for (&g, &w) in got.iter().zip(want) {
-        assert!(g.is_finite(), "non-finite output {g}");
-        worst = worst.max((g as f64 - w as f64).abs());
-    }
-    worst / scale.max(1e-30)
-}
 
 /// The fixture `name` with every weight rounded to `dtype`, in a temporary directory.
 fn converted(name: &str, dtype: DType) -> tempfile::TempDir {

@@ -2,58 +2,11 @@
 //! fixture checkpoints (tests/fixtures/README.md): logits, every layer's state and conv
 //! cache, split calls, greedy generation, perplexity, and the tokenizer.
 
-use std::path::PathBuf;
+mod common;
 
+use common::lm::{fixture, rel_err, Reference};
 use ltm_engine::lm::{LanguageModel, Logits, ModelState, Sampler, Sampling};
 use ltm_engine::Device;
-use safetensors::SafeTensors;
-
-fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
-}
-
-struct Reference {
-    bytes: Vec<u8>,
-}
-
-impl Reference {
-    fn load(model: &str) -> Self {
-        Reference {
-            bytes: std::fs::read(fixture(model).join("reference.safetensors")).unwrap(),
-        }
-    }
-    fn f32(&self, name: &str) -> Vec<f32> {
-        let st = SafeTensors::deserialize(&self.bytes).unwrap();
-        let t = st.tensor(name).unwrap_or_else(|_| panic!("{name} missing"));
-        assert_eq!(t.dtype(), safetensors::Dtype::F32, "{name}");
-        t.data()
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect()
-    }
-    fn ids(&self, name: &str) -> Vec<u32> {
-        let st = SafeTensors::deserialize(&self.bytes).unwrap();
-        let t = st.tensor(name).unwrap();
-        t.data()
-            .chunks_exact(8)
-            .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as u32)
-            .collect()
-    }
-}
-
-/// `max |got − want| / max |want|`; NaN anywhere fails.
-fn rel_err(got: &[f32], want: &[f32]) -> f64 {
-    assert_eq!(got.len(), want.len(), "lengths differ");
-    let scale = want.iter().fold(0.0f64, |m, &x| m.max((x as f64).abs()));
-    let mut worst = 0.0f64;
-    for (&g, &w) in got.iter().zip(want) {
-        assert!(g.is_finite(), "non-finite output {g}");
-        worst = worst.max((g as f64 - w as f64).abs());
-    }
-    worst / scale.max(1e-30)
-}
 
 const LOGIT_TOL: f64 = 1e-4;
 const STATE_TOL: f64 = 1e-4;

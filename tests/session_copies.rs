@@ -7,6 +7,7 @@
 
 use std::sync::Mutex;
 
+#[cfg(feature = "cuda")]
 use ltm_engine::backend::cuda::CudaBackend;
 use ltm_engine::backend::session::state_copies;
 use ltm_engine::lm::{LanguageModel, Logits};
@@ -67,6 +68,7 @@ fn streaming_copies_no_state_and_snapshots_count() {
 
 /// Deterministic, varied inputs (a SplitMix-style hash of the index), so that the
 /// outputs depend on every window.
+#[cfg(feature = "cuda")]
 fn pseudo(n: usize, seed: u64, lo: f32, hi: f32) -> Vec<f32> {
     (0..n as u64)
         .map(|i| {
@@ -79,6 +81,7 @@ fn pseudo(n: usize, seed: u64, lo: f32, hi: f32) -> Vec<f32> {
         .collect()
 }
 
+#[cfg(feature = "cuda")]
 fn max_rel_err(got: &[f32], want: &[f32]) -> f64 {
     assert_eq!(got.len(), want.len());
     let scale = want.iter().fold(1e-30f64, |m, x| m.max((*x as f64).abs()));
@@ -98,6 +101,7 @@ fn max_rel_err(got: &[f32], want: &[f32]) -> f64 {
 
 #[test]
 #[ignore = "needs a CUDA GPU"]
+#[cfg(feature = "cuda")]
 fn cuda_session_keeps_the_state_on_the_device() {
     let _turn = COUNTING.lock().unwrap_or_else(|p| p.into_inner());
     let config = MemoryConfig::new(4, 64, 64);

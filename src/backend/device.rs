@@ -53,6 +53,8 @@ pub struct CudaDeviceInfo {
 /// What the CUDA driver reports, without failing when there is none.
 #[derive(Clone, Debug)]
 pub enum CudaProbe {
+    /// This build has no CUDA support (the `cuda` feature was off).
+    NotBuilt,
     /// No CUDA driver library (libcuda) on this machine.
     NoDriver,
     /// The driver is there but failed to initialise or to list devices; its message.
@@ -63,6 +65,7 @@ pub enum CudaProbe {
 
 /// Asks the driver for its devices. The library is loaded dynamically, so a machine
 /// without one gets `NoDriver` rather than a failed start.
+#[cfg(feature = "cuda")]
 pub fn probe_cuda() -> CudaProbe {
     use cudarc::driver::{result, sys, CudaContext};
     // SAFETY: only looks for the shared library; calls nothing in it.
@@ -98,6 +101,12 @@ pub fn probe_cuda() -> CudaProbe {
     CudaProbe::Devices(devices)
 }
 
+/// Without the `cuda` feature there is nothing to ask.
+#[cfg(not(feature = "cuda"))]
+pub fn probe_cuda() -> CudaProbe {
+    CudaProbe::NotBuilt
+}
+
 /// What keeps `cuda:N` from running here, if anything: this build's kernels, the
 /// driver, the device. `None` when all three are present.
 pub fn cuda_missing(ordinal: usize) -> Option<CudaMissing> {
@@ -105,6 +114,7 @@ pub fn cuda_missing(ordinal: usize) -> Option<CudaMissing> {
         return Some(CudaMissing::Kernels);
     }
     match probe_cuda() {
+        CudaProbe::NotBuilt => Some(CudaMissing::Kernels),
         CudaProbe::NoDriver => Some(CudaMissing::Driver),
         CudaProbe::DriverError(e) => Some(CudaMissing::DriverFailed(e)),
         CudaProbe::Devices(d) if ordinal >= d.len() => Some(CudaMissing::Device { found: d.len() }),
@@ -131,6 +141,11 @@ pub enum CudaMissing {
 /// Why `--device cuda:N` cannot run here, and what to do about it.
 pub(crate) fn cuda_unavailable(ordinal: usize, missing: &CudaMissing) -> Error {
     let why = match missing {
+        CudaMissing::Kernels if !cfg!(feature = "cuda") => {
+            "this build of ltm-engine has no CUDA support (built without the `cuda` feature, \
+             which is on by default)"
+                .to_string()
+        }
         CudaMissing::Kernels => "this build of ltm-engine has no CUDA kernels (nvcc was not found \
              when it was built). Build them in: NVCC=$(bash scripts/install-nvcc.sh | tail -n1) \
              cargo build --release (or set CUDA_HOME, or put nvcc on PATH)"

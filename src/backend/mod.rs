@@ -1,10 +1,12 @@
 //! Backends compute the memory's forward; the CPU one runs everywhere.
 
 pub mod cpu;
+#[cfg(feature = "cuda")]
 pub mod cuda;
 pub mod device;
 pub mod session;
 pub mod sparse;
+pub(crate) mod split;
 
 use crate::config::MemoryConfig;
 use crate::error::Result;
@@ -69,6 +71,7 @@ pub trait Backend: Send + Sync {
     /// The CUDA backend behind this trait object, if it is one (a language model on
     /// CUDA runs its whole forward on that device, not only the memories).
     #[doc(hidden)]
+    #[cfg(feature = "cuda")]
     fn as_cuda(&self) -> Option<&cuda::CudaBackend> {
         None
     }
@@ -92,11 +95,20 @@ pub trait Backend: Send + Sync {
 pub fn backend_for(device: Device) -> Result<Box<dyn Backend>> {
     match device {
         Device::Cpu => Ok(Box::new(cpu::CpuBackend::new())),
+        #[cfg(feature = "cuda")]
         Device::Cuda(ordinal) => Ok(Box::new(cuda::CudaBackend::new(ordinal)?)),
+        #[cfg(feature = "cuda")]
         Device::Auto => match device::cuda_missing(0) {
             None => Ok(Box::new(cuda::CudaBackend::new(0)?)),
             Some(_) => Ok(Box::new(cpu::CpuBackend::new())),
         },
+        #[cfg(not(feature = "cuda"))]
+        Device::Cuda(ordinal) => Err(device::cuda_unavailable(
+            ordinal,
+            &device::CudaMissing::Kernels,
+        )),
+        #[cfg(not(feature = "cuda"))]
+        Device::Auto => Ok(Box::new(cpu::CpuBackend::new())),
     }
 }
 

@@ -13,7 +13,10 @@ use std::borrow::Cow;
 
 use half::{bf16, f16};
 
+use super::block::BlockWeights;
 use super::config::GdnConfig;
+use super::readers::gated_deltanet::GatedDeltaNetReader;
+use super::readers::{BlockTensors, Reader, Tensor};
 use super::weights::{WeightFiles, Weights};
 use crate::error::{Error, Result};
 use crate::tensor::DType;
@@ -53,18 +56,9 @@ impl Matrix<'_> {
     }
 }
 
-/// One layer's projections, stacked as [`super::weights::LayerWeights`] stacks them.
-#[derive(Clone, Debug, PartialEq)]
-pub struct LayerMatrices<'a> {
-    /// `q; k; v; g (if use_gate); a; b` `[2·Dk + Dv (+ Dv) + 2·HV, D]`.
-    pub in_proj: Matrix<'a>,
-    /// `[D, Dv]`.
-    pub o_proj: Matrix<'a>,
-    /// `gate; up` `[2·I, D]`.
-    pub gate_up: Matrix<'a>,
-    /// `[D, I]`.
-    pub down: Matrix<'a>,
-}
+/// One layer's projections in one element type, stacked as
+/// [`super::weights::LayerWeights`] stacks them; its vectors stay with the f32 weights.
+pub type LayerMatrices<'a> = BlockWeights<Matrix<'a>, ()>;
 
 /// Every large matrix of a model, in one element type.
 #[derive(Clone, Debug, PartialEq)]
@@ -146,73 +140,38 @@ fn stack<'a>(parts: &[(DType, &'a [u8])], cols: usize, dtype: DType) -> Result<M
     })
 }
 
-/// Per layer, the tensor names of in_proj, o_proj, gate_up and down, in stacking order.
-type LayerNames = [Vec<String>; 4];
-
-/// The names of the embeddings, of each layer's stacked matrices, and of the head.
-fn layout(c: &GdnConfig) -> (String, Vec<LayerNames>, Option<String>) {
-    let layers = (0..c.layers)
-        .map(|l| {
-            let p = |s: &str| format!("model.layers.{l}.{s}");
-            let mut in_proj = vec![
-                p("attn.q_proj.weight"),
-                p("attn.k_proj.weight"),
-                p("attn.v_proj.weight"),
-            ];
-            if c.use_gate {
-                in_proj.push(p("attn.g_proj.weight"));
-            }
-            in_proj.push(p("attn.a_proj.weight"));
-            in_proj.push(p("attn.b_proj.weight"));
-            [
-                in_proj,
-                vec![p("attn.o_proj.weight")],
-                vec![p("mlp.gate_proj.weight"), p("mlp.up_proj.weight")],
-                vec![p("mlp.down_proj.weight")],
-            ]
-        })
-        .collect();
-    let head = (!c.tie_word_embeddings).then(|| "lm_head.weight".to_string());
-    ("model.embeddings.weight".into(), layers, head)
-}
-
 impl<'a> Matrices<'a> {
     /// The matrices of checked checkpoint files (`WeightFiles::load` has checked names
     /// and shapes), in the checkpoint's dtype when all of them share one, else f32.
     pub fn from_files(files: &'a WeightFiles, c: &GdnConfig) -> Result<Self> {
-        let (emb, layers, head) = layout(c);
-        let mut names: Vec<&str> = vec![emb.as_str()];
+        let reader = GatedDeltaNetReader(c);
+        let (emb, head) = (reader.embeddings(), reader.head());
+        let layers: Vec<BlockTensors> = (0..reader.layers()).map(|l| reader.block(l)).collect();
+        let mut names: Vec<&str> = vec![emb.0.as_str()];
         for l in &layers {
-            names.extend(l.iter().flatten().map(String::as_str));
+            names.extend(l.matrices().into_iter().flatten().map(|t| t.0.as_str()));
         }
-        names.extend(head.as_deref());
+        names.extend(head.as_ref().map(|t| t.0.as_str()));
         let mut dtypes = Vec::with_capacity(names.len());
         for n in &names {
             dtypes.push(files.raw(n)?.0);
         }
         let dtype = common_dtype(&dtypes);
-        let take = |group: &[String], cols: usize| -> Result<Matrix<'a>> {
+        let take = |group: &[Tensor]| -> Result<Matrix<'a>> {
             let mut parts = Vec::with_capacity(group.len());
-            for n in group {
+            for (n, _) in group {
                 let (d, _, b) = files.raw(n)?;
                 parts.push((d, b));
             }
-            stack(&parts, cols, dtype)
+            // Every part has the matrix's columns (the reader's shapes, checked at load).
+            stack(&parts, group[0].1[1], dtype)
         };
-        let (d, i, dv) = (c.hidden_size, c.intermediate_size, c.value_width());
-        let embeddings = take(std::slice::from_ref(&emb), d)?;
+        let embeddings = take(std::slice::from_ref(&emb))?;
         let layers = layers
             .iter()
-            .map(|[in_proj, o_proj, gate_up, down]| {
-                Ok(LayerMatrices {
-                    in_proj: take(in_proj, d)?,
-                    o_proj: take(o_proj, dv)?,
-                    gate_up: take(gate_up, d)?,
-                    down: take(down, i)?,
-                })
-            })
+            .map(|names| names.try_map(|_, m| take(m), |_, _| Ok(())))
             .collect::<Result<Vec<_>>>()?;
-        let lm_head = head.map(|h| take(&[h], d)).transpose()?;
+        let lm_head = head.map(|h| take(&[h])).transpose()?;
         Ok(Matrices {
             dtype,
             embeddings,
@@ -236,11 +195,18 @@ impl<'a> Matrices<'a> {
             layers: w
                 .layers
                 .iter()
-                .map(|l| LayerMatrices {
-                    in_proj: m(&l.in_proj, d),
-                    o_proj: m(&l.o_proj, dv),
-                    gate_up: m(&l.gate_up, d),
-                    down: m(&l.down, i),
+                .map(|l| {
+                    let cols = |name| match name {
+                        "o_proj" => dv,
+                        "down" => i,
+                        _ => d,
+                    };
+                    let mapped: std::result::Result<_, std::convert::Infallible> =
+                        l.try_map(|name, w| Ok(m(w, cols(name))), |_, _| Ok(()));
+                    match mapped {
+                        Ok(layer) => layer,
+                        Err(never) => match never {},
+                    }
                 })
                 .collect(),
             lm_head: w.lm_head.as_ref().map(|h| m(h, d)),
@@ -255,11 +221,7 @@ impl<'a> Matrices<'a> {
     /// Every matrix, in upload order.
     pub fn all(&self) -> impl Iterator<Item = &Matrix<'a>> {
         std::iter::once(&self.embeddings)
-            .chain(
-                self.layers
-                    .iter()
-                    .flat_map(|l| [&l.in_proj, &l.o_proj, &l.gate_up, &l.down]),
-            )
+            .chain(self.layers.iter().flat_map(|l| l.matrices()))
             .chain(self.lm_head.as_ref())
     }
 }

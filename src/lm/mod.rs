@@ -17,19 +17,28 @@
 //! # Ok::<(), ltm_engine::Error>(())
 //! ```
 
+pub mod block;
 pub mod config;
+mod cpu;
+#[cfg(feature = "cuda")]
 pub mod cuda;
+pub mod desc;
+pub mod forward;
 pub mod kernels;
 pub mod linear;
 pub mod matrices;
 pub mod model;
 pub mod ops;
 pub mod pick;
+mod placement;
+pub mod readers;
+mod runner;
 pub mod sample;
 pub mod session;
 pub mod state;
 pub mod state_file;
 pub mod stream;
+pub mod trace;
 
 /// A model directory's tokenizer (it lives with the other rules in `crate::tokenize`).
 pub use crate::tokenize::hf as tokenizer;
@@ -37,6 +46,7 @@ pub mod weights;
 
 pub use crate::tokenize::hf::ModelTokenizer;
 pub use config::{GateActivation, GdnConfig};
+pub use desc::ModelDesc;
 pub use model::LanguageModel;
 pub use pick::PickPath;
 pub use sample::{Sampler, Sampling};

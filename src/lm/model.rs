@@ -12,27 +12,29 @@ use crate::hash::SplitMix64;
 use crate::tensor::DType;
 
 use super::config::GdnConfig;
-use super::cuda::DeviceModel;
+use super::cpu::CpuRunner;
+use super::desc::ModelDesc;
 use super::matrices::Matrices;
+use super::placement;
+use super::readers::gated_deltanet::{config_of, GatedDeltaNetReader};
+use super::readers::Reader;
+use super::runner::{Placement, Runner};
 use super::session::ModelSession;
 use super::state::ModelState;
 use super::tokenizer::ModelTokenizer;
 use super::weights::{expected_tensors, LayerWeights, WeightFiles, Weights};
 
 /// The backend a model of `config` runs on: [`backend_for`], except that `auto` means
-/// the CPU where the GPU cannot run this model (no cuBLAS, which the products need; a
-/// shape the kernels do not take, e.g. key heads wider than 128). `cuda` asked for
-/// explicitly fails there instead, saying why, when the model is put on the device.
+/// the CPU where the device cannot run this model ([`placement::can_run`] says why
+/// not). A device asked for explicitly fails there instead, saying why, when the
+/// model is put on it.
 fn model_backend(device: Device, config: &GdnConfig) -> Result<Box<dyn Backend>> {
     let backend = backend_for(device)?;
-    if let (Device::Auto, Some(cuda)) = (device, backend.as_cuda()) {
-        let memory = MemoryConfig::new(config.value_heads, config.head_dim, config.value_dim);
-        let usable = crate::backend::cuda::gemm::cublas_present()
-            && cuda.check_supported(&memory, 1).is_ok()
-            && crate::lm::kernels::LmDims::of(config).check().is_ok();
-        if !usable {
-            return backend_for(Device::Cpu);
-        }
+    if device == Device::Auto
+        && placement::on_device(backend.as_ref())
+        && !placement::can_run(backend.as_ref(), config)
+    {
+        return backend_for(Device::Cpu);
     }
     Ok(backend)
 }
@@ -40,12 +42,14 @@ fn model_backend(device: Device, config: &GdnConfig) -> Result<Box<dyn Backend>>
 /// A causal language model of Gated DeltaNet layers, ready to run sequences.
 pub struct LanguageModel {
     config: GdnConfig,
+    /// The model as data, which the forward walks.
+    desc: ModelDesc,
     /// f32 on the host for the CPU forward; `None` when the model is on a device.
     weights: Option<Weights>,
     memory: MemoryConfig,
     backend: Box<dyn Backend>,
-    /// On CUDA: the weights on the device, where sessions run the whole forward.
-    device: Option<DeviceModel>,
+    /// On a device: the weights there, where sessions run the whole forward.
+    device: Option<Box<dyn Placement>>,
     tokenizer: Option<ModelTokenizer>,
     fingerprint: u64,
     name: String,
@@ -56,7 +60,24 @@ impl LanguageModel {
     /// it: `config.json`, `model.safetensors` (or shards with an index), and
     /// `tokenizer.json` if present.
     pub fn load(dir: impl AsRef<Path>, device: Device) -> Result<Self> {
-        let dir = dir.as_ref();
+        Self::load_with(dir.as_ref(), &|config| model_backend(device, config))
+    }
+
+    /// [`LanguageModel::load`] on a backend the caller made (the CPU with a chosen
+    /// instruction set, for one): no fallback, the model runs where it is told.
+    pub fn load_on(dir: impl AsRef<Path>, backend: Box<dyn Backend>) -> Result<Self> {
+        let backend = std::cell::Cell::new(Some(backend));
+        Self::load_with(dir.as_ref(), &|_| {
+            backend
+                .take()
+                .ok_or_else(|| Error::Device("the backend was taken already".into()))
+        })
+    }
+
+    fn load_with(
+        dir: &Path,
+        backend_for_config: &dyn Fn(&GdnConfig) -> Result<Box<dyn Backend>>,
+    ) -> Result<Self> {
         if !dir.is_dir() {
             return Err(Error::File {
                 path: dir.to_path_buf(),
@@ -66,12 +87,12 @@ impl LanguageModel {
         }
         let config = GdnConfig::load(&dir.join("config.json"))?;
         let files = WeightFiles::open(dir)?;
-        let backend = model_backend(device, &config)?;
+        let backend = backend_for_config(&config)?;
         // On a device the matrices go up in the checkpoint's own dtype, straight from
         // the mapped files: the host never holds them in f32, nor copies them at all
         // when the checkpoint has one dtype; it converts only the small vectors.
-        let (weights, weight_digest, matrices) = match backend.as_cuda() {
-            Some(_) => {
+        let (weights, weight_digest, matrices) = match placement::on_device(backend.as_ref()) {
+            true => {
                 let (vectors, digest) = files.load_vectors(&config)?;
                 (
                     vectors,
@@ -79,7 +100,7 @@ impl LanguageModel {
                     Some(Matrices::from_files(&files, &config)?),
                 )
             }
-            None => {
+            false => {
                 let (weights, digest) = files.load(&config)?;
                 (weights, digest, None)
             }
@@ -125,6 +146,16 @@ impl LanguageModel {
     /// [`LanguageModel::random`] whose matrices a device keeps in `dtype` (bf16 for a
     /// benchmark at a trained model's precision); the CPU runs the f32 values.
     pub fn random_in(config: GdnConfig, seed: u64, device: Device, dtype: DType) -> Result<Self> {
+        let backend = model_backend(device, &config)?;
+        Self::random_with(config, seed, backend, dtype)
+    }
+
+    fn random_with(
+        config: GdnConfig,
+        seed: u64,
+        backend: Box<dyn Backend>,
+        dtype: DType,
+    ) -> Result<Self> {
         let mut rng = SplitMix64::new(seed);
         let mut fill = |n: usize, scale: f32| -> Vec<f32> {
             (0..n)
@@ -165,11 +196,17 @@ impl LanguageModel {
             "random gated-deltanet (D={}, L={}, H={}, HV={}, K={}, V={})",
             c.hidden_size, c.layers, c.heads, c.value_heads, c.head_dim, c.value_dim
         );
-        let backend = model_backend(device, &config)?;
-        let matrices = backend
-            .as_cuda()
-            .map(|_| Matrices::from_weights(&weights, &config, dtype));
+        let matrices = placement::on_device(backend.as_ref())
+            .then(|| Matrices::from_weights(&weights, &config, dtype));
         Self::assemble(config, weights, seed, None, backend, matrices, name)
+    }
+
+    /// A model described in code (no reader, no `config.json`) with random weights as
+    /// [`LanguageModel::random`] makes them, on `backend`. The description must be one
+    /// the gated_deltanet runtime holds ([`config_of`] says why not).
+    pub fn random_desc(desc: &ModelDesc, seed: u64, backend: Box<dyn Backend>) -> Result<Self> {
+        let config = config_of(desc)?;
+        Self::random_with(config, seed, backend, DType::F32)
     }
 
     fn assemble(
@@ -184,9 +221,12 @@ impl LanguageModel {
         // On a device the host keeps no weights: every forward, scoring and pick runs
         // there (the tied head is the device's embeddings), and the fingerprint is
         // the files' digest.
-        let (device, weights) = match (backend.as_cuda(), matrices) {
-            (Some(cuda), Some(m)) => (Some(DeviceModel::new(cuda, &config, &weights, &m)?), None),
-            _ => (None, Some(weights)),
+        let (device, weights) = match matrices {
+            Some(m) => (
+                Some(placement::place(backend.as_ref(), &config, &weights, &m)?),
+                None,
+            ),
+            None => (None, Some(weights)),
         };
         let mut h = Fnv1a::new();
         h.write(b"ltm-engine/gated-deltanet-lm/v1");
@@ -202,7 +242,9 @@ impl LanguageModel {
         let memory = MemoryConfig::new(config.value_heads, config.head_dim, config.value_dim)
             .with_scale(1.0 / (config.head_dim as f32).sqrt())
             .with_model(fingerprint);
+        let desc = GatedDeltaNetReader(&config).desc();
         Ok(LanguageModel {
+            desc,
             config,
             weights,
             memory,
@@ -219,6 +261,19 @@ impl LanguageModel {
         &self.config
     }
 
+    /// The model as data: its blocks and what differs between architectures.
+    pub fn desc(&self) -> &ModelDesc {
+        &self.desc
+    }
+
+    /// The sequence in `state` on this model's device.
+    pub(crate) fn runner(&self, state: ModelState) -> Result<Box<dyn Runner<'_> + '_>> {
+        match &self.device {
+            Some(device) => device.open(self, state),
+            None => Ok(Box::new(CpuRunner::new(self, state)?)),
+        }
+    }
+
     /// The weights in f32 on the host, which the CPU forward runs; `None` when the
     /// model is on a device (the weights live there only).
     pub fn weights(&self) -> Option<&Weights> {
@@ -226,7 +281,7 @@ impl LanguageModel {
     }
 
     /// Bytes of weights the host holds for this model: all of them in f32 on the
-    /// CPU, none on a device (whose bytes [`DeviceModel::weight_bytes`] counts).
+    /// CPU, none on a device (whose bytes the device model counts).
     pub fn host_weight_bytes(&self) -> usize {
         self.weights.as_ref().map_or(0, |w| 4 * w.len())
     }
@@ -241,9 +296,10 @@ impl LanguageModel {
         self.backend.as_ref()
     }
 
-    /// The weights on the device, where the model runs on CUDA.
-    pub fn device_model(&self) -> Option<&DeviceModel> {
-        self.device.as_ref()
+    /// The weights on a device, where the model runs on one.
+    #[cfg(feature = "cuda")]
+    pub(crate) fn placement(&self) -> Option<&dyn Placement> {
+        self.device.as_deref()
     }
 
     /// The tokenizer of the model directory, if it had one.
@@ -329,6 +385,7 @@ mod tests {
                 .join("tests/fixtures")
                 .join(name);
             let model = LanguageModel::load(&dir, Device::Cpu).unwrap();
+            #[cfg(feature = "cuda")]
             assert!(model.device_model().is_none());
             let values: usize = model
                 .expected_tensors()

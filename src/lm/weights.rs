@@ -13,38 +13,18 @@ use half::{bf16, f16};
 use rayon::prelude::*;
 use safetensors::{Dtype, SafeTensors};
 
+use super::block::BlockWeights;
 use super::config::GdnConfig;
+use super::desc::{Norm, TokenMixer};
+use super::readers::gated_deltanet::GatedDeltaNetReader;
+use super::readers::{tensors, Reader, Tensor};
 use crate::error::{Error, Result};
 use crate::input_file::{present, read_bounded_string, INDEX_JSON_MAX};
 use crate::tensor::{shape_string, DType};
 
-/// One layer's weights, several of the checkpoint's matrices stacked row-wise so that
-/// one product computes them all.
-#[derive(Clone, Debug)]
-pub struct LayerWeights {
-    /// `attn_norm.weight` `[D]`.
-    pub attn_norm: Vec<f32>,
-    /// `q_proj; k_proj; v_proj; g_proj (if use_gate); a_proj; b_proj` stacked:
-    /// `[2·Dk + Dv (+ Dv) + 2·HV, D]`.
-    pub in_proj: Vec<f32>,
-    /// `q_conv1d; k_conv1d; v_conv1d` taps, transposed: `[W, 2·Dk + Dv]`, oldest tap
-    /// first.
-    pub conv: Vec<f32>,
-    /// `-exp(A_log)` `[HV]`: the decay rate per value head.
-    pub decay_rate: Vec<f32>,
-    /// `dt_bias` `[HV]`.
-    pub dt_bias: Vec<f32>,
-    /// `o_norm.weight` `[V]`.
-    pub o_norm: Vec<f32>,
-    /// `o_proj.weight` `[D, Dv]`.
-    pub o_proj: Vec<f32>,
-    /// `mlp_norm.weight` `[D]`.
-    pub mlp_norm: Vec<f32>,
-    /// `gate_proj; up_proj` stacked: `[2·I, D]`.
-    pub gate_up: Vec<f32>,
-    /// `down_proj.weight` `[D, I]`.
-    pub down: Vec<f32>,
-}
+/// One layer's weights in f32, several of the checkpoint's matrices stacked row-wise
+/// so that one product computes them all.
+pub type LayerWeights = BlockWeights<Vec<f32>, Vec<f32>>;
 
 /// All weights of a model, f32.
 #[derive(Clone, Debug)]
@@ -67,18 +47,7 @@ impl Weights {
 
     /// f32 values held.
     pub fn len(&self) -> usize {
-        let layer = |l: &LayerWeights| {
-            l.attn_norm.len()
-                + l.in_proj.len()
-                + l.conv.len()
-                + l.decay_rate.len()
-                + l.dt_bias.len()
-                + l.o_norm.len()
-                + l.o_proj.len()
-                + l.mlp_norm.len()
-                + l.gate_up.len()
-                + l.down.len()
-        };
+        let layer = |l: &LayerWeights| l.in_order().iter().map(|v| v.len()).sum::<usize>();
         self.embeddings.len()
             + self.layers.iter().map(layer).sum::<usize>()
             + self.norm.len()
@@ -93,62 +62,7 @@ impl Weights {
 
 /// The names and shapes a config implies, in file order: what a checkpoint must hold.
 pub fn expected_tensors(c: &GdnConfig) -> Vec<(String, Vec<usize>)> {
-    expected_iter(c).collect()
-}
-
-/// [`expected_tensors`] one at a time: a config's layer count comes from a file, and
-/// the list is checked against the headers as it is made, so a config asking for a
-/// million layers fails at the first one the files lack instead of first listing them.
-fn expected_iter(c: &GdnConfig) -> impl Iterator<Item = (String, Vec<usize>)> + '_ {
-    let embeddings = (
-        "model.embeddings.weight".to_string(),
-        vec![c.vocab_size, c.hidden_size],
-    );
-    let tail = [
-        Some(("model.norm.weight".to_string(), vec![c.hidden_size])),
-        (!c.tie_word_embeddings).then(|| {
-            (
-                "lm_head.weight".to_string(),
-                vec![c.vocab_size, c.hidden_size],
-            )
-        }),
-    ];
-    std::iter::once(embeddings)
-        .chain((0..c.layers).flat_map(move |l| layer_tensors(c, l)))
-        .chain(tail.into_iter().flatten())
-}
-
-fn layer_tensors(c: &GdnConfig, l: usize) -> Vec<(String, Vec<usize>)> {
-    let (d, dk, dv, hv, v) = (
-        c.hidden_size,
-        c.key_width(),
-        c.value_width(),
-        c.value_heads,
-        c.value_dim,
-    );
-    let p = |s: &str| format!("model.layers.{l}.{s}");
-    let mut out = Vec::with_capacity(18);
-    out.push((p("attn_norm.weight"), vec![d]));
-    out.push((p("attn.q_proj.weight"), vec![dk, d]));
-    out.push((p("attn.k_proj.weight"), vec![dk, d]));
-    out.push((p("attn.v_proj.weight"), vec![dv, d]));
-    if c.use_gate {
-        out.push((p("attn.g_proj.weight"), vec![dv, d]));
-    }
-    out.push((p("attn.a_proj.weight"), vec![hv, d]));
-    out.push((p("attn.b_proj.weight"), vec![hv, d]));
-    out.push((p("attn.q_conv1d.weight"), vec![dk, 1, c.conv_size]));
-    out.push((p("attn.k_conv1d.weight"), vec![dk, 1, c.conv_size]));
-    out.push((p("attn.v_conv1d.weight"), vec![dv, 1, c.conv_size]));
-    out.push((p("attn.A_log"), vec![hv]));
-    out.push((p("attn.dt_bias"), vec![hv]));
-    out.push((p("attn.o_norm.weight"), vec![v]));
-    out.push((p("attn.o_proj.weight"), vec![d, dv]));
-    out.push((p("mlp_norm.weight"), vec![d]));
-    out.push((p("mlp.gate_proj.weight"), vec![c.intermediate_size, d]));
-    out.push((p("mlp.up_proj.weight"), vec![c.intermediate_size, d]));
-    out.push((p("mlp.down_proj.weight"), vec![d, c.intermediate_size]));
-    out
+    tensors(&GatedDeltaNetReader(c)).collect()
 }
 
 /// The bytes of one weight file: memory-mapped, or in memory (tests, generated
@@ -387,63 +301,48 @@ impl WeightFiles {
             }
             to_f32(view.dtype(), bytes).map_err(non_finite)
         };
-        let embeddings = take("model.embeddings.weight")?;
-        let mut layers = Vec::with_capacity(config.layers);
-        for l in 0..config.layers {
-            let p = |s: &str| format!("model.layers.{l}.{s}");
-            let attn_norm = take(&p("attn_norm.weight"))?;
-            let mut in_proj = take(&p("attn.q_proj.weight"))?;
-            in_proj.extend(take(&p("attn.k_proj.weight"))?);
-            in_proj.extend(take(&p("attn.v_proj.weight"))?);
-            if config.use_gate {
-                in_proj.extend(take(&p("attn.g_proj.weight"))?);
+        let reader = GatedDeltaNetReader(config);
+        let desc = reader.desc();
+        let mut stacked = |parts: &[Tensor]| -> Result<Vec<f32>> {
+            let mut all = take(&parts[0].0)?;
+            for (name, _) in &parts[1..] {
+                all.extend(take(name)?);
             }
-            in_proj.extend(take(&p("attn.a_proj.weight"))?);
-            in_proj.extend(take(&p("attn.b_proj.weight"))?);
-            let mut conv_cw = take(&p("attn.q_conv1d.weight"))?;
-            conv_cw.extend(take(&p("attn.k_conv1d.weight"))?);
-            conv_cw.extend(take(&p("attn.v_conv1d.weight"))?);
-            let w = config.conv_size;
-            let channels = conv_cw.len() / w;
-            let conv = (0..w * channels)
-                .map(|i| conv_cw[(i % channels) * w + i / channels])
+            Ok(all)
+        };
+        let embeddings = stacked(&[reader.embeddings()])?;
+        let mut layers = Vec::with_capacity(config.layers);
+        for (l, block) in desc.blocks.iter().enumerate() {
+            let names = reader.block(l);
+            let mut w = names.try_map_all(|_, parts| stacked(parts))?;
+            // The checkpoint stores each channel's taps together; the conv reads one
+            // tap of every channel at a time.
+            let taps = config.conv_size;
+            let channels = w.conv.len() / taps;
+            w.conv = (0..taps * channels)
+                .map(|i| w.conv[(i % channels) * taps + i / channels])
                 .collect();
-            let a_log = p("attn.A_log");
-            let decay_rate: Vec<f32> = take(&a_log)?.into_iter().map(|a| -a.exp()).collect();
-            if let Some(i) = decay_rate.iter().position(|r| !r.is_finite()) {
+            let a_log = &names.decay_rate[0].0;
+            for a in &mut w.decay_rate {
+                *a = -a.exp();
+            }
+            if let Some(i) = w.decay_rate.iter().position(|r| !r.is_finite()) {
                 return Err(Error::File {
-                    path: self.view(&a_log)?.0.to_path_buf(),
+                    path: self.view(a_log)?.0.to_path_buf(),
                     problem: format!(
                         "tensor `{a_log}`: element {i} gives a decay rate -exp(A_log) that is infinite in f32"
                     ),
                 });
             }
-            let dt_bias = take(&p("attn.dt_bias"))?;
-            let o_norm = take(&p("attn.o_norm.weight"))?;
-            let o_proj = take(&p("attn.o_proj.weight"))?;
-            let mlp_norm = take(&p("mlp_norm.weight"))?;
-            let mut gate_up = take(&p("mlp.gate_proj.weight"))?;
-            gate_up.extend(take(&p("mlp.up_proj.weight"))?);
-            let down = take(&p("mlp.down_proj.weight"))?;
-            layers.push(LayerWeights {
-                attn_norm,
-                in_proj,
-                conv,
-                decay_rate,
-                dt_bias,
-                o_norm,
-                o_proj,
-                mlp_norm,
-                gate_up,
-                down,
-            });
+            let TokenMixer::GatedDeltaNet(m) = &block.token_mixer;
+            fold_norm(&block.mixer_norm, &mut w.attn_norm);
+            fold_norm(&m.out_norm, &mut w.o_norm);
+            fold_norm(&block.channel_norm, &mut w.mlp_norm);
+            layers.push(w);
         }
-        let norm = take("model.norm.weight")?;
-        let lm_head = if config.tie_word_embeddings {
-            None
-        } else {
-            Some(take("lm_head.weight")?)
-        };
+        let mut norm = stacked(&[reader.final_norm()])?;
+        fold_norm(&desc.final_norm, &mut norm);
+        let lm_head = reader.head().map(|h| stacked(&[h])).transpose()?;
         let weights = Weights {
             embeddings,
             layers,
@@ -472,7 +371,8 @@ impl WeightFiles {
     fn check(&self, config: &GdnConfig, matrices: bool) -> Result<Option<u64>> {
         let mut needed = Some(0u64);
         let mut found = 0usize;
-        for (name, dims) in expected_iter(config) {
+        let reader = GatedDeltaNetReader(config);
+        for (name, dims) in tensors(&reader) {
             let (_, info) = self.info(&name)?;
             if info.shape != dims {
                 return Err(Error::Shape {
@@ -497,7 +397,7 @@ impl WeightFiles {
         }
         // Every name the config implies was found, so this list is no longer than the
         // files' own.
-        let wanted: BTreeSet<String> = expected_iter(config).map(|(n, _)| n).collect();
+        let wanted: BTreeSet<String> = tensors(&reader).map(|(n, _)| n).collect();
         let unknown: Vec<&str> = self
             .index
             .keys()
@@ -554,6 +454,15 @@ impl WeightFiles {
                 problem: format!("tensor `{name}`: {e}"),
             })?;
         Ok((path, view))
+    }
+}
+
+/// A norm's stored weight as the multiplier the forward applies ([`Norm::effective`]).
+fn fold_norm(norm: &Norm, w: &mut [f32]) {
+    if norm.effective(0.0) != 0.0 {
+        for x in w {
+            *x = norm.effective(*x);
+        }
     }
 }
 

@@ -2,6 +2,9 @@
 #![allow(dead_code)]
 
 pub mod cli;
+pub mod lm;
+pub mod lm_configs;
+pub mod lm_desc;
 
 use half::bf16;
 use ltm_engine::{ForwardInputs, MemoryConfig, State};

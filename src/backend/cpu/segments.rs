@@ -15,7 +15,7 @@
 //! the maps cost `(K + V) / V` forwards.
 
 use super::CpuBackend;
-use crate::backend::cuda::plan::segment_split;
+use crate::backend::split::segment_split;
 use crate::backend::Backend;
 use crate::config::MemoryConfig;
 use crate::error::Result;

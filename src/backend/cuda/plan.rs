@@ -5,6 +5,7 @@
 
 use super::params::{CombineParams, PrepParams, ScanParams, StepParams};
 use super::window::{elem_bytes, Shape, CHUNK};
+use crate::backend::split::segment_split;
 use crate::error::{Error, Result};
 use crate::tensor::DType;
 
@@ -302,18 +303,6 @@ pub(crate) struct PlanOptions {
 
 fn fast(shape: &Shape, opts: PlanOptions) -> bool {
     opts.bf16_fast && shape.dtype == DType::BF16
-}
-
-/// (chunks per segment, segments) of a window of `nc` chunks asked for `segments`
-/// segments with room for `g_cap`: no segment is empty, so a request that does not
-/// divide `nc` can give fewer segments than asked.
-pub(crate) fn segment_split(nc: usize, segments: usize, g_cap: usize) -> (usize, usize) {
-    if nc == 0 {
-        return (0, 0);
-    }
-    let g = segments.clamp(1, nc).min(g_cap.max(1));
-    let per_seg = nc.div_ceil(g);
-    (per_seg, nc.div_ceil(per_seg))
 }
 
 /// The token ranges `(t0, len)` of the windows a call of `tokens` tokens runs as.

@@ -12,10 +12,14 @@ pub struct Args {
 pub fn run(args: Args) -> ltm_engine::Result<()> {
     let kernels = ltm_engine::backend::EMBEDDED_KERNELS;
     let (driver, devices) = match probe_cuda() {
+        CudaProbe::NotBuilt => ("built without CUDA support".to_string(), vec![]),
         CudaProbe::NoDriver => ("no CUDA driver found".to_string(), vec![]),
         CudaProbe::DriverError(e) => (format!("CUDA driver error: {e}"), vec![]),
         CudaProbe::Devices(d) => {
+            #[cfg(feature = "cuda")]
             let version = ltm_engine::backend::cuda::driver_version().unwrap_or_default();
+            #[cfg(not(feature = "cuda"))]
+            let version = String::new();
             let line = format!("CUDA driver {version} present, {} device(s)", d.len());
             (line, d)
         }

@@ -18,10 +18,16 @@ use crate::backend::cuda::CudaBackend;
 use crate::error::{Error, Result};
 use crate::tensor::DType;
 
+use super::block::BlockWeights;
 use super::config::GdnConfig;
 use super::kernels::{module_of, LmDims, LmLaunch};
 use super::matrices::{Matrices, Matrix};
+use super::model::LanguageModel;
+use super::runner::{Placement, Runner};
+use super::state::ModelState;
 use super::weights::Weights;
+use crate::backend::Backend;
+use crate::config::MemoryConfig;
 
 /// Logits values (f32) copied from a device to the host by model sessions.
 static LOGITS_DOWNLOADED: AtomicU64 = AtomicU64::new(0);
@@ -45,19 +51,66 @@ fn count_download(counter: &AtomicU64, n: usize) {
     counter.fetch_add(n as u64, Ordering::Relaxed);
 }
 
-/// One layer's weights on the device.
-pub(crate) struct DeviceLayer {
-    pub attn_norm: DeviceBuffer,
-    pub in_proj: DeviceBuffer,
-    pub conv_taps: DeviceBuffer,
-    pub decay_rate: DeviceBuffer,
-    pub dt_bias: DeviceBuffer,
-    pub o_norm: DeviceBuffer,
-    pub o_proj: DeviceBuffer,
-    pub mlp_norm: DeviceBuffer,
-    pub gate_up: DeviceBuffer,
-    pub down: DeviceBuffer,
+/// Whether `backend` is a CUDA device: a model there keeps its matrices in their dtype
+/// and runs its sequences on the device.
+pub(crate) fn on_device(backend: &dyn Backend) -> bool {
+    backend.as_cuda().is_some()
 }
+
+/// Whether the device behind `backend` can run a model of `config`: cuBLAS present (the
+/// products need it) and a shape the kernels take (e.g. key heads up to 128 wide).
+pub(crate) fn can_run(backend: &dyn Backend, config: &GdnConfig) -> bool {
+    let Some(cuda) = backend.as_cuda() else {
+        return false;
+    };
+    let memory = MemoryConfig::new(config.value_heads, config.head_dim, config.value_dim);
+    crate::backend::cuda::gemm::cublas_present()
+        && cuda.check_supported(&memory, 1).is_ok()
+        && LmDims::of(config).check().is_ok()
+}
+
+/// The model's weights on the device behind `backend` ([`on_device`]).
+pub(crate) fn place(
+    backend: &dyn Backend,
+    config: &GdnConfig,
+    weights: &Weights,
+    matrices: &Matrices,
+) -> Result<Box<dyn Placement>> {
+    let cuda = backend
+        .as_cuda()
+        .ok_or_else(|| Error::Device("a model placed on a device that is not one".into()))?;
+    Ok(Box::new(DeviceModel::new(cuda, config, weights, matrices)?))
+}
+
+impl Placement for DeviceModel {
+    fn open<'m>(
+        &'m self,
+        model: &'m LanguageModel,
+        state: ModelState,
+    ) -> Result<Box<dyn Runner<'m> + 'm>> {
+        let cuda = model
+            .backend()
+            .as_cuda()
+            .ok_or_else(|| Error::Device("a device model on a backend that is not one".into()))?;
+        Ok(Box::new(session::CudaModelSession::new(
+            model, self, cuda, state,
+        )?))
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
+impl LanguageModel {
+    /// The weights on the device, where the model runs on CUDA.
+    pub fn device_model(&self) -> Option<&DeviceModel> {
+        self.placement()?.as_any().downcast_ref()
+    }
+}
+
+/// One layer's weights on the device: matrices in the model's dtype, vectors in f32.
+pub(crate) type DeviceLayer = BlockWeights<DeviceBuffer, DeviceBuffer>;
 
 /// A model's weights, kernels and cuBLAS handle on one device.
 pub struct DeviceModel {
@@ -117,14 +170,8 @@ impl DeviceModel {
                 + weights
                     .layers
                     .iter()
-                    .map(|l| {
-                        l.attn_norm.len()
-                            + l.conv.len()
-                            + l.decay_rate.len()
-                            + l.dt_bias.len()
-                            + l.o_norm.len()
-                            + l.mlp_norm.len()
-                    })
+                    .flat_map(|l| l.vectors())
+                    .map(Vec::len)
                     .sum::<usize>());
         let bytes = matrices.bytes() + small;
         if bytes > free {
@@ -144,17 +191,25 @@ impl DeviceModel {
             .iter()
             .zip(&matrices.layers)
             .map(|(w, m)| {
+                // The vectors from the f32 weights, the matrices from their bytes: one
+                // walk over the fields of each.
+                let vectors = w.try_map(
+                    |_, _| Ok::<_, Error>(()),
+                    |name, v| upload_f32(backend, name, v),
+                )?;
+                let matrices =
+                    m.try_map(|name, x| upload_matrix(backend, name, x), |_, _| Ok(()))?;
                 Ok(DeviceLayer {
-                    attn_norm: upload_f32(backend, "attn_norm", &w.attn_norm)?,
-                    in_proj: upload_matrix(backend, "in_proj", &m.in_proj)?,
-                    conv_taps: upload_f32(backend, "conv taps", &w.conv)?,
-                    decay_rate: upload_f32(backend, "decay rate", &w.decay_rate)?,
-                    dt_bias: upload_f32(backend, "dt_bias", &w.dt_bias)?,
-                    o_norm: upload_f32(backend, "o_norm", &w.o_norm)?,
-                    o_proj: upload_matrix(backend, "o_proj", &m.o_proj)?,
-                    mlp_norm: upload_f32(backend, "mlp_norm", &w.mlp_norm)?,
-                    gate_up: upload_matrix(backend, "gate_up", &m.gate_up)?,
-                    down: upload_matrix(backend, "down", &m.down)?,
+                    attn_norm: vectors.attn_norm,
+                    in_proj: matrices.in_proj,
+                    conv: vectors.conv,
+                    decay_rate: vectors.decay_rate,
+                    dt_bias: vectors.dt_bias,
+                    o_norm: vectors.o_norm,
+                    o_proj: matrices.o_proj,
+                    mlp_norm: vectors.mlp_norm,
+                    gate_up: matrices.gate_up,
+                    down: matrices.down,
                 })
             })
             .collect::<Result<Vec<_>>>()?;

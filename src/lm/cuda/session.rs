@@ -1,5 +1,5 @@
-//! One sequence through a model on the device: the forward of `lm::session` with every
-//! activation in device memory. Per window only the token ids go up (from pinned host
+//! One sequence through a model on the device: the operations of `lm::forward` with
+//! every activation in device memory. Per window only the token ids go up (from pinned host
 //! buffers, on a copy stream of their own, so the next window's ids travel while this
 //! one computes) and only the logits asked for come down. The layers' memories are
 //! device-resident sessions and their conv caches device buffers, for the whole stream;
@@ -16,11 +16,15 @@ use crate::backend::cuda::{cuda_err, CudaBackend};
 use crate::error::{Error, Result};
 use crate::tensor::DType;
 
+use super::super::desc::{GatedDeltaNet, Norm};
+use super::super::forward::{self, Act, Matrix, NormAt, Ops, Product, Rows};
 use super::super::kernels::{self as k, AddNormBufs, ConvBufs};
 use super::super::model::LanguageModel;
+use super::super::runner::Runner;
 use super::super::sample::Sampler;
 use super::super::session::Logits;
 use super::super::state::{LayerState, ModelState};
+use super::super::trace::{TraceHook, TraceStage};
 use super::{count_download, DeviceModel, IDS_DOWNLOADED, LOGITS_DOWNLOADED};
 
 /// Buffers of one window's activations, sized once for `rows` tokens.
@@ -69,6 +73,12 @@ pub(crate) struct CudaModelSession<'m> {
     logits: Vec<f32>,
     /// One u32: the id the device sampler chose.
     picked: Option<DeviceBuffer>,
+    /// Rows of the current window.
+    rows: usize,
+    /// Rows the last final norm ran over (the head's, and the logits').
+    head_rows: usize,
+    /// The id buffer holding the next window's ids, when they went up ahead of it.
+    staged: Option<usize>,
 }
 
 fn elem(d: DType) -> usize {
@@ -127,12 +137,10 @@ impl<'m> CudaModelSession<'m> {
             ids: None,
             logits: Vec::new(),
             picked: None,
+            rows: 0,
+            head_rows: 0,
+            staged: None,
         })
-    }
-
-    /// Tokens fed so far.
-    pub fn tokens(&self) -> u64 {
-        self.tokens
     }
 
     /// The workspace for windows of up to `rows` tokens (allocated once per size).
@@ -218,24 +226,21 @@ impl<'m> CudaModelSession<'m> {
     pub fn forward(&mut self, ids: &[u32], want: Logits) -> Result<&[f32]> {
         let t = ids.len();
         self.logits.clear();
+        // Ids staged by a scored call that failed before its embedding are not these.
+        self.staged = None;
         if t == 0 {
             return Ok(&self.logits);
         }
         self.backend.bind()?;
-        self.workspace(t)?;
-        let slot = self.upload_ids(ids)?;
-        self.layers(t, slot)?;
-        let d = self.model.config().hidden_size;
-        let x = self
-            .ws
-            .as_ref()
-            .expect("sized")
-            .x
-            .ptr(self.backend.stream());
-        match want {
-            Logits::None => {}
-            Logits::Last => self.head(x + ((t - 1) * d * 4) as u64, 1)?,
-            Logits::All => self.head(x, t)?,
+        let rows = match want {
+            Logits::None => None,
+            Logits::Last => Some(Rows::Last),
+            Logits::All => Some(Rows::All),
+        };
+        let desc = self.model.desc();
+        forward::window(self, desc, ids, rows, false)?;
+        if rows.is_some() {
+            self.download_logits()?;
         }
         Ok(&self.logits)
     }
@@ -250,22 +255,24 @@ impl<'m> CudaModelSession<'m> {
             return Ok(());
         }
         self.backend.bind()?;
-        self.workspace(t)?;
-        let slot = self.upload_ids(ids)?;
+        // The ids go up first: the first score reads its target from them.
+        let slot = self.stage_ids(ids)?;
         let (dev, backend) = (self.dev, self.backend);
+        let desc = self.model.desc();
         let s = backend.stream();
         let targets = self.ids.as_ref().expect("sized").device[slot].ptr(s);
         let nll = self.ws.as_ref().expect("sized").nll.ptr(s);
         let mut rows = 0usize;
         if self.has_hidden {
-            let logits = self.head_device(self.last_hidden.ptr(s), 1)?;
+            forward::head(self, desc, Rows::LastHidden)?;
+            let logits = self.logits_ptr();
             dev.launch(backend, &k::nll(&dev.dims, 1, logits, targets, nll)?)?;
             rows = 1;
         }
-        self.layers(t, slot)?;
+        forward::window(self, desc, ids, None, false)?;
         if t > 1 {
-            let x = self.ws.as_ref().expect("sized").x.ptr(s);
-            let logits = self.head_device(x, t - 1)?;
+            forward::head(self, desc, Rows::Leading(t - 1))?;
+            let logits = self.logits_ptr();
             let l = k::nll(&dev.dims, t - 1, logits, targets + 4, nll + 8 * rows as u64)?;
             dev.launch(backend, &l)?;
             rows += t - 1;
@@ -284,129 +291,47 @@ impl<'m> CudaModelSession<'m> {
         got
     }
 
-    /// Every layer over the `t` ids in id buffer `slot`: the residual stream ends in
-    /// `ws.x`, the last row is kept as the last hidden vector.
-    fn layers(&mut self, t: usize, slot: usize) -> Result<()> {
-        let (dev, backend) = (self.dev, self.backend);
-        let s = backend.stream();
-        let dims = dev.dims;
-        let c = self.model.config();
-        let dt = dev.dtype;
-        let (d, inter, n_in, dv) = (
-            c.hidden_size,
-            c.intermediate_size,
-            dims.in_proj_width(),
-            dims.value_width(),
-        );
-        let ws = self.ws.as_ref().expect("just sized");
-        let (x, h, proj, mlp) = (ws.x.ptr(s), ws.h.ptr(s), ws.proj.ptr(s), ws.mlp.ptr(s));
-        let up = self.ids.as_mut().expect("just sized");
-        dev.launch(
-            backend,
-            &k::embed(
-                &dims,
-                dt,
-                t,
-                up.device[slot].ptr(s),
-                dev.embeddings.ptr(s),
-                x,
-            )?,
-        )?;
-        up.consumed[slot] = Some(
-            s.record_event(None)
-                .map_err(cuda_err("recording the embedding"))?,
-        );
-        let gemm = |x_in: u64, w: &DeviceBuffer, y: u64, in_dim, out_dim, acc| {
-            dev.linear(
-                backend,
-                x_in,
-                w,
-                y,
-                GemmShape {
-                    tokens: t,
-                    in_dim,
-                    out_dim,
-                },
-                acc,
-            )
-        };
-        let norm = |weight: &DeviceBuffer, rows: usize, x_row: u64| {
-            let b = AddNormBufs {
-                x: x_row,
-                delta: 0,
-                weight: weight.ptr(s),
-                out: h,
-            };
-            dev.launch(backend, &k::add_rms_norm(&dims, dt, rows, b)?)
-        };
-        for (l, lw) in dev.layers.iter().enumerate() {
-            norm(&lw.attn_norm, t, x)?;
-            gemm(h, &lw.in_proj, proj, d, n_in, false)?;
-            let cache = self.conv[l].ptr(s);
-            let mut fill = |io: &crate::backend::cuda::WindowIo| {
-                if io.t_cap < t {
-                    return Err(Error::Device(format!(
-                        "the memory window holds {} tokens, the model's window {t}",
-                        io.t_cap
-                    )));
-                }
-                let b = ConvBufs {
-                    proj,
-                    taps: lw.conv_taps.ptr(s),
-                    cache,
-                    decay_rate: lw.decay_rate.ptr(s),
-                    dt_bias: lw.dt_bias.ptr(s),
-                    q: io.q,
-                    k: io.k,
-                    v: io.v,
-                    beta: io.beta,
-                    g: io.g,
-                };
-                dev.launch(backend, &k::conv(&dims, dt, t, b)?)?;
-                // After the conv, which read the cache as it was before the window.
-                dev.launch(backend, &k::conv_cache(&dims, t, proj, cache)?)
-            };
-            let mut read = |io: &crate::backend::cuda::WindowIo| {
-                let l = k::gated_norm(&dims, dt, t, io.o, proj, lw.o_norm.ptr(s), h)?;
-                dev.launch(backend, &l)
-            };
-            self.memories[l].feed_device(dt, t, &mut fill, &mut read)?;
-            gemm(h, &lw.o_proj, x, dv, d, true)?;
-            norm(&lw.mlp_norm, t, x)?;
-            gemm(h, &lw.gate_up, mlp, d, 2 * inter, false)?;
-            dev.launch(backend, &k::swiglu(&dims, dt, t, mlp, h)?)?;
-            gemm(h, &lw.down, x, inter, d, true)?;
-        }
-        let ws_x = &self.ws.as_ref().expect("sized").x;
-        self.last_hidden
-            .copy_from(s, 0, ws_x, (t - 1) * d * 4, d * 4)?;
-        self.has_hidden = true;
-        self.tokens += t as u64;
-        Ok(())
+    /// Sizes the workspace for `ids` and puts them on their way to the device (the
+    /// next embedding reads them); returns their id buffer.
+    fn stage_ids(&mut self, ids: &[u32]) -> Result<usize> {
+        self.workspace(ids.len())?;
+        let slot = self.upload_ids(ids)?;
+        self.staged = Some(slot);
+        Ok(slot)
     }
 
-    /// The final norm and the output head over `rows` rows of the residual stream at
-    /// `x_rows`, logits downloaded into `self.logits`.
-    fn head(&mut self, x_rows: u64, rows: usize) -> Result<()> {
-        self.head_device(x_rows, rows)?;
-        let vocab = self.model.config().vocab_size;
-        self.logits.resize(rows * vocab, 0.0);
+    /// The address of the logits the last head wrote.
+    fn logits_ptr(&self) -> u64 {
+        let ws = self.ws.as_ref().expect("sized by the final norm");
+        let logits = ws.logits.as_ref().expect("sized by the final norm");
+        logits.ptr(self.backend.stream())
+    }
+
+    /// The last head's logits, downloaded into `self.logits`.
+    fn download_logits(&mut self) -> Result<()> {
+        let n = self.head_rows * self.model.config().vocab_size;
+        self.logits.resize(n, 0.0);
         let ws = self.ws.as_ref().expect("sized");
-        ws.logits.as_ref().expect("sized by head_device").download(
-            self.backend.stream(),
-            0,
-            bytemuck::cast_slice_mut(&mut self.logits),
-        )?;
-        count_download(&LOGITS_DOWNLOADED, rows * vocab);
+        ws.logits
+            .as_ref()
+            .expect("sized by the final norm")
+            .download(
+                self.backend.stream(),
+                0,
+                bytemuck::cast_slice_mut(&mut self.logits),
+            )?;
+        count_download(&LOGITS_DOWNLOADED, n);
         Ok(())
     }
 
-    /// The final norm, the output head and the device sampler over the row at `x_row`:
-    /// only the chosen id comes back. The sampler's settings must be ones the device
-    /// takes ([`crate::lm::pick::pick_path`]); its draw counter moves as
+    /// The final norm, the output head and the device sampler over the last hidden
+    /// vector: only the chosen id comes back. The sampler's settings must be ones the
+    /// device takes ([`crate::lm::pick::pick_path`]); its draw counter moves as
     /// [`Sampler::pick`]'s would.
-    fn pick_at(&mut self, x_row: u64, sampler: &mut Sampler) -> Result<u32> {
-        let logits = self.head_device(x_row, 1)?;
+    fn pick_last(&mut self, sampler: &mut Sampler) -> Result<u32> {
+        let desc = self.model.desc();
+        forward::head(self, desc, Rows::LastHidden)?;
+        let logits = self.logits_ptr();
         let (dev, backend) = (self.dev, self.backend);
         let s = backend.stream();
         if self.picked.is_none() {
@@ -436,55 +361,13 @@ impl<'m> CudaModelSession<'m> {
             return Ok(None);
         }
         self.backend.bind()?;
-        let x = self.last_hidden.ptr(self.backend.stream());
-        self.pick_at(x, sampler).map(Some)
+        self.pick_last(sampler).map(Some)
     }
 
     /// Feeds `token` and chooses the next one on the device.
     pub fn step_pick(&mut self, token: u32, sampler: &mut Sampler) -> Result<u32> {
         self.forward(&[token], Logits::None)?;
-        let x = self.last_hidden.ptr(self.backend.stream());
-        self.pick_at(x, sampler)
-    }
-
-    /// The final norm and the output head over `rows` rows at `x_rows`, on the device;
-    /// returns the logits' address (`[rows, vocab]` f32).
-    fn head_device(&mut self, x_rows: u64, rows: usize) -> Result<u64> {
-        let (dev, backend) = (self.dev, self.backend);
-        let s = backend.stream();
-        let c = self.model.config();
-        let vocab = c.vocab_size;
-        self.workspace(rows)?;
-        let ws = self.ws.as_mut().expect("sized");
-        if ws
-            .logits
-            .as_ref()
-            .is_none_or(|b| b.len() < rows * vocab * 4)
-        {
-            ws.logits = None;
-            ws.logits = Some(DeviceBuffer::new(s, "logits", bytes(&[rows, vocab, 4])?)?);
-        }
-        let logits = ws.logits.as_ref().expect("just sized");
-        let b = AddNormBufs {
-            x: x_rows,
-            delta: 0,
-            weight: dev.norm.ptr(s),
-            out: ws.h.ptr(s),
-        };
-        dev.launch(backend, &k::add_rms_norm(&dev.dims, dev.dtype, rows, b)?)?;
-        dev.linear(
-            backend,
-            ws.h.ptr(s),
-            dev.head(),
-            logits.ptr(s),
-            GemmShape {
-                tokens: rows,
-                in_dim: c.hidden_size,
-                out_dim: vocab,
-            },
-            false,
-        )?;
-        Ok(logits.ptr(s))
+        self.pick_last(sampler)
     }
 
     /// The logits for the token after the last one fed; `None` before any token.
@@ -493,8 +376,9 @@ impl<'m> CudaModelSession<'m> {
             return Ok(None);
         }
         self.backend.bind()?;
-        let x = self.last_hidden.ptr(self.backend.stream());
-        self.head(x, 1)?;
+        let desc = self.model.desc();
+        forward::head(self, desc, Rows::LastHidden)?;
+        self.download_logits()?;
         Ok(Some(&self.logits))
     }
 
@@ -530,5 +414,255 @@ impl<'m> CudaModelSession<'m> {
             last_hidden,
             tokens: self.tokens,
         })
+    }
+}
+
+impl<'m> Runner<'m> for CudaModelSession<'m> {
+    fn tokens(&self) -> u64 {
+        self.tokens
+    }
+
+    // The device has no separate decode path: one token is a window of one row.
+    fn forward(&mut self, ids: &[u32], want: Logits, _decode: bool) -> Result<&[f32]> {
+        CudaModelSession::forward(self, ids, want)
+    }
+
+    fn forward_scored(&mut self, ids: &[u32], nll: &mut Vec<f64>) -> Result<()> {
+        CudaModelSession::forward_scored(self, ids, nll)
+    }
+
+    fn next_logits(&mut self) -> Result<Option<&[f32]>> {
+        CudaModelSession::next_logits(self)
+    }
+
+    fn snapshot(&self) -> Result<ModelState> {
+        CudaModelSession::snapshot(self)
+    }
+
+    fn into_state(self: Box<Self>) -> Result<ModelState> {
+        CudaModelSession::snapshot(&self)
+    }
+
+    /// The device's activations stay there: the hook sees nothing.
+    fn set_trace(&mut self, _hook: Option<TraceHook<'m>>) {}
+
+    fn picks(&self) -> bool {
+        true
+    }
+
+    fn next_pick(&mut self, sampler: &mut Sampler) -> Result<Option<u32>> {
+        CudaModelSession::next_pick(self, sampler)
+    }
+
+    fn step_pick(&mut self, token: u32, sampler: &mut Sampler) -> Result<u32> {
+        CudaModelSession::step_pick(self, token, sampler)
+    }
+}
+
+/// The forward's operations on the device: each a kernel launch or a cuBLAS product
+/// on the compute stream, in the order [`forward`] gives; nothing waits for the host.
+impl Ops for CudaModelSession<'_> {
+    fn embed(&mut self, ids: &[u32]) -> Result<()> {
+        let t = ids.len();
+        let slot = match self.staged.take() {
+            Some(slot) => slot,
+            None => {
+                self.workspace(t)?;
+                self.upload_ids(ids)?
+            }
+        };
+        self.rows = t;
+        let (dev, backend) = (self.dev, self.backend);
+        let s = backend.stream();
+        let x = self.ws.as_ref().expect("just sized").x.ptr(s);
+        let up = self.ids.as_mut().expect("just sized");
+        dev.launch(
+            backend,
+            &k::embed(
+                &dev.dims,
+                dev.dtype,
+                t,
+                up.device[slot].ptr(s),
+                dev.embeddings.ptr(s),
+                x,
+            )?,
+        )?;
+        up.consumed[slot] = Some(
+            s.record_event(None)
+                .map_err(cuda_err("recording the embedding"))?,
+        );
+        Ok(())
+    }
+
+    // The kernel takes its epsilon from the model's dims, made from the same config.
+    fn norm(&mut self, at: NormAt, _norm: &Norm, rows: Rows) -> Result<()> {
+        let (dev, backend) = (self.dev, self.backend);
+        let s = backend.stream();
+        let d = self.model.config().hidden_size;
+        let n = match rows {
+            Rows::All => self.rows,
+            Rows::Leading(n) => n,
+            Rows::Last | Rows::LastHidden => 1,
+        };
+        if at == NormAt::Final {
+            self.head_rows = n;
+            self.logits_for(n)?;
+        }
+        let ws = self.ws.as_ref().expect("sized");
+        let x = match rows {
+            Rows::All | Rows::Leading(_) => ws.x.ptr(s),
+            Rows::Last => ws.x.ptr(s) + ((self.rows - 1) * d * 4) as u64,
+            Rows::LastHidden => self.last_hidden.ptr(s),
+        };
+        let weight = match at {
+            NormAt::Mixer(l) => &dev.layers[l].attn_norm,
+            NormAt::Channel(l) => &dev.layers[l].mlp_norm,
+            NormAt::Final => &dev.norm,
+        };
+        let b = AddNormBufs {
+            x,
+            delta: 0,
+            weight: weight.ptr(s),
+            out: ws.h.ptr(s),
+        };
+        dev.launch(backend, &k::add_rms_norm(&dev.dims, dev.dtype, n, b)?)
+    }
+
+    fn linear(&mut self, p: Product) -> Result<()> {
+        let (dev, backend) = (self.dev, self.backend);
+        let lw = &dev.layers[p.layer];
+        let w = match p.matrix {
+            Matrix::InProj => &lw.in_proj,
+            Matrix::OProj => &lw.o_proj,
+            Matrix::GateUp => &lw.gate_up,
+            Matrix::Down => &lw.down,
+        };
+        let ptr = self.act(p.from);
+        let out = self.act(p.to);
+        dev.linear(
+            backend,
+            ptr,
+            w,
+            out,
+            GemmShape {
+                tokens: self.rows,
+                in_dim: p.in_dim,
+                out_dim: p.out_dim,
+            },
+            p.accumulate,
+        )
+    }
+
+    fn gated_delta_rule(&mut self, l: usize, _mixer: &GatedDeltaNet, _decode: bool) -> Result<()> {
+        let (dev, backend) = (self.dev, self.backend);
+        let s = backend.stream();
+        let (dims, dt, t) = (dev.dims, dev.dtype, self.rows);
+        let (proj, h) = (self.act(Act::Proj), self.act(Act::Mixed));
+        let lw = &dev.layers[l];
+        let cache = self.conv[l].ptr(s);
+        let mut fill = |io: &crate::backend::cuda::WindowIo| {
+            if io.t_cap < t {
+                return Err(Error::Device(format!(
+                    "the memory window holds {} tokens, the model's window {t}",
+                    io.t_cap
+                )));
+            }
+            let b = ConvBufs {
+                proj,
+                taps: lw.conv.ptr(s),
+                cache,
+                decay_rate: lw.decay_rate.ptr(s),
+                dt_bias: lw.dt_bias.ptr(s),
+                q: io.q,
+                k: io.k,
+                v: io.v,
+                beta: io.beta,
+                g: io.g,
+            };
+            dev.launch(backend, &k::conv(&dims, dt, t, b)?)?;
+            // After the conv, which read the cache as it was before the window.
+            dev.launch(backend, &k::conv_cache(&dims, t, proj, cache)?)
+        };
+        let mut read = |io: &crate::backend::cuda::WindowIo| {
+            let l = k::gated_norm(&dims, dt, t, io.o, proj, lw.o_norm.ptr(s), h)?;
+            dev.launch(backend, &l)
+        };
+        self.memories[l].feed_device(dt, t, &mut fill, &mut read)
+    }
+
+    fn swiglu(&mut self, _intermediate: usize) -> Result<()> {
+        let (dev, backend) = (self.dev, self.backend);
+        let (mlp, out) = (self.act(Act::Mlp), self.act(Act::Act));
+        dev.launch(
+            backend,
+            &k::swiglu(&dev.dims, dev.dtype, self.rows, mlp, out)?,
+        )
+    }
+
+    fn end_window(&mut self) -> Result<()> {
+        let s = self.backend.stream();
+        let (t, d) = (self.rows, self.model.config().hidden_size);
+        let ws_x = &self.ws.as_ref().expect("sized").x;
+        self.last_hidden
+            .copy_from(s, 0, ws_x, (t - 1) * d * 4, d * 4)?;
+        self.has_hidden = true;
+        self.tokens += t as u64;
+        Ok(())
+    }
+
+    fn head(&mut self, _rows: Rows) -> Result<()> {
+        let (dev, backend) = (self.dev, self.backend);
+        let s = backend.stream();
+        let c = self.model.config();
+        let ws = self.ws.as_ref().expect("sized by the final norm");
+        let logits = ws.logits.as_ref().expect("sized by the final norm");
+        dev.linear(
+            backend,
+            ws.h.ptr(s),
+            dev.head(),
+            logits.ptr(s),
+            GemmShape {
+                tokens: self.head_rows,
+                in_dim: c.hidden_size,
+                out_dim: c.vocab_size,
+            },
+            false,
+        )
+    }
+
+    /// The activations stay on the device: the hook sees nothing here.
+    fn trace(&mut self, _stage: TraceStage, _layer: usize, _act: Act) {}
+}
+
+impl CudaModelSession<'_> {
+    /// The device address of `act`: the residual stream, the in_proj and MLP outputs
+    /// have buffers of their own; every product's input (a norm's output, the mixer's,
+    /// the MLP's activation) shares `h`, in the model's dtype.
+    fn act(&self, act: Act) -> u64 {
+        let s = self.backend.stream();
+        let ws = self.ws.as_ref().expect("sized");
+        match act {
+            Act::Residual => ws.x.ptr(s),
+            Act::Normed | Act::Mixed | Act::Act => ws.h.ptr(s),
+            Act::Proj => ws.proj.ptr(s),
+            Act::Mlp => ws.mlp.ptr(s),
+        }
+    }
+
+    /// The workspace and a logits buffer for `rows` rows of the head.
+    fn logits_for(&mut self, rows: usize) -> Result<()> {
+        let s = self.backend.stream();
+        let vocab = self.model.config().vocab_size;
+        self.workspace(rows)?;
+        let ws = self.ws.as_mut().expect("sized");
+        if ws
+            .logits
+            .as_ref()
+            .is_none_or(|b| b.len() < rows * vocab * 4)
+        {
+            ws.logits = None;
+            ws.logits = Some(DeviceBuffer::new(s, "logits", bytes(&[rows, vocab, 4])?)?);
+        }
+        Ok(())
     }
 }

@@ -4,6 +4,7 @@
 //! there are no implicit padding bytes). `tests` checks each against the kernel source.
 
 use bytemuck::{Pod, Zeroable};
+#[cfg(feature = "cuda")]
 use cudarc::driver::DeviceRepr;
 
 /// `LmEmbedParams` of `kernels/lm_norm.cu`: embedding gather.
@@ -208,6 +209,7 @@ macro_rules! pod {
         // SAFETY: as above: no padding, every bit pattern valid.
         unsafe impl Pod for $t {}
         // SAFETY: as above: the kernel's C layout, passed by value.
+        #[cfg(feature = "cuda")]
         unsafe impl DeviceRepr for $t {}
     )*};
 }
@@ -222,7 +224,7 @@ pod!(
     LmSampleParams
 );
 
-#[cfg(test)]
+#[cfg(all(test, feature = "cuda"))]
 mod tests {
     use super::*;
     use crate::backend::cuda::c_layout::c_layout;
