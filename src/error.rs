@@ -118,12 +118,29 @@ pub enum Error {
     Cuda {
         /// The call or kernel, e.g. `launch scan`.
         op: String,
-        /// The driver's message.
+        /// The driver's message, or what a check on the host found.
         detail: String,
+        /// The driver's or cuBLAS's own error, kept for callers that inspect it
+        /// (`None` where a check on the host failed).
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
 }
 
 impl Error {
+    /// A CUDA call `op` that failed with the driver's (or cuBLAS's) `source`.
+    #[cfg_attr(not(any(feature = "cuda", test)), allow(dead_code))]
+    pub(crate) fn cuda(
+        op: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Error::Cuda {
+            op: op.into(),
+            detail: source.to_string(),
+            source: Some(Box::new(source)),
+        }
+    }
+
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {
             path: path.into(),
@@ -141,3 +158,21 @@ fn show_bytes(bytes: Option<u64>) -> String {
 
 /// The library's result type: [`Error`] unless said otherwise.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cuda_error_keeps_the_callees_error_as_its_source() {
+        // The driver's own error type formats itself through the driver library, which
+        // a machine without a GPU lacks: any error type shows the same.
+        let e = Error::cuda("launching scan", std::io::Error::other("out of memory"));
+        assert_eq!(e.to_string(), "CUDA launching scan: out of memory");
+        let source = std::error::Error::source(&e).expect("a source");
+        let io = source
+            .downcast_ref::<std::io::Error>()
+            .expect("the callee's error");
+        assert_eq!(io.to_string(), "out of memory");
+    }
+}

@@ -22,10 +22,7 @@ impl DeviceBuffer {
     pub fn new(stream: &Arc<CudaStream>, name: &'static str, bytes: usize) -> Result<Self> {
         let mut raw = stream
             .alloc_zeros::<u8>(bytes + 2 * GUARD)
-            .map_err(|e| Error::Cuda {
-                op: format!("allocating {name} ({bytes} bytes)"),
-                detail: e.to_string(),
-            })?;
+            .map_err(|e| Error::cuda(format!("allocating {name} ({bytes} bytes)"), e))?;
         let pattern = [GUARD_BYTE; GUARD];
         for start in [0, GUARD + bytes] {
             stream
@@ -135,6 +132,7 @@ impl DeviceBuffer {
                     detail: format!(
                         "a kernel wrote into the guard bytes {side} the buffer (byte {i} of {GUARD})"
                     ),
+                    source: None,
                 });
             }
         }
@@ -150,6 +148,7 @@ impl DeviceBuffer {
                     offset + len,
                     self.bytes
                 ),
+                source: None,
             });
         }
         Ok(())

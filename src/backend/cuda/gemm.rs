@@ -65,11 +65,8 @@ fn data_type(d: DType) -> cudaDataType {
     }
 }
 
-fn blas_err(op: &str, e: impl std::fmt::Display) -> Error {
-    Error::Cuda {
-        op: op.to_string(),
-        detail: e.to_string(),
-    }
+fn blas_err(op: &str, e: impl std::error::Error + Send + Sync + 'static) -> Error {
+    Error::cuda(op, e)
 }
 
 /// Device addresses of one product's operands: `x` `[T, in]` and `w` `[out, in]` in

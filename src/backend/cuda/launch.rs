@@ -111,18 +111,19 @@ fn launch<P: cudarc::driver::DeviceRepr>(
     // every pointer in it addresses a live window buffer sized for the grid (plan.rs
     // sizes both, and its tests and the emulator check them), and the kernels bound
     // every access by the sizes passed alongside.
-    unsafe { builder.launch(cfg) }.map_err(|e| Error::Cuda {
-        op: format!(
-            "launching {name} (grid {:?}, block {:?})",
-            cfg.grid_dim, cfg.block_dim
-        ),
-        detail: e.to_string(),
+    unsafe { builder.launch(cfg) }.map_err(|e| {
+        Error::cuda(
+            format!(
+                "launching {name} (grid {:?}, block {:?})",
+                cfg.grid_dim, cfg.block_dim
+            ),
+            e,
+        )
     })?;
     if opts.sync_each {
-        stream.synchronize().map_err(|e| Error::Cuda {
-            op: format!("running {name}"),
-            detail: e.to_string(),
-        })?;
+        stream
+            .synchronize()
+            .map_err(|e| Error::cuda(format!("running {name}"), e))?;
     }
     Ok(())
 }

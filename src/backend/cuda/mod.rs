@@ -42,10 +42,7 @@ use window::{Shape, Window, CHUNK};
 
 /// Maps a driver error to [`Error::Cuda`] naming the operation.
 pub(crate) fn cuda_err(op: &str) -> impl Fn(DriverError) -> Error + '_ {
-    move |e| Error::Cuda {
-        op: op.to_string(),
-        detail: e.to_string(),
-    }
+    move |e| Error::cuda(op, e)
 }
 
 /// Runs the memory on one CUDA device.

@@ -165,10 +165,10 @@ fn load_module(
             via.push(format!("{} via NVRTC (driver {driver})", kernel.name));
             Ok(m)
         }
-        Err(e) => Err(Error::Cuda {
-            op: format!("loading the {} module", kernel.name),
-            detail: e.to_string(),
-        }),
+        Err(e) => Err(Error::cuda(
+            format!("loading the {} module", kernel.name),
+            e,
+        )),
     }
 }
 

@@ -286,15 +286,12 @@ impl DeviceModel {
         // against the source in lm::kernels::params); its addresses come from buffers
         // the caller sized for the launch's rows and dims, and the kernels bound every
         // access by the sizes in the block.
-        unsafe { b.launch(cfg) }.map_err(|e| Error::Cuda {
-            op: format!("launching {} (grid {:?})", l.entry, l.grid),
-            detail: e.to_string(),
-        })?;
+        unsafe { b.launch(cfg) }
+            .map_err(|e| Error::cuda(format!("launching {} (grid {:?})", l.entry, l.grid), e))?;
         if backend.checks() {
-            backend.synchronize().map_err(|e| Error::Cuda {
-                op: format!("running {}", l.entry),
-                detail: e.to_string(),
-            })?;
+            backend
+                .synchronize()
+                .map_err(|e| Error::cuda(format!("running {}", l.entry), e))?;
         }
         Ok(())
     }
