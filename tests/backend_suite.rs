@@ -1022,39 +1022,7 @@ fn sparse_writes_match_the_dense_recurrence(sub: &Subject) {
 
 // ---- the instantiations -----------------------------------------------------------------
 
-/// One `#[test]` per case in each backend's module, e.g. `cpu_avx2::split_calls_match_one_call`.
-macro_rules! suite {
-    ($($case:ident),* $(,)?) => {
-        mod cpu_avx512 {
-            $(#[test]
-            fn $case() {
-                super::run(super::Target::Cpu(super::Isa::Avx512), super::$case);
-            })*
-        }
-        mod cpu_avx2 {
-            $(#[test]
-            fn $case() {
-                super::run(super::Target::Cpu(super::Isa::Avx2), super::$case);
-            })*
-        }
-        mod cpu_portable {
-            $(#[test]
-            fn $case() {
-                super::run(super::Target::Cpu(super::Isa::Portable), super::$case);
-            })*
-        }
-        #[cfg(feature = "cuda")]
-        mod cuda {
-            $(#[test]
-            #[ignore = "needs a CUDA GPU"]
-            fn $case() {
-                super::run(super::Target::Cuda, super::$case);
-            })*
-        }
-    };
-}
-
-suite!(
+common::suite::device_suite!(
     forward_lengths_around_the_chunk_size,
     forward_dims_that_are_not_vector_multiples,
     forward_decay_and_write_strength_extremes,

@@ -226,39 +226,7 @@ fn a_model_described_in_code_matches_a_float64_forward(s: &Subject) {
 
 // ---- the instantiations ------------------------------------------------------------------
 
-/// One `#[test]` per case in each device's module, e.g. `cpu_avx2::a_snapshot_resumes_where_it_stopped`.
-macro_rules! suite {
-    ($($case:ident),* $(,)?) => {
-        mod cpu_avx512 {
-            $(#[test]
-            fn $case() {
-                super::run(super::Target::Cpu(super::Isa::Avx512), super::$case);
-            })*
-        }
-        mod cpu_avx2 {
-            $(#[test]
-            fn $case() {
-                super::run(super::Target::Cpu(super::Isa::Avx2), super::$case);
-            })*
-        }
-        mod cpu_portable {
-            $(#[test]
-            fn $case() {
-                super::run(super::Target::Cpu(super::Isa::Portable), super::$case);
-            })*
-        }
-        #[cfg(feature = "cuda")]
-        mod cuda {
-            $(#[test]
-            #[ignore = "needs a CUDA GPU"]
-            fn $case() {
-                super::run(super::Target::Cuda, super::$case);
-            })*
-        }
-    };
-}
-
-suite!(
+common::suite::device_suite!(
     fixtures_match_flash_linear_attention,
     a_snapshot_resumes_where_it_stopped,
     configurations_match_a_float64_reference,

@@ -5,6 +5,7 @@ pub mod cli;
 pub mod lm;
 pub mod lm_configs;
 pub mod lm_desc;
+pub mod suite;
 
 use half::bf16;
 use ltm_engine::{ForwardInputs, MemoryConfig, State};
