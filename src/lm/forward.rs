@@ -133,20 +133,20 @@ pub fn layers<O: Ops + ?Sized>(
 
 /// One pre-norm block.
 fn block<O: Ops + ?Sized>(ops: &mut O, d: usize, l: usize, b: &Block, decode: bool) -> Result<()> {
+    let project = |matrix, from, to, in_dim, out_dim, accumulate| Product {
+        layer: l,
+        matrix,
+        from,
+        to,
+        in_dim,
+        out_dim,
+        accumulate,
+    };
     ops.trace(TraceStage::Residual, l, Act::Residual);
     ops.norm(NormAt::Mixer(l), &b.mixer_norm, Rows::All)?;
     ops.trace(TraceStage::AttnNorm, l, Act::Normed);
     match &b.token_mixer {
         TokenMixer::GatedDeltaNet(m) => {
-            let project = |matrix, from, to, in_dim, out_dim, accumulate| Product {
-                layer: l,
-                matrix,
-                from,
-                to,
-                in_dim,
-                out_dim,
-                accumulate,
-            };
             ops.linear(project(
                 Matrix::InProj,
                 Act::Normed,
@@ -173,15 +173,6 @@ fn block<O: Ops + ?Sized>(ops: &mut O, d: usize, l: usize, b: &Block, decode: bo
     ops.trace(TraceStage::MlpNorm, l, Act::Normed);
     match b.channel_mixer {
         ChannelMixer::SwiGlu { intermediate } => {
-            let project = |matrix, from, to, in_dim, out_dim, accumulate| Product {
-                layer: l,
-                matrix,
-                from,
-                to,
-                in_dim,
-                out_dim,
-                accumulate,
-            };
             ops.linear(project(
                 Matrix::GateUp,
                 Act::Normed,
