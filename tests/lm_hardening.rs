@@ -28,6 +28,12 @@ fn prose() -> String {
     text
 }
 
+/// [`prose`] repeated to at least `bytes` bytes.
+fn prose_of(bytes: usize) -> String {
+    let text = prose();
+    text.repeat(bytes.div_ceil(text.len()))
+}
+
 #[test]
 fn window_options_past_the_memory_are_refused_before_the_run_naming_them() {
     let dir = tempfile::tempdir().unwrap();
@@ -56,12 +62,7 @@ fn a_context_file_cut_short_under_a_language_model_is_an_error_naming_it() {
     let dir = tempfile::tempdir().unwrap();
     let ctx = dir.path().join("shrinking-lm.txt");
     // About 50K tokens: ten seconds of streaming on two cores, in windows of ~1K.
-    let text = prose();
-    let mut long = String::new();
-    while long.len() < 200_000 {
-        long.push_str(&text);
-    }
-    std::fs::write(&ctx, &long).unwrap();
+    std::fs::write(&ctx, prose_of(200_000)).unwrap();
     let state = dir.path().join("cut.state");
     let child = Command::new(env!("CARGO_BIN_EXE_ltm-engine"))
         .args([
@@ -95,10 +96,7 @@ fn a_context_file_cut_short_under_a_language_model_is_an_error_naming_it() {
 fn bad_utf8_deep_in_a_text_is_found_before_streaming() {
     let dir = tempfile::tempdir().unwrap();
     let ctx = dir.path().join("late-bad-byte.txt");
-    let mut bytes = Vec::new();
-    while bytes.len() < 2_000_000 {
-        bytes.extend_from_slice(prose().as_bytes());
-    }
+    let mut bytes = prose_of(2_000_000).into_bytes();
     let at = bytes.len();
     bytes.extend_from_slice(b"tail \xff\xfe end\n");
     std::fs::write(&ctx, &bytes).unwrap();
@@ -299,12 +297,7 @@ fn a_megabyte_name_makes_a_line_of_error_not_a_megabyte() {
 fn a_checkpointed_model_run_killed_again_and_again_resumes_to_the_same_state() {
     let dir = tempfile::tempdir().unwrap();
     let ctx = dir.path().join("ctx.txt");
-    let text = prose();
-    let mut long = String::new();
-    while long.len() < 60_000 {
-        long.push_str(&text);
-    }
-    std::fs::write(&ctx, &long).unwrap();
+    std::fs::write(&ctx, prose_of(60_000)).unwrap();
     let model = fixture("gdn-tiny");
     let base = |save: &Path| -> Vec<String> {
         [
